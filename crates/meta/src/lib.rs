@@ -1,0 +1,217 @@
+//! The metadata store: repositories, blob records and their links to repositories, manifests
+//! (raw bytes + what validation extracted), tags, upload sessions and local users.
+//!
+//! One narrow trait, [`MetadataStore`], with the SQLite backend in [`sqlite`]; a PostgreSQL backend
+//! joins it later and runs the same test suite ([`testsuite`]). Every operation that must be atomic
+//! (a manifest with its references and tag; a blob record with its repository link; a garbage
+//! collection deletion re-checked under the write lock) is one method, so it is one transaction.
+//!
+//! Architecture invariant: blob *records* point to storage keys; a storage key is written once and
+//! never reused. So a garbage collection that deletes a record (and then its object) can never
+//! race a concurrent upload of the same digest: that upload writes a fresh key.
+
+use async_trait::async_trait;
+use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
+
+pub mod sqlite;
+pub mod testsuite;
+
+pub use sqlite::SqliteStore;
+
+/// Metadata store errors. The server maps them to HTTP statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// Seconds since the Unix epoch. All timestamps in the store use this.
+pub type UnixTime = i64;
+
+/// A blob record as seen from one repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub digest: Digest,
+    pub size: u64,
+    /// Where the bytes are in the blob store.
+    pub storage_key: String,
+}
+
+/// The result of recording a freshly uploaded blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobCommit {
+    /// The new storage key is now the blob's key.
+    Stored,
+    /// The digest was already known: the existing key stays, the caller deletes its new object.
+    AlreadyPresent { existing_key: String },
+}
+
+/// A manifest to record, with the tag to point at it.
+#[derive(Debug, Clone)]
+pub struct NewManifest<'a> {
+    pub digest: &'a Digest,
+    pub bytes: &'a [u8],
+    pub parsed: &'a ParsedManifest,
+    pub tag: Option<&'a Tag>,
+}
+
+/// Why a manifest was not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutManifestOutcome {
+    Stored,
+    /// These referenced blobs (config/layers) or child manifests are not in the repository.
+    Missing(Vec<Digest>),
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    /// The `subject` digest, if the manifest has one.
+    pub subject: Option<Digest>,
+}
+
+/// One entry of a referrers response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    /// Annotations as a JSON object, if any.
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// An upload session. Its bytes live in the blob store under the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    pub id: String,
+    pub repo: RepoName,
+    pub created: UnixTime,
+    pub updated: UnixTime,
+}
+
+/// A local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub admin: bool,
+}
+
+/// One page of a listing (`n`/`last` pagination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page<'a> {
+    /// Return only entries sorting strictly after this one.
+    pub last: Option<&'a str>,
+    /// At most this many entries (None: all).
+    pub n: Option<u32>,
+}
+
+/// What one garbage-collection pass over the metadata removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Repository links removed (blobs no manifest of that repository references).
+    pub links_removed: u64,
+    /// Blob records removed; the caller deletes these storage keys.
+    pub deleted_keys: Vec<String>,
+    /// Upload sessions removed; the caller deletes their data.
+    pub stale_uploads: Vec<String>,
+}
+
+/// The metadata store. Implementations must be safe for several Berth processes sharing one
+/// database: no method may rely on state held only in this process.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Checks the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // ---- blobs ----
+
+    /// The blob record if `digest` is linked to `repo`.
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>>;
+
+    /// Records a verified blob that was just written under `new_key`, and links it to `repo`,
+    /// in one transaction. If the digest already has a record, the existing key is kept (and
+    /// returned so the caller can delete `new_key`); either way the link's and blob's
+    /// last-used time become `now`.
+    async fn commit_blob(&self, repo: &RepoName, digest: &Digest, size: u64, new_key: &str, now: UnixTime) -> Result<BlobCommit>;
+
+    /// Cross-repository mount: links an existing blob of `from` to `repo`. Returns the record, or
+    /// None when `from` has no such blob (the caller then starts a normal upload).
+    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest, now: UnixTime) -> Result<Option<BlobRecord>>;
+
+    /// Removes the link of `digest` to `repo`. Returns false if there was none.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    // ---- manifests and tags ----
+
+    /// In one transaction: checks that every blob of `m.parsed.blobs` is linked to `repo` and every
+    /// child of `m.parsed.manifests` is a manifest of `repo` (else returns `Missing`, storing
+    /// nothing); stores the manifest (idempotent for the same digest), its references, its subject
+    /// and artifact type; touches the referenced links' last-used time; points `m.tag` at it.
+    async fn put_manifest(&self, repo: &RepoName, m: NewManifest<'_>, now: UnixTime) -> Result<PutManifestOutcome>;
+
+    /// The manifest a tag or digest names in `repo`.
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
+
+    /// Deletes a manifest by digest, with every tag pointing at it. Returns false if absent.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// Deletes one tag (the manifest stays). Returns false if absent.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+
+    /// Tags of `repo` in lexical order, paginated. None when the repository is unknown.
+    async fn list_tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>>;
+
+    /// Repository names in lexical order, paginated. A repository exists while it has a manifest,
+    /// a tag or a blob link.
+    async fn list_repositories(&self, page: Page<'_>) -> Result<Vec<String>>;
+
+    /// Manifests of `repo` whose subject is `subject`, optionally only those of `artifact_type`.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+
+    // ---- upload sessions ----
+
+    async fn create_upload(&self, id: &str, repo: &RepoName, now: UnixTime) -> Result<()>;
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>>;
+    /// Marks the session as active at `now` (after each chunk).
+    async fn touch_upload(&self, id: &str, now: UnixTime) -> Result<()>;
+    /// Removes the session record. Returns false if absent.
+    async fn delete_upload(&self, id: &str) -> Result<bool>;
+
+    // ---- users ----
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Creates the user, or replaces its hash and admin flag.
+    async fn put_user(&self, user: &UserRecord) -> Result<()>;
+    async fn count_users(&self) -> Result<u64>;
+
+    // ---- key-value settings (the registry's signing key, ...) ----
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` to `value` only if it has no value yet; returns the value now stored, so that
+    /// replicas starting together agree on one.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
+    // ---- garbage collection ----
+
+    /// One pass: removes repository links not referenced by any manifest of that repository and
+    /// unused since `cutoff`; then removes blob records with no links left and unused since
+    /// `cutoff`, returning their storage keys; then removes upload sessions not touched since
+    /// `upload_cutoff`. Each deletion re-checks its condition inside its transaction, so a push
+    /// running at the same time never loses a blob it has linked or referenced.
+    async fn collect_garbage(&self, cutoff: UnixTime, upload_cutoff: UnixTime) -> Result<GcReport>;
+
+    /// True if some blob record points at `key` (used to sweep orphaned objects).
+    async fn key_in_use(&self, key: &str) -> Result<bool>;
+}
