@@ -68,8 +68,9 @@ fn content_range_start(value: &str) -> ApiResult<u64> {
 
 async fn new_session(req: &Request, repo: &RepoName) -> ApiResult<String> {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    req.state.blobs.upload_create(&id).await?;
+    // Record first, data second: upload data without a record is garbage to `berth gc`.
     req.state.meta.create_upload(&id, repo, now()).await?;
+    req.state.blobs.upload_create(&id).await?;
     req.state.metrics.upload_started();
     Ok(id)
 }
