@@ -244,6 +244,8 @@ mod tests {
     fn path_table() {
         let r = |s: &str| s.parse::<RepoName>().unwrap();
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let blob_path = format!("/v2/a/blobs/{d}");
+        let referrers_path = format!("/v2/a/referrers/{d}");
         let cases: Vec<(&str, Result<Endpoint, ErrorCode>)> = vec![
             ("/v2/", Ok(Endpoint::Base)),
             ("/v2", Ok(Endpoint::Base)),
@@ -254,9 +256,9 @@ mod tests {
             ("/v2/a/b/c/d/e/f/g/h/i/blobs/uploads/", Ok(Endpoint::UploadStart(r("a/b/c/d/e/f/g/h/i")))),
             ("/v2/a/blobs/uploads", Ok(Endpoint::UploadStart(r("a")))),
             ("/v2/a/blobs/uploads/abc-123", Ok(Endpoint::Upload(r("a"), "abc-123".into()))),
-            (&format!("/v2/a/blobs/{d}"), Ok(Endpoint::Blob(r("a"), d.into()))),
+            (&blob_path, Ok(Endpoint::Blob(r("a"), d.into()))),
             ("/v2/a/blobs/sha256%3Aabc", Ok(Endpoint::Blob(r("a"), "sha256:abc".into()))),
-            (&format!("/v2/a/referrers/{d}"), Ok(Endpoint::Referrers(r("a"), d.into()))),
+            (&referrers_path, Ok(Endpoint::Referrers(r("a"), d.into()))),
             ("/v2/A/manifests/x", Err(ErrorCode::NameInvalid)),
             ("/v2/a/unknown/x", Err(ErrorCode::NameUnknown)),
             ("/v2/manifests/x", Err(ErrorCode::NameUnknown)),
