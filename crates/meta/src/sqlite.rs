@@ -1,1 +1,929 @@
+//! The SQLite backend of [`MetadataStore`]: one database file in WAL mode with
+//! `synchronous=FULL`, a single-connection writer pool (so our own writers never meet
+//! `SQLITE_BUSY`) and a small pool of query-only reader connections for the hot lookups.
+//!
+//! Several Berth processes may share one file: every write transaction starts with
+//! `BEGIN IMMEDIATE` (so it takes the write lock up front and waits on the busy timeout instead of
+//! failing on a stale snapshot), and nothing is cached in this process.
 
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_oci::{Digest, Reference, RepoName, Tag};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::{
+    BlobCommit, BlobRecord, GcReport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, PutManifestOutcome,
+    Referrer, Result, UnixTime, UploadRecord, UserRecord,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per garbage-collection write transaction.
+const GC_BATCH: i64 = 500;
+/// How often opening retries the migrations (another process may be migrating the same file).
+const MIGRATE_ATTEMPTS: u32 = 4;
+
+/// The SQLite metadata store. Cheap to clone (the pools are shared).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// One connection: every write transaction goes through it.
+    writer: SqlitePool,
+    /// Query-only connections for reads.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path` and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("cache_size", "-8192")
+            .pragma("temp_store", "MEMORY");
+
+        let writer_options = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
+        // The writer connection is kept open for the store's lifetime, which also keeps the WAL
+        // and shared-memory files in place for the readers.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(writer_options)
+            .await?;
+        migrate(&writer).await?;
+
+        let readers = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(4, 8)) as u32;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.pragma("query_only", "ON"))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes both pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    /// Starts a write transaction holding the database's write lock.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// Runs the migrations, retrying a few times: two processes opening a fresh file at once may
+/// both try to record the same migration, and the loser then finds it applied on retry.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < MIGRATE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "metadata migration failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(|e| MetaError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+fn size_to_db(size: u64) -> Result<i64> {
+    i64::try_from(size).map_err(|_| MetaError::Corrupt(format!("size {size} does not fit the database")))
+}
+
+fn size_from_db(size: i64) -> Result<u64> {
+    u64::try_from(size).map_err(|_| MetaError::Corrupt(format!("stored size {size} is negative")))
+}
+
+/// `LIMIT` value for a page (-1: no limit).
+fn page_limit(page: &Page<'_>) -> i64 {
+    page.n.map_or(-1, i64::from)
+}
+
+/// A JSON array of strings, for `json_each(?)`.
+fn json_strings<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(items.into_iter().map(|s| serde_json::Value::String(s.to_owned())).collect()).to_string()
+}
+
+/// Distinct digests in first-seen order.
+fn distinct<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Vec<&'a Digest> {
+    let mut seen = HashSet::new();
+    digests.into_iter().filter(|d| seen.insert(d.as_str())).collect()
+}
+
+/// The id of `repo`, creating the row if needed. Only inside a write transaction.
+async fn repo_id_for_write(tx: &mut Transaction<'static, Sqlite>, repo: &RepoName) -> Result<i64> {
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
+        .bind(repo.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    Ok(sqlx::query_scalar("INSERT INTO repositories (name) VALUES (?1) RETURNING id")
+        .bind(repo.as_str())
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+/// The id of `repo` if it has a row, inside a write transaction.
+async fn repo_id(tx: &mut Transaction<'static, Sqlite>, repo: &RepoName) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?1")
+        .bind(repo.as_str())
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
+/// Creates or refreshes the link of `digest` to a repository.
+async fn upsert_link(tx: &mut Transaction<'static, Sqlite>, repo_id: i64, digest: &Digest, now: UnixTime) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO repo_blobs (repo_id, digest, last_used) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (repo_id, digest) DO UPDATE SET last_used = max(last_used, excluded.last_used)",
+    )
+    .bind(repo_id)
+    .bind(digest.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn repo_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<BlobRecord>> {
+        let row = sqlx::query(
+            "SELECT b.size, b.storage_key FROM repositories r \
+             JOIN repo_blobs rb ON rb.repo_id = r.id \
+             JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.name = ?1 AND rb.digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|row| {
+            Ok(BlobRecord { digest: digest.clone(), size: size_from_db(row.try_get(0)?)?, storage_key: row.try_get(1)? })
+        })
+        .transpose()
+    }
+
+    async fn commit_blob(&self, repo: &RepoName, digest: &Digest, size: u64, new_key: &str, now: UnixTime) -> Result<BlobCommit> {
+        let size = size_to_db(size)?;
+        let mut tx = self.write_tx().await?;
+        let repo_id = repo_id_for_write(&mut tx, repo).await?;
+        let key: String = sqlx::query_scalar(
+            "INSERT INTO blobs (digest, size, storage_key, last_used) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (digest) DO UPDATE SET last_used = max(last_used, excluded.last_used) \
+             RETURNING storage_key",
+        )
+        .bind(digest.as_str())
+        .bind(size)
+        .bind(new_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        upsert_link(&mut tx, repo_id, digest, now).await?;
+        tx.commit().await?;
+        Ok(if key == new_key { BlobCommit::Stored } else { BlobCommit::AlreadyPresent { existing_key: key } })
+    }
+
+    async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest, now: UnixTime) -> Result<Option<BlobRecord>> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(
+            "SELECT b.size, b.storage_key FROM repositories r \
+             JOIN repo_blobs rb ON rb.repo_id = r.id \
+             JOIN blobs b ON b.digest = rb.digest \
+             WHERE r.name = ?1 AND rb.digest = ?2",
+        )
+        .bind(from.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = BlobRecord { digest: digest.clone(), size: size_from_db(row.try_get(0)?)?, storage_key: row.try_get(1)? };
+        let repo_id = repo_id_for_write(&mut tx, repo).await?;
+        upsert_link(&mut tx, repo_id, digest, now).await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_manifest(&self, repo: &RepoName, m: NewManifest<'_>, now: UnixTime) -> Result<PutManifestOutcome> {
+        let parsed = m.parsed;
+        let blobs = distinct(parsed.blobs.iter().map(|d| &d.digest));
+        let children = distinct(parsed.manifests.iter().map(|d| &d.digest));
+        let blobs_json = json_strings(blobs.iter().map(|d| d.as_str()));
+        let children_json = json_strings(children.iter().map(|d| d.as_str()));
+        let size = size_to_db(m.bytes.len() as u64)?;
+        let annotations = parsed.annotations.as_ref().map(|a| a.to_string());
+
+        let mut tx = self.write_tx().await?;
+        let repo_id = repo_id_for_write(&mut tx, repo).await?;
+
+        // Everything referenced must be in this repository.
+        let mut missing: HashSet<String> = HashSet::new();
+        if !blobs.is_empty() {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS \
+                 (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = ?2 AND rb.digest = j.value)",
+            )
+            .bind(&blobs_json)
+            .bind(repo_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            missing.extend(rows);
+        }
+        if !children.is_empty() {
+            let rows: Vec<String> = sqlx::query_scalar(
+                "SELECT j.value FROM json_each(?1) j WHERE NOT EXISTS \
+                 (SELECT 1 FROM manifests m WHERE m.repo_id = ?2 AND m.digest = j.value)",
+            )
+            .bind(&children_json)
+            .bind(repo_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            missing.extend(rows);
+        }
+        if !missing.is_empty() {
+            // Dropping the transaction rolls it back (including a freshly created repository row).
+            tx.rollback().await?;
+            let list = blobs
+                .iter()
+                .chain(children.iter())
+                .filter(|d| missing.contains(d.as_str()))
+                .map(|d| (*d).clone())
+                .collect();
+            return Ok(PutManifestOutcome::Missing(list));
+        }
+
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, bytes, size, subject, artifact_type, annotations, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (repo_id, digest) DO UPDATE SET media_type = excluded.media_type, bytes = excluded.bytes, \
+             size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
+             annotations = excluded.annotations",
+        )
+        .bind(repo_id)
+        .bind(m.digest.as_str())
+        .bind(parsed.media_type.as_str())
+        .bind(m.bytes)
+        .bind(size)
+        .bind(parsed.subject.as_ref().map(|s| s.digest.as_str()))
+        .bind(parsed.artifact_type.as_deref())
+        .bind(annotations)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+
+        sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for (kind, list, json) in [("blob", &blobs, &blobs_json), ("manifest", &children, &children_json)] {
+            if list.is_empty() {
+                continue;
+            }
+            sqlx::query(
+                "INSERT OR IGNORE INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) \
+                 SELECT ?1, ?2, j.value, ?3 FROM json_each(?4) j",
+            )
+            .bind(repo_id)
+            .bind(m.digest.as_str())
+            .bind(kind)
+            .bind(json.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !blobs.is_empty() {
+            sqlx::query(
+                "UPDATE repo_blobs SET last_used = max(last_used, ?3) \
+                 WHERE repo_id = ?1 AND digest IN (SELECT j.value FROM json_each(?2) j)",
+            )
+            .bind(repo_id)
+            .bind(&blobs_json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(tag) = m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, manifest_digest, updated) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
+                 updated = excluded.updated",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(PutManifestOutcome::Stored)
+    }
+
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+        match reference {
+            Reference::Digest(digest) => {
+                let row = sqlx::query(
+                    "SELECT m.media_type, m.bytes, m.subject FROM repositories r \
+                     JOIN manifests m ON m.repo_id = r.id \
+                     WHERE r.name = ?1 AND m.digest = ?2",
+                )
+                .bind(repo.as_str())
+                .bind(digest.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|row| {
+                    let subject: Option<String> = row.try_get(2)?;
+                    Ok(ManifestRecord {
+                        digest: digest.clone(),
+                        media_type: row.try_get(0)?,
+                        bytes: row.try_get(1)?,
+                        subject: subject.as_deref().map(parse_digest).transpose()?,
+                    })
+                })
+                .transpose()
+            }
+            Reference::Tag(tag) => {
+                let row = sqlx::query(
+                    "SELECT m.digest, m.media_type, m.bytes, m.subject FROM repositories r \
+                     JOIN tags t ON t.repo_id = r.id \
+                     JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.manifest_digest \
+                     WHERE r.name = ?1 AND t.name = ?2",
+                )
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|row| {
+                    let digest: String = row.try_get(0)?;
+                    let subject: Option<String> = row.try_get(3)?;
+                    Ok(ManifestRecord {
+                        digest: parse_digest(&digest)?,
+                        media_type: row.try_get(1)?,
+                        bytes: row.try_get(2)?,
+                        subject: subject.as_deref().map(parse_digest).transpose()?,
+                    })
+                })
+                .transpose()
+            }
+        }
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let Some(repo_id) = repo_id(&mut tx, repo).await? else {
+            return Ok(false);
+        };
+        for sql in [
+            "DELETE FROM tags WHERE repo_id = ?1 AND manifest_digest = ?2",
+            "DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2",
+        ] {
+            sqlx::query(sql).bind(repo_id).bind(digest.as_str()).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2")
+            .bind(repo_id)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND name = ?2")
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>> {
+        // One read transaction: the existence check and the listing see the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let row = sqlx::query(
+            "SELECT r.id, EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+             OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id) \
+             FROM repositories r WHERE r.name = ?1",
+        )
+        .bind(repo.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let repo_id: i64 = match row {
+            Some(row) if row.try_get::<bool, _>(1)? => row.try_get(0)?,
+            _ => {
+                tx.commit().await?;
+                return Ok(None);
+            }
+        };
+        let tags: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name COLLATE BINARY LIMIT ?3",
+        )
+        .bind(repo_id)
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(tags))
+    }
+
+    async fn list_repositories(&self, page: Page<'_>) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT r.name FROM repositories r WHERE r.name > ?1 \
+             AND (EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+                  OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)) \
+             ORDER BY r.name COLLATE BINARY LIMIT ?2",
+        )
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r \
+             JOIN manifests m ON m.repo_id = r.id \
+             WHERE r.name = ?1 AND m.subject = ?2 AND (?3 IS NULL OR m.artifact_type = ?3)",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .fetch_all(&self.reader)
+        .await?;
+        // Sorted here: an ORDER BY would steer the planner away from the subject index.
+        let mut referrers = rows
+            .into_iter()
+            .map(|row| {
+                let digest: String = row.try_get(0)?;
+                let annotations: Option<String> = row.try_get(4)?;
+                let annotations = annotations
+                    .map(|a| {
+                        serde_json::from_str(&a)
+                            .map_err(|e| MetaError::Corrupt(format!("annotations of {digest}: {e}")))
+                    })
+                    .transpose()?;
+                Ok(Referrer {
+                    digest: parse_digest(&digest)?,
+                    media_type: row.try_get(1)?,
+                    size: size_from_db(row.try_get(2)?)?,
+                    artifact_type: row.try_get(3)?,
+                    annotations,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        referrers.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(referrers)
+    }
+
+    async fn create_upload(&self, id: &str, repo: &RepoName, now: UnixTime) -> Result<()> {
+        sqlx::query("INSERT INTO uploads (id, repo, created, updated) VALUES (?1, ?2, ?3, ?3)")
+            .bind(id)
+            .bind(repo.as_str())
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
+        let row = sqlx::query("SELECT repo, created, updated FROM uploads WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| {
+            let repo: String = row.try_get(0)?;
+            Ok(UploadRecord {
+                id: id.to_owned(),
+                repo: repo.parse().map_err(|e| MetaError::Corrupt(format!("upload {id}: {e}")))?,
+                created: row.try_get(1)?,
+                updated: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn touch_upload(&self, id: &str, now: UnixTime) -> Result<()> {
+        sqlx::query("UPDATE uploads SET updated = max(updated, ?2) WHERE id = ?1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?1").bind(id).execute(&self.writer).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query("SELECT password_hash, admin FROM users WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|row| Ok(UserRecord { name: name.to_owned(), password_hash: row.try_get(0)?, admin: row.try_get(1)? }))
+            .transpose()
+    }
+
+    async fn put_user(&self, user: &UserRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, admin) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin",
+        )
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.admin)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.reader).await?;
+        size_from_db(n)
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let stored: String =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1").bind(key).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn collect_garbage(&self, cutoff: UnixTime, upload_cutoff: UnixTime) -> Result<GcReport> {
+        let mut report = GcReport::default();
+
+        // Candidates are found on a reader (no lock held), then each batch is deleted in one short
+        // write statement that re-checks the conditions under the write lock.
+
+        // 1. Links unused since the cutoff that no manifest of their repository references.
+        let mut cursor: (i64, String) = (i64::MIN, String::new());
+        loop {
+            let rows = sqlx::query(
+                "SELECT rb.repo_id, rb.digest FROM repo_blobs rb \
+                 WHERE (rb.repo_id, rb.digest) > (?1, ?2) AND rb.last_used < ?3 AND NOT EXISTS \
+                 (SELECT 1 FROM manifest_refs mr WHERE mr.repo_id = rb.repo_id AND mr.ref_digest = rb.digest \
+                  AND mr.kind = 'blob') \
+                 ORDER BY rb.repo_id, rb.digest LIMIT ?4",
+            )
+            .bind(cursor.0)
+            .bind(&cursor.1)
+            .bind(cutoff)
+            .bind(GC_BATCH)
+            .fetch_all(&self.reader)
+            .await?;
+            let Some(last) = rows.last() else { break };
+            let next = (last.try_get::<i64, _>(0)?, last.try_get::<String, _>(1)?);
+            // Candidates come ordered by repository: one indexed delete per repository.
+            let mut groups: Vec<(i64, Vec<String>)> = Vec::new();
+            for row in &rows {
+                let (repo_id, digest) = (row.try_get::<i64, _>(0)?, row.try_get::<String, _>(1)?);
+                match groups.last_mut() {
+                    Some((id, digests)) if *id == repo_id => digests.push(digest),
+                    _ => groups.push((repo_id, vec![digest])),
+                }
+            }
+            let mut tx = self.write_tx().await?;
+            for (repo_id, digests) in &groups {
+                let done = sqlx::query(
+                    "DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest IN (SELECT j.value FROM json_each(?2) j) \
+                     AND last_used < ?3 AND NOT EXISTS \
+                     (SELECT 1 FROM manifest_refs mr WHERE mr.repo_id = repo_blobs.repo_id \
+                      AND mr.ref_digest = repo_blobs.digest AND mr.kind = 'blob')",
+                )
+                .bind(repo_id)
+                .bind(json_strings(digests.iter().map(String::as_str)))
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+                report.links_removed += done.rows_affected();
+            }
+            tx.commit().await?;
+            if (rows.len() as i64) < GC_BATCH {
+                break;
+            }
+            cursor = next;
+            tokio::task::yield_now().await;
+        }
+
+        // 2. Blob records with no links left, unused since the cutoff.
+        let mut cursor = String::new();
+        loop {
+            let digests: Vec<String> = sqlx::query_scalar(
+                "SELECT b.digest FROM blobs b WHERE b.digest > ?1 AND b.last_used < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = b.digest) \
+                 ORDER BY b.digest LIMIT ?3",
+            )
+            .bind(&cursor)
+            .bind(cutoff)
+            .bind(GC_BATCH)
+            .fetch_all(&self.reader)
+            .await?;
+            let Some(last) = digests.last() else { break };
+            let keys: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM blobs WHERE digest IN (SELECT j.value FROM json_each(?1) j) AND last_used < ?2 \
+                 AND NOT EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.digest = blobs.digest) \
+                 RETURNING storage_key",
+            )
+            .bind(json_strings(digests.iter().map(String::as_str)))
+            .bind(cutoff)
+            .fetch_all(&self.writer)
+            .await?;
+            report.deleted_keys.extend(keys);
+            if (digests.len() as i64) < GC_BATCH {
+                break;
+            }
+            cursor = last.clone();
+            tokio::task::yield_now().await;
+        }
+
+        // 3. Upload sessions not touched since the upload cutoff.
+        let mut cursor = String::new();
+        loop {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM uploads WHERE id > ?1 AND updated < ?2 ORDER BY id LIMIT ?3",
+            )
+            .bind(&cursor)
+            .bind(upload_cutoff)
+            .bind(GC_BATCH)
+            .fetch_all(&self.reader)
+            .await?;
+            let Some(last) = ids.last() else { break };
+            let removed: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM uploads WHERE id IN (SELECT j.value FROM json_each(?1) j) AND updated < ?2 RETURNING id",
+            )
+            .bind(json_strings(ids.iter().map(String::as_str)))
+            .bind(upload_cutoff)
+            .fetch_all(&self.writer)
+            .await?;
+            report.stale_uploads.extend(removed);
+            if (ids.len() as i64) < GC_BATCH {
+                break;
+            }
+            cursor = last.clone();
+            tokio::task::yield_now().await;
+        }
+
+        Ok(report)
+    }
+
+    async fn key_in_use(&self, key: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blobs WHERE storage_key = ?1)")
+            .bind(key)
+            .fetch_one(&self.reader)
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use berth_oci::{manifest, Algorithm};
+
+    use super::*;
+    use crate::testsuite;
+
+    async fn temp_store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("meta.db")).await.expect("open");
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn suite() {
+        let (_dir, store) = temp_store().await;
+        testsuite::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn connection_settings() {
+        let (_dir, store) = temp_store().await;
+        async fn text(pool: &SqlitePool, name: &str) -> String {
+            let sql = format!("PRAGMA {name}");
+            sqlx::query_scalar(sql.as_str()).fetch_one(pool).await.expect("pragma")
+        }
+        async fn int(pool: &SqlitePool, name: &str) -> i64 {
+            let sql = format!("PRAGMA {name}");
+            sqlx::query_scalar(sql.as_str()).fetch_one(pool).await.expect("pragma")
+        }
+        assert_eq!(text(&store.writer, "journal_mode").await, "wal");
+        assert_eq!(text(&store.reader, "journal_mode").await, "wal");
+        assert_eq!(int(&store.writer, "synchronous").await, 2, "FULL");
+        assert_eq!(int(&store.writer, "foreign_keys").await, 1);
+        assert_eq!(int(&store.reader, "foreign_keys").await, 1);
+        assert_eq!(int(&store.writer, "busy_timeout").await, 10_000);
+        assert_eq!(int(&store.reader, "busy_timeout").await, 10_000);
+        assert_eq!(int(&store.reader, "query_only").await, 1);
+        assert_eq!(int(&store.writer, "query_only").await, 0);
+        let write = sqlx::query("INSERT INTO settings (key, value) VALUES ('x', 'y')").execute(&store.reader).await;
+        assert!(write.is_err(), "readers must not write");
+    }
+
+    #[tokio::test]
+    async fn reopen_sees_committed_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested.db");
+        let repo: RepoName = "reopen/app".parse().expect("repo");
+        let digest = Digest::compute(Algorithm::Sha256, b"config");
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{digest}","size":6}},"layers":[]}}"#
+        );
+        let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
+        let mdigest = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
+        let tag: Tag = "v1".parse().expect("tag");
+        {
+            let store = SqliteStore::open(&path).await.expect("open");
+            store.commit_blob(&repo, &digest, 6, "k1", 10).await.expect("commit");
+            let m = NewManifest { digest: &mdigest, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+            assert_eq!(store.put_manifest(&repo, m, 10).await.expect("put"), PutManifestOutcome::Stored);
+            assert_eq!(store.init_setting("k", "v").await.expect("init"), "v");
+            // No close: dropping the pools must not lose committed rows.
+        }
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let rec = store.get_manifest(&repo, &Reference::Tag(tag)).await.expect("get").expect("manifest survives");
+        assert_eq!((rec.digest, rec.bytes), (mdigest, bytes.into_bytes()));
+        assert_eq!(store.repo_blob(&repo, &digest).await.expect("blob").map(|b| b.storage_key).as_deref(), Some("k1"));
+        assert_eq!(store.get_setting("k").await.expect("setting").as_deref(), Some("v"));
+        // Migrations are not re-applied destructively.
+        store.close().await;
+        let store = SqliteStore::open(&path).await.expect("third open");
+        assert_eq!(store.list_repositories(Page { last: None, n: None }).await.expect("list"), vec!["reopen/app"]);
+    }
+
+    #[tokio::test]
+    async fn corrupt_digest_is_reported() {
+        let (_dir, store) = temp_store().await;
+        let repo: RepoName = "corrupt/app".parse().expect("repo");
+        let d = Digest::compute(Algorithm::Sha256, b"x");
+        store.commit_blob(&repo, &d, 1, "k", 1).await.expect("commit");
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"a/b","digest":"{d}","size":1}},"layers":[]}}"#
+        );
+        let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
+        let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
+        let tag: Tag = "t".parse().expect("tag");
+        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+        store.put_manifest(&repo, m, 1).await.expect("put");
+        // Damage the stored digest behind the store's back (foreign keys off for this connection).
+        sqlx::query("PRAGMA foreign_keys = OFF").execute(&store.writer).await.expect("pragma");
+        sqlx::query("UPDATE tags SET manifest_digest = 'bogus'").execute(&store.writer).await.expect("update");
+        sqlx::query("UPDATE manifests SET digest = 'bogus'").execute(&store.writer).await.expect("update");
+        sqlx::query("PRAGMA foreign_keys = ON").execute(&store.writer).await.expect("pragma");
+        let got = store.get_manifest(&repo, &Reference::Tag(tag)).await;
+        assert!(matches!(got, Err(MetaError::Corrupt(_))), "{got:?}");
+    }
+
+    /// Many concurrent pushes on one store, and on two stores sharing one file (as two processes
+    /// would): no errors, and every commit of one digest agrees on a single key.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        // Both open (and migrate) the fresh file at the same time.
+        let (one, two) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        let (one, two) = (Arc::new(one.expect("open")), Arc::new(two.expect("open again")));
+        let shared = Digest::compute(Algorithm::Sha256, b"shared layer");
+        let mut tasks = Vec::new();
+        for t in 0..40u32 {
+            let store = if t % 2 == 0 { one.clone() } else { two.clone() };
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let repo: RepoName = format!("conc/r{}", t % 5).parse().expect("repo");
+                let mut keys = Vec::new();
+                let c = store.commit_blob(&repo, &shared, 12, &format!("shared-{t}"), 1000).await.expect("commit shared");
+                keys.push(match c {
+                    BlobCommit::Stored => format!("shared-{t}"),
+                    BlobCommit::AlreadyPresent { existing_key } => existing_key,
+                });
+                for i in 0..5u32 {
+                    let config = Digest::compute(Algorithm::Sha256, format!("config {t} {i}").as_bytes());
+                    let c = store.commit_blob(&repo, &config, 2, &format!("c-{t}-{i}"), 1000).await.expect("commit");
+                    assert_eq!(c, BlobCommit::Stored);
+                    let bytes = format!(
+                        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"a/b","digest":"{config}","size":2}},"layers":[{{"mediaType":"a/c","digest":"{shared}","size":12}}]}}"#
+                    );
+                    let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
+                    let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
+                    let tag: Tag = format!("t{i}").parse().expect("tag");
+                    let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+                    assert_eq!(store.put_manifest(&repo, m, 1000).await.expect("put"), PutManifestOutcome::Stored);
+                    assert!(store.get_manifest(&repo, &Reference::Digest(md)).await.expect("get").is_some());
+                }
+                if t % 8 == 0 {
+                    store.collect_garbage(500, 500).await.expect("gc");
+                }
+                keys
+            }));
+        }
+        let mut keys = Vec::new();
+        for t in tasks {
+            keys.extend(t.await.expect("task"));
+        }
+        keys.dedup();
+        assert_eq!(keys.len(), 1, "all commits of one digest agree on its key: {keys:?}");
+        for r in 0..5 {
+            let repo: RepoName = format!("conc/r{r}").parse().expect("repo");
+            let tags = one.list_tags(&repo, Page { last: None, n: None }).await.expect("tags").expect("repo");
+            assert_eq!(tags, ["t0", "t1", "t2", "t3", "t4"]);
+        }
+        assert_eq!(two.list_repositories(Page { last: None, n: None }).await.expect("repos").len(), 5);
+    }
+
+    /// Hot-path throughput (run with `--ignored --nocapture`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn lookup_throughput() {
+        let (_dir, store) = temp_store().await;
+        let store = Arc::new(store);
+        let repo: RepoName = "bench/app".parse().expect("repo");
+        let config = Digest::compute(Algorithm::Sha256, b"bench config");
+        store.commit_blob(&repo, &config, 2, "bench", 1).await.expect("commit");
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"a/b","digest":"{config}","size":2}},"layers":[]}}"#
+        );
+        let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
+        let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
+        let tag: Tag = "latest".parse().expect("tag");
+        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+        store.put_manifest(&repo, m, 1).await.expect("put");
+        let per_task = 5000;
+        let tasks = 16;
+        let start = std::time::Instant::now();
+        let mut handles = Vec::new();
+        for t in 0..tasks {
+            let (store, repo, config, md, tag) = (store.clone(), repo.clone(), config.clone(), md.clone(), tag.clone());
+            handles.push(tokio::spawn(async move {
+                for i in 0..per_task {
+                    match (i + t) % 3 {
+                        0 => assert!(store.get_manifest(&repo, &Reference::Tag(tag.clone())).await.expect("get").is_some()),
+                        1 => assert!(store.get_manifest(&repo, &Reference::Digest(md.clone())).await.expect("get").is_some()),
+                        _ => assert!(store.repo_blob(&repo, &config).await.expect("blob").is_some()),
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        let n = per_task * tasks;
+        let secs = start.elapsed().as_secs_f64();
+        println!("{n} lookups in {secs:.2}s: {:.0}/s", n as f64 / secs);
+    }
+}
