@@ -294,7 +294,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Each running blob transfer holds a blocking thread (file IO + hashing); allow many slow clients.
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(4096).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
