@@ -241,6 +241,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn scope_parsing() {
         let cases: &[(&str, &[(&str, &str, &[&str])])] = &[
             ("repository:library/app:pull", &[("repository", "library/app", &["pull"])]),

@@ -136,6 +136,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn defaults_file_and_env() {
         figment::Jail::expect_with(|jail| {
             let c = Config::load(None).unwrap();

@@ -3,6 +3,8 @@
 //! verifies, that nothing partial is visible, and that garbage collection keeps it all. Three
 //! kill cycles, each at a pseudo-random moment.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,8 @@
 //! `berth_server::app` with real SQLite and filesystem stores in a temp folder, and the Docker
 //! token flow in front, as a client would see it.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 
