@@ -1,0 +1,842 @@
+//! The end-to-end harness: runs the real `berth` binary and real clients (skopeo, oras-py)
+//! against it, on 127.0.0.1 only.
+//!
+//! - [`Berth::builder`] starts `berth serve` on a free port with a temporary data folder, a fixed
+//!   admin password (or a generated one), optional anonymous mode, TLS (a test CA and server
+//!   certificate made with the `openssl` CLI) and extra environment; it waits for `/healthz`.
+//!   Stdout and stderr of every run go to files in the temporary folder and are printed when a
+//!   test fails. Dropping the handle kills the process. [`Berth::restart`] keeps the data folder,
+//!   [`Berth::kill9`] and [`Berth::terminate`] stop it hard or gracefully.
+//! - [`Berth::skopeo`] runs skopeo with its auth files, policy and temp files kept in the test's
+//!   folder, so tests never touch (or depend on) the user's configuration.
+//! - [`OciImage`] writes and reads small OCI image layouts (`oci:` transport) in pure Rust: a
+//!   random file in an uncompressed tar, wrapped in gzip with stored deflate blocks, a config and
+//!   a manifest, all with correct digests and diff_ids.
+//! - [`python`] finds the Python interpreter that has `oras` (BERTH_TEST_PYTHON, else the
+//!   repository's `.venv`, which `scripts/test.sh` creates).
+
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+/// The admin password every server gets unless the test asks for a generated one.
+pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+
+/// How long a start may take before the test fails (a cold, loaded CI machine is slow).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// `sha256:<hex>` of `b`.
+pub fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+/// A `berth` command with a clean environment: no inherited `BERTH_*` variables (Berth rejects
+/// unknown ones, and the caller's settings must not leak into a test) and no RUST_LOG.
+pub fn berth_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("BERTH_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd
+}
+
+/// The captured result of a finished command.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    fn from(what: String, out: std::process::Output) -> CmdOutput {
+        CmdOutput {
+            what,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+    /// Panics with the full output unless the command succeeded.
+    pub fn assert_success(self) -> CmdOutput {
+        assert!(self.status.success(), "command failed ({}): {}\n--- stdout:\n{}\n--- stderr:\n{}", self.status, self.what, self.stdout, self.stderr);
+        self
+    }
+    /// Panics with the full output unless the command failed.
+    pub fn assert_failure(self) -> CmdOutput {
+        assert!(!self.status.success(), "command unexpectedly succeeded: {}\n--- stdout:\n{}\n--- stderr:\n{}", self.what, self.stdout, self.stderr);
+        self
+    }
+    /// Stdout and stderr together, lowercased, for matching error messages.
+    pub fn text_lower(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr).to_lowercase()
+    }
+}
+
+/// Runs a command to completion (stdin closed), capturing its output.
+pub fn run(cmd: &mut Command) -> CmdOutput {
+    let what = format!("{cmd:?}");
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    CmdOutput::from(what, out)
+}
+
+/// Runs `f` on a fresh single-threaded tokio runtime in its own thread, so that synchronous
+/// harness code can use reqwest whether or not the caller is inside a runtime.
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    std::thread::spawn(move || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f))
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+// ------------------------------------------------------------------------------------------
+// TLS material
+
+/// A test CA and a server certificate for 127.0.0.1 / localhost, made with the `openssl` CLI.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// A folder holding only the CA as `ca.crt`: what `skopeo --cert-dir` wants.
+    pub cert_dir: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates the CA and the server certificate in `dir` (created if needed).
+    pub fn generate(dir: &Path) -> TlsFiles {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            run(Command::new("openssl").args(args).current_dir(dir)).assert_success();
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Berth e2e test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+        openssl(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "server.crt", "-days", "2", "-extfile", "server.ext",
+        ]);
+        let cert_dir = dir.join("certs.d");
+        std::fs::create_dir_all(&cert_dir).unwrap();
+        std::fs::copy(dir.join("ca.crt"), cert_dir.join("ca.crt")).unwrap();
+        TlsFiles { ca_cert: dir.join("ca.crt"), cert_dir, server_cert: dir.join("server.crt"), server_key: dir.join("server.key") }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The server
+
+/// Options for a Berth under test; [`BerthBuilder::start`] runs it.
+#[derive(Debug, Clone)]
+pub struct BerthBuilder {
+    admin_password: Option<String>,
+    anonymous: Option<String>,
+    tls: bool,
+    env: Vec<(String, String)>,
+}
+
+impl BerthBuilder {
+    /// Start without BERTH_ADMIN_PASSWORD: Berth generates one and prints it on the first start.
+    pub fn generated_admin_password(mut self) -> Self {
+        self.admin_password = None;
+        self
+    }
+    /// BERTH_ANONYMOUS: "off", "pull" or "read-write".
+    pub fn anonymous(mut self, mode: &str) -> Self {
+        self.anonymous = Some(mode.to_owned());
+        self
+    }
+    /// Serve HTTPS with a freshly generated test CA and server certificate.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+    /// Any other environment variable for the server.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    /// Starts the server and waits until `/healthz` answers 200.
+    pub fn start(self) -> Berth {
+        let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let tls = self.tls.then(|| TlsFiles::generate(&dir.path().join("tls")));
+        let mut berth = Berth { dir, data_dir, port: 0, child: None, runs: 0, opts: self, tls, http: None };
+        berth.spawn_until_healthy(None);
+        berth
+    }
+}
+
+/// A running (or stopped) `berth serve` and its temporary folder.
+pub struct Berth {
+    dir: tempfile::TempDir,
+    /// The data folder (BERTH_DATA_DIR); survives [`Berth::restart`].
+    pub data_dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// Number of starts so far; run `n` logs to `stdout-n.log` / `stderr-n.log`.
+    runs: usize,
+    opts: BerthBuilder,
+    tls: Option<TlsFiles>,
+    http: Option<reqwest::Client>,
+}
+
+/// A port that was free a moment ago (bound to port 0 and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Berth {
+    pub fn builder() -> BerthBuilder {
+        BerthBuilder { admin_password: Some(ADMIN_PASSWORD.into()), anonymous: None, tls: false, env: Vec::new() }
+    }
+    /// A server with the defaults: plain HTTP, fixed admin password, anonymous access off.
+    pub fn start() -> Berth {
+        Berth::builder().start()
+    }
+
+    /// The test's temporary folder (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    /// A path inside the test's temporary folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// `127.0.0.1:<port>`: the registry host for clients.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+    /// The full URL of `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme(), self.host())
+    }
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("berth is not running").id()
+    }
+    /// The admin password: the fixed one, or the one the first start printed.
+    pub fn admin_password(&self) -> String {
+        match &self.opts.admin_password {
+            Some(p) => p.clone(),
+            None => parse_generated_password(&self.stdout_of(0))
+                .unwrap_or_else(|| panic!("the first start printed no generated password:\n{}", self.stdout_of(0))),
+        }
+    }
+    /// `admin:<password>` for skopeo's --creds options.
+    pub fn creds(&self) -> String {
+        format!("admin:{}", self.admin_password())
+    }
+    /// `docker://127.0.0.1:<port>/<name>` for skopeo.
+    pub fn docker_ref(&self, name: &str) -> String {
+        format!("docker://{}/{name}", self.host())
+    }
+
+    /// A reqwest client for this server (trusting the test CA when TLS is on). No credentials:
+    /// add `.basic_auth("admin", Some(..))` per request, see [`Berth::admin`].
+    pub fn http(&mut self) -> reqwest::Client {
+        if self.http.is_none() {
+            self.http = Some(http_client(self.tls.as_ref().map(|t| t.ca_cert.as_path())));
+        }
+        self.http.clone().unwrap()
+    }
+    /// A request with the admin's Basic credentials.
+    pub fn admin(&mut self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let pw = self.admin_password();
+        let url = self.url(path);
+        self.http().request(method, url).basic_auth("admin", Some(pw))
+    }
+
+    /// Stdout of run `n` (0 is the first start).
+    pub fn stdout_of(&self, n: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("stdout-{n}.log"))).unwrap_or_default()
+    }
+    /// Stderr (the logs) of run `n`.
+    pub fn stderr_of(&self, n: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("stderr-{n}.log"))).unwrap_or_default()
+    }
+    /// Stdout of the current (last) run.
+    pub fn stdout(&self) -> String {
+        self.stdout_of(self.runs.saturating_sub(1))
+    }
+    /// Stderr of the current (last) run.
+    pub fn stderr(&self) -> String {
+        self.stderr_of(self.runs.saturating_sub(1))
+    }
+    /// Number of starts so far.
+    pub fn runs(&self) -> usize {
+        self.runs
+    }
+    /// Everything every run wrote, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in 0..self.runs {
+            let _ = write!(s, "--- berth run {n} stdout:\n{}\n--- berth run {n} stderr:\n{}\n", self.stdout_of(n), self.stderr_of(n));
+        }
+        s
+    }
+
+    fn spawn_until_healthy(&mut self, port: Option<u16>) {
+        let mut port = port.unwrap_or_else(free_port);
+        self.http = None; // pooled connections to a previous process are dead
+        for attempt in 0..8 {
+            let n = self.runs;
+            self.runs += 1;
+            let stdout = std::fs::File::create(self.path(&format!("stdout-{n}.log"))).unwrap();
+            let stderr = std::fs::File::create(self.path(&format!("stderr-{n}.log"))).unwrap();
+            let mut cmd = berth_command();
+            cmd.arg("serve")
+                .current_dir(self.dir.path())
+                .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
+                .env("BERTH_DATA_DIR", &self.data_dir)
+                .env("BERTH_LOG_LEVEL", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
+            if let Some(pw) = &self.opts.admin_password {
+                cmd.env("BERTH_ADMIN_PASSWORD", pw);
+            }
+            if let Some(a) = &self.opts.anonymous {
+                cmd.env("BERTH_ANONYMOUS", a);
+            }
+            if let Some(t) = &self.tls {
+                cmd.env("BERTH_TLS__CERT", &t.server_cert).env("BERTH_TLS__KEY", &t.server_key);
+            }
+            for (k, v) in &self.opts.env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_berth")));
+            self.port = port;
+            self.child = Some(child);
+            match self.wait_healthy() {
+                Ok(()) => return,
+                Err(status) => {
+                    self.child = None;
+                    let err = self.stderr_of(n);
+                    if err.contains("cannot listen") && attempt < 7 {
+                        eprintln!("berth could not bind port {port} (taken meanwhile?); retrying on another port");
+                        port = free_port();
+                        continue;
+                    }
+                    panic!("berth exited with {status} before becoming healthy\n{}", self.logs());
+                }
+            }
+        }
+    }
+
+    /// Waits for `/healthz` = 200; Err(exit status) if the process ended first.
+    fn wait_healthy(&mut self) -> Result<(), ExitStatus> {
+        let url = self.url("/healthz");
+        let ca = self.tls.as_ref().map(|t| t.ca_cert.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stop2 = stop.clone();
+        let prober = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = http_client(ca.as_deref());
+                while !stop2.load(Ordering::Relaxed) {
+                    if let Ok(r) = client.get(&url).timeout(Duration::from_secs(2)).send().await {
+                        if r.status() == 200 {
+                            let _ = tx.send(());
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let result = loop {
+            if rx.try_recv().is_ok() {
+                break Ok(());
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                break Err(status);
+            }
+            if Instant::now() > deadline {
+                stop.store(true, Ordering::Relaxed);
+                panic!("berth did not answer /healthz within {START_TIMEOUT:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stop.store(true, Ordering::Relaxed);
+        let _ = prober.join();
+        result
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Sends SIGTERM (with the `kill` command) without waiting.
+    pub fn terminate(&mut self) {
+        let pid = self.pid().to_string();
+        run(Command::new("kill").args(["-TERM", &pid])).assert_success();
+    }
+
+    /// Waits for the process to exit, at most `timeout`; panics after that.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("berth is not running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("berth did not exit within {timeout:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up. The data folder stays; [`Berth::restart`] starts again.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops the server gracefully (SIGTERM; it must exit 0) if it runs, then starts it again on
+    /// the same data folder and, if still free, the same port.
+    pub fn restart(&mut self) {
+        if self.is_running() {
+            self.terminate();
+            let status = self.wait_exit(Duration::from_secs(40));
+            assert!(status.success(), "berth exited with {status} after SIGTERM\n{}", self.logs());
+        }
+        self.child = None;
+        self.spawn_until_healthy(Some(self.port));
+    }
+
+    /// Like [`Berth::restart`], with changed options (admin password, anonymous mode, extra
+    /// environment; TLS stays as it was), e.g. `b.restart_with(|o| o.anonymous("pull"))`.
+    pub fn restart_with(&mut self, change: impl FnOnce(BerthBuilder) -> BerthBuilder) {
+        let tls = self.opts.tls;
+        self.opts = change(self.opts.clone());
+        self.opts.tls = tls;
+        self.restart();
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Clients
+
+    /// The environment for client tools: HOME, XDG folders, auth file and TMPDIR in the test
+    /// folder, and an empty registries.conf, so nothing is read from or written to the user's.
+    pub fn client_env(&self, cmd: &mut Command) {
+        let home = self.path("home");
+        let run_dir = self.path("xdg-run");
+        for d in [&home, &run_dir, &self.path("tmp")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let registries = self.path("registries.conf");
+        if !registries.exists() {
+            std::fs::write(&registries, "# empty: the e2e tests use fully qualified references\n").unwrap();
+        }
+        cmd.env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &run_dir)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
+            .env("CONTAINERS_REGISTRIES_CONF", &registries)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env("TMPDIR", self.path("tmp"))
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .current_dir(self.dir.path());
+    }
+
+    /// Runs `skopeo --insecure-policy --command-timeout 120s <args>` in the test's environment.
+    pub fn skopeo(&self, args: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["--insecure-policy", "--command-timeout", "120s"]).args(args);
+        self.client_env(&mut cmd);
+        run(&mut cmd)
+    }
+
+    /// `skopeo copy` of a local layout into this registry as admin (plain HTTP, or HTTPS
+    /// trusting the test CA).
+    pub fn push(&self, image: &OciImage, name: &str) -> CmdOutput {
+        let (creds, src, dst) = (self.creds(), image.oci_ref(), self.docker_ref(name));
+        let mut args = vec!["copy", "--dest-creds", &creds];
+        let cert_dir;
+        match &self.tls {
+            Some(t) => {
+                cert_dir = t.cert_dir.display().to_string();
+                args.extend(["--dest-cert-dir", &cert_dir]);
+            }
+            None => args.push("--dest-tls-verify=false"),
+        }
+        args.extend([src.as_str(), dst.as_str()]);
+        self.skopeo(&args)
+    }
+
+    /// `skopeo copy` from this registry (as admin) into a fresh layout at `dir` with `tag`;
+    /// returns the command output (check it) and the layout path.
+    pub fn pull(&self, name: &str, dir: &Path, tag: &str) -> CmdOutput {
+        let (creds, src, dst) = (self.creds(), self.docker_ref(name), format!("oci:{}:{tag}", dir.display()));
+        self.skopeo(&["copy", "--src-creds", &creds, "--src-tls-verify=false", &src, &dst])
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("==== berth logs (test folder {}) ====\n{}", self.dir.path().display(), self.logs());
+        }
+    }
+}
+
+/// A reqwest client (HTTP/1.1 and HTTP/2), trusting `ca` if given, with a generous timeout.
+pub fn http_client(ca: Option<&Path>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(120)).no_proxy();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// The password in Berth's first-start banner: the indented line after "generated password:".
+pub fn parse_generated_password(stdout: &str) -> Option<String> {
+    let mut lines = stdout.lines().skip_while(|l| !l.contains("generated password"));
+    lines.next()?;
+    lines.map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+}
+
+/// Parses Prometheus text and sums the samples of `metric` whose labels include all `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match name_labels.split_once('{') {
+                Some((n, r)) => (n, r.trim_end_matches('}')),
+                None => (name_labels, ""),
+            };
+            if name != metric {
+                return None;
+            }
+            let all = labels.iter().all(|(k, v)| rest.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+// ------------------------------------------------------------------------------------------
+// Python / oras
+
+/// The Python interpreter with `oras`: $BERTH_TEST_PYTHON, else `<repo>/.venv/bin/python`.
+/// Panics (fails the test) when neither exists: the e2e tests never pass silently.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.exists(), "BERTH_TEST_PYTHON={} does not exist; run ./scripts/test.sh to set up the test tools", p.display());
+        return p;
+    }
+    let venv = repo_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with oras: {} is missing and BERTH_TEST_PYTHON is unset. Run ./scripts/test.sh \
+         (it installs skopeo, openssl and oras in .venv) instead of plain cargo test",
+        venv.display()
+    );
+    venv
+}
+
+/// The folder of the Python helper scripts (`crates/berth/tests/python`).
+pub fn python_scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python")
+}
+
+// ------------------------------------------------------------------------------------------
+// OCI image layouts
+
+/// Random bytes from a splitmix64 generator seeded by the clock and a process-wide counter.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut s = nanos ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(std::process::id());
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// A ustar archive holding one regular file.
+pub fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
+    assert!(name.len() < 100);
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let mut field = |off: usize, len: usize, value: &str| {
+        h[off..off + value.len()].copy_from_slice(value.as_bytes());
+        debug_assert!(value.len() <= len);
+    };
+    field(100, 8, "0000644\0");
+    field(108, 8, "0000000\0");
+    field(116, 8, "0000000\0");
+    field(124, 12, &format!("{:011o}\0", content.len()));
+    field(136, 12, &format!("{:011o}\0", 1_700_000_000u64));
+    field(156, 1, "0");
+    field(257, 6, "ustar\0");
+    field(263, 2, "00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *e = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8))
+}
+
+/// A valid gzip stream of `data` using stored (uncompressed) deflate blocks: clients detect it
+/// as gzip and keep it as is, and no compression library is needed.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(65535).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none()));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// An image in an OCI layout on disk: its manifest, config and layers, with digests.
+#[derive(Debug, Clone)]
+pub struct OciImage {
+    pub dir: PathBuf,
+    pub tag: String,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: String,
+    pub config: Vec<u8>,
+    pub config_digest: String,
+    /// (digest, bytes) of each layer, in manifest order.
+    pub layers: Vec<(String, Vec<u8>)>,
+}
+
+impl OciImage {
+    /// Writes (or adds to) the layout at `dir` an image tagged `tag` with one layer per entry of
+    /// `layer_sizes`, each a gzip'd tar holding a file of that many random bytes.
+    pub fn write(dir: &Path, tag: &str, layer_sizes: &[usize]) -> OciImage {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let put = |b: &[u8]| {
+            let d = sha256(b);
+            std::fs::write(blobs.join(&d["sha256:".len()..]), b).unwrap();
+            d
+        };
+        let mut layers = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (i, &size) in layer_sizes.iter().enumerate() {
+            let tar = tar_one_file(&format!("layer{i}.bin"), &random_bytes(size));
+            diff_ids.push(sha256(&tar));
+            let gz = gzip_stored(&tar);
+            layers.push((put(&gz), gz));
+        }
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": { "Cmd": ["/layer0.bin"] },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": layer_sizes.iter().map(|_| serde_json::json!({"created_by": "berth e2e harness"})).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let config_digest = put(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
+            "layers": layers.iter().map(|(d, b)| serde_json::json!({"mediaType": LAYER_TYPE, "digest": d, "size": b.len()})).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        let manifest_digest = put(&manifest);
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let index_path = dir.join("index.json");
+        let mut index: serde_json::Value = match std::fs::read(&index_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap(),
+            Err(_) => serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}),
+        };
+        index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+            "mediaType": MANIFEST_TYPE,
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": { "org.opencontainers.image.ref.name": tag },
+        }));
+        std::fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+        OciImage { dir: dir.to_owned(), tag: tag.to_owned(), manifest, manifest_digest, config, config_digest, layers }
+    }
+
+    /// Reads the image tagged `tag` from the layout at `dir`, verifying every digest.
+    pub fn read(dir: &Path, tag: &str) -> OciImage {
+        let blob = |d: &str| {
+            let b = std::fs::read(dir.join("blobs").join(d.replacen(':', "/", 1)))
+                .unwrap_or_else(|e| panic!("blob {d} missing from {}: {e}", dir.display()));
+            assert_eq!(sha256(&b), d, "blob {d} in {} does not match its digest", dir.display());
+            b
+        };
+        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let desc = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("no manifest tagged {tag} in {}: {index}", dir.display()));
+        let manifest_digest = desc["digest"].as_str().unwrap().to_owned();
+        let manifest = blob(&manifest_digest);
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let config_digest = m["config"]["digest"].as_str().unwrap().to_owned();
+        let config = blob(&config_digest);
+        let layers = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let d = l["digest"].as_str().unwrap().to_owned();
+                let b = blob(&d);
+                (d, b)
+            })
+            .collect();
+        OciImage { dir: dir.to_owned(), tag: tag.to_owned(), manifest, manifest_digest, config, config_digest, layers }
+    }
+
+    /// `oci:<dir>:<tag>` for skopeo.
+    pub fn oci_ref(&self) -> String {
+        format!("oci:{}:{}", self.dir.display(), self.tag)
+    }
+
+    /// Panics unless `other` has byte-identical manifest, config and layers.
+    pub fn assert_same_content(&self, other: &OciImage) {
+        assert_eq!(other.manifest_digest, self.manifest_digest, "manifest digest differs");
+        assert!(other.manifest == self.manifest, "manifest bytes differ");
+        assert_eq!(other.config_digest, self.config_digest, "config digest differs");
+        assert!(other.config == self.config, "config bytes differ");
+        assert_eq!(other.layers.len(), self.layers.len(), "layer count differs");
+        for ((d1, b1), (d2, b2)) in self.layers.iter().zip(&other.layers) {
+            assert_eq!(d1, d2, "layer digest differs");
+            assert!(b1 == b2, "layer {d1} bytes differ ({} vs {} bytes)", b1.len(), b2.len());
+        }
+    }
+
+    /// Every blob of the image by digest: manifest, config, layers.
+    pub fn blobs(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut m = BTreeMap::new();
+        m.insert(self.config_digest.clone(), self.config.clone());
+        for (d, b) in &self.layers {
+            m.insert(d.clone(), b.clone());
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_and_gzip() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let g = gzip_stored(b"hello");
+        assert_eq!(&g[..3], &[0x1f, 0x8b, 8]);
+    }
+}

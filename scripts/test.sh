@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# scripts/test.sh: THE test command of Berth (see README.md, "Tests"; CI runs it via .ci/run).
+#
+# Installs what the end-to-end tests need, idempotently, then runs the whole test suite:
+#   - Debian packages, only if missing: skopeo, openssl, python3, python3-venv
+#     (`apt-get update` runs only when something must be installed; sudo only if not root)
+#   - a Python virtualenv at <repo>/.venv with the PyPI package `oras`, only if not importable
+#   - `cargo test --workspace --locked` (dev profile); the script exits with its status.
+# Exported for the tests: BERTH_TEST_PYTHON=<repo>/.venv/bin/python.
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -- skopeo` runs the tests whose
+# names contain "skopeo".
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=(sudo -n)
+fi
+
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "missing $*, and apt-get is not available: install them yourself"
+    if [ "${#SUDO[@]}" -gt 0 ] && ! command -v sudo >/dev/null 2>&1; then
+        die "missing $*: not root and sudo is not available, install them yourself"
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        "${SUDO[@]}" apt-get update -qq </dev/null
+        APT_UPDATED=1
+    fi
+    log "installing Debian packages: $*"
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+# --- Debian packages -------------------------------------------------------------------------
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+else
+    log "Debian packages present: skopeo, openssl, python3"
+fi
+# skopeo needs a signature policy; Debian's containers-common provides it, but be sure.
+if [ ! -e /etc/containers/policy.json ]; then
+    log "writing a permissive /etc/containers/policy.json for skopeo"
+    "${SUDO[@]}" mkdir -p /etc/containers
+    printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' | "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
+fi
+log "$(skopeo --version)"
+log "$(openssl version)"
+
+# --- Python virtualenv with oras -------------------------------------------------------------
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "creating the Python virtualenv $VENV"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+        # Debian's python3 needs python3-venv (ensurepip) to create virtualenvs.
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV"
+    fi
+fi
+if "$VENV/bin/python" -c 'import oras.client' >/dev/null 2>&1; then
+    log "oras already installed in $VENV"
+else
+    log "installing oras into $VENV (pip)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check oras </dev/null
+    "$VENV/bin/python" -c 'import oras.client' || die "oras is not importable after installing it"
+fi
+log "oras $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("oras"))')"
+export BERTH_TEST_PYTHON="$VENV/bin/python"
+
+# --- The tests -------------------------------------------------------------------------------
+log "running: cargo test --workspace --locked $*"
+start=$SECONDS
+status=0
+cargo test --workspace --locked "$@" || status=$?
+if [ "$status" -eq 0 ]; then
+    log "all tests passed ($((SECONDS - start)) s)"
+else
+    log "tests FAILED with exit status $status ($((SECONDS - start)) s)"
+fi
+exit "$status"
