@@ -5,8 +5,12 @@
 #   - Debian packages, only if missing: skopeo, openssl, python3, python3-venv
 #     (`apt-get update` runs only when something must be installed; sudo only if not root)
 #   - a Python virtualenv at <repo>/.venv with the PyPI package `oras`, only if not importable
-#   - `cargo test --workspace --locked` (dev profile); the script exits with its status.
-# Exported for the tests: BERTH_TEST_PYTHON=<repo>/.venv/bin/python.
+#   - `cargo test --workspace --locked --no-fail-fast` (dev profile: every test binary runs even
+#     after a failure); the script exits with its status.
+# The e2e tests find oras' interpreter at <repo>/.venv/bin/python (or $BERTH_TEST_PYTHON if the
+# caller sets it). This script deliberately does not export BERTH_TEST_PYTHON: Berth reads every
+# BERTH_* variable as configuration and refuses unknown ones, and some tests start the binary
+# with the inherited environment.
 # Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -- skopeo` runs the tests whose
 # names contain "skopeo".
 set -euo pipefail
@@ -76,14 +80,14 @@ else
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check oras </dev/null
     "$VENV/bin/python" -c 'import oras.client' || die "oras is not importable after installing it"
 fi
-log "oras $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("oras"))')"
-export BERTH_TEST_PYTHON="$VENV/bin/python"
+log "oras $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("oras"))') in $VENV"
+command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH: install the Rust toolchain (rustup)"
 
 # --- The tests -------------------------------------------------------------------------------
-log "running: cargo test --workspace --locked $*"
+log "running: cargo test --workspace --locked --no-fail-fast $*"
 start=$SECONDS
 status=0
-cargo test --workspace --locked "$@" || status=$?
+cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 if [ "$status" -eq 0 ]; then
     log "all tests passed ($((SECONDS - start)) s)"
 else

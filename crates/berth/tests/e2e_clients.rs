@@ -19,7 +19,7 @@ use support::{metric_sum, run, sha256, Berth, OciImage};
 /// Markers of an authentication/authorization failure in a client's error output.
 fn is_auth_error(text: &str) -> bool {
     let t = text.to_lowercase();
-    ["unauthorized", "authentication required", "invalid username/password", "401", "denied", "403", "forbidden"].iter().any(|m| t.contains(m))
+    ["unauthorized", "authentication required", "invalid username/password", "denied", "forbidden"].iter().any(|m| t.contains(m))
 }
 
 // ------------------------------------------------------------------------------------------

@@ -425,10 +425,10 @@ impl Berth {
         }
     }
 
-    /// Sends SIGTERM (with the `kill` command) without waiting.
+    /// Sends SIGTERM (the shell's `kill`, present even where procps is not) without waiting.
     pub fn terminate(&mut self) {
         let pid = self.pid().to_string();
-        run(Command::new("kill").args(["-TERM", &pid])).assert_success();
+        run(Command::new("sh").args(["-c", "kill -TERM \"$0\"", &pid])).assert_success();
     }
 
     /// Waits for the process to exit, at most `timeout`; panics after that.
@@ -833,10 +833,24 @@ impl OciImage {
 mod tests {
     use super::*;
 
+    /// The hand-made gzip and tar are what the system's gzip and tar read back.
     #[test]
-    fn crc32_and_gzip() {
+    fn gzip_and_tar_are_valid() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        let g = gzip_stored(b"hello");
-        assert_eq!(&g[..3], &[0x1f, 0x8b, 8]);
+        let dir = tempfile::tempdir().unwrap();
+        for size in [0, 1, 65535, 65536, 200_000] {
+            let content = random_bytes(size);
+            let tar = tar_one_file("payload.bin", &content);
+            assert_eq!(tar.len() % 512, 0);
+            let gz = dir.path().join(format!("l{size}.tar.gz"));
+            std::fs::write(&gz, gzip_stored(&tar)).unwrap();
+            let out = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
+            assert!(out.status.success(), "gzip: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(out.stdout == tar, "gzip -dc of {size} bytes differs");
+            let x = dir.path().join(format!("x{size}"));
+            std::fs::create_dir_all(&x).unwrap();
+            run(Command::new("tar").arg("-xzf").arg(&gz).arg("-C").arg(&x)).assert_success();
+            assert!(std::fs::read(x.join("payload.bin")).unwrap() == content, "tar of {size} bytes differs");
+        }
     }
 }
