@@ -80,12 +80,25 @@ impl CmdOutput {
     }
     /// Panics with the full output unless the command succeeded.
     pub fn assert_success(self) -> CmdOutput {
-        assert!(self.status.success(), "command failed ({}): {}\n--- stdout:\n{}\n--- stderr:\n{}", self.status, self.what, self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "command failed ({}): {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.status,
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     /// Panics with the full output unless the command failed.
     pub fn assert_failure(self) -> CmdOutput {
-        assert!(!self.status.success(), "command unexpectedly succeeded: {}\n--- stdout:\n{}\n--- stderr:\n{}", self.what, self.stdout, self.stderr);
+        assert!(
+            !self.status.success(),
+            "command unexpectedly succeeded: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
         self
     }
     /// Stdout and stderr together, lowercased, for matching error messages.
@@ -138,8 +151,18 @@ impl TlsFiles {
         let mut ca = vec!["req", "-x509"];
         ca.extend(ec);
         ca.extend([
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Berth e2e test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Berth e2e test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
         openssl(&ca);
         let mut csr = vec!["req"];
@@ -153,8 +176,21 @@ impl TlsFiles {
         )
         .unwrap();
         openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            "server.crt", "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ]);
         let cert_dir = dir.join("certs.d");
         std::fs::create_dir_all(&cert_dir).unwrap();
@@ -517,6 +553,39 @@ impl Berth {
         let mut cmd = Command::new("skopeo");
         cmd.args(["--insecure-policy", "--command-timeout", "120s"]).args(args);
         self.client_env(&mut cmd);
+        run(&mut cmd)
+    }
+
+    /// Runs `crates/berth/tests/python/oras_roundtrip.py` (oras-py) against this server in
+    /// `workdir`: `mode` is "push" or "roundtrip", `file` is relative to `workdir`, the pull goes
+    /// to `workdir/<outdir>`, `auth_backend` is oras-py's ("basic" or "token").
+    #[allow(clippy::too_many_arguments)]
+    pub fn oras(
+        &self,
+        mode: &str,
+        password: &str,
+        repo_tag: &str,
+        workdir: &Path,
+        file: &str,
+        outdir: &str,
+        chunk_size: usize,
+        auth_backend: &str,
+    ) -> CmdOutput {
+        let mut cmd = Command::new(python());
+        let target = format!("{}/{repo_tag}", self.host());
+        cmd.arg(python_scripts().join("oras_roundtrip.py")).args([
+            mode,
+            &self.host(),
+            "admin",
+            password,
+            &target,
+            file,
+            outdir,
+            &chunk_size.to_string(),
+            auth_backend,
+        ]);
+        self.client_env(&mut cmd);
+        cmd.current_dir(workdir);
         run(&mut cmd)
     }
 
