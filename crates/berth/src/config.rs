@@ -97,8 +97,31 @@ impl Default for Config {
     }
 }
 
-/// Environment variables that belong to the CLI, not to the server configuration.
-const CLI_ONLY_ENV: &[&str] = &["config", "server", "username", "password", "token"];
+/// The top-level keys of [`Config`]. Only `BERTH_<KEY>` variables naming one of them are read:
+/// others (Kubernetes' service links such as `BERTH_PORT`, the CLI's `BERTH_SERVER`) are not
+/// settings and must not stop Berth from starting. A test keeps this list equal to the struct.
+const KEYS: &[&str] = &[
+    "listen", "external_url", "data_dir", "service", "tls", "token_ttl", "anonymous", "admin_password",
+    "log_format", "log_level", "shutdown_grace", "gc",
+];
+
+/// Variables that belong to the CLI, not to the server configuration (not worth a warning).
+const CLI_ENV: &[&str] = &["BERTH_CONFIG", "BERTH_SERVER", "BERTH_USERNAME", "BERTH_PASSWORD", "BERTH_TOKEN"];
+
+fn is_setting(env_key: &str) -> bool {
+    let key = env_key.to_ascii_lowercase();
+    let top = key.split("__").next().unwrap_or("");
+    KEYS.contains(&top)
+}
+
+/// `BERTH_*` variables that are neither settings nor the CLI's, to warn about (a typo such as
+/// `BERTH_LISTN` should not go unnoticed).
+pub fn ignored_env() -> Vec<String> {
+    std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("BERTH_") && !CLI_ENV.contains(&k.as_str()) && !is_setting(&k["BERTH_".len()..]))
+        .collect()
+}
 
 impl Config {
     /// Defaults, then the file (if given), then `BERTH_*` environment variables.
@@ -110,7 +133,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("BERTH_").split("__").ignore(CLI_ONLY_ENV));
+        fig = fig.merge(Env::prefixed("BERTH_").filter(|k| is_setting(k.as_str())).split("__"));
         let mut cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if let Some(u) = &cfg.external_url {
             let trimmed = u.trim_end_matches('/').to_owned();
@@ -148,6 +171,8 @@ mod tests {
             jail.set_env("BERTH_GC__GRACE", "2h");
             jail.set_env("BERTH_ANONYMOUS", "pull");
             jail.set_env("BERTH_SERVER", "http://ignored");
+            jail.set_env("BERTH_PORT", "tcp://10.0.0.1:5000"); // a Kubernetes service link
+            jail.set_env("BERTH_SERVICE_HOST", "10.0.0.1");
             let c = Config::load(Some(Path::new("b.toml"))).unwrap();
             assert_eq!(c.listen.to_string(), "0.0.0.0:6000");
             assert_eq!(c.token_ttl, Duration::from_secs(300));
@@ -155,6 +180,9 @@ mod tests {
             assert_eq!(c.gc.interval, Some(Duration::from_secs(6 * 3600)));
             assert_eq!(c.gc.grace, Duration::from_secs(7200));
             assert_eq!(c.anonymous, AnonymousAccess::Pull);
+            let ignored = ignored_env();
+            assert!(ignored.contains(&"BERTH_PORT".to_owned()) && ignored.contains(&"BERTH_SERVICE_HOST".to_owned()), "{ignored:?}");
+            assert!(!ignored.iter().any(|k| k == "BERTH_SERVER" || k == "BERTH_DATA_DIR" || k == "BERTH_GC__GRACE"), "{ignored:?}");
             jail.set_env("BERTH_ADMIN_PASSWORD", "pw");
             let c = Config::load(None).unwrap();
             assert_eq!(c.admin_password.as_deref(), Some("pw"));
@@ -164,5 +192,20 @@ mod tests {
             assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn keys_list_matches_the_struct() {
+        let mut c = Config::default();
+        c.external_url = Some("https://x".into());
+        c.tls = Some(TlsFiles { cert: "c".into(), key: "k".into() });
+        c.gc.interval = Some(Duration::from_secs(1));
+        let rendered: toml::Table = toml::from_str(&c.to_toml()).unwrap();
+        let mut have: Vec<&str> = rendered.keys().map(String::as_str).collect();
+        have.push("admin_password"); // never rendered
+        have.sort();
+        let mut want = KEYS.to_vec();
+        want.sort();
+        assert_eq!(have, want);
     }
 }

@@ -107,6 +107,10 @@ fn init_logging(cfg: &Config) {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
     }
+    let ignored = config::ignored_env();
+    if !ignored.is_empty() {
+        tracing::warn!(?ignored, "ignoring environment variables that are not Berth settings (see docs/configuration.md)");
+    }
 }
 
 async fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>, Arc<FsBlobStore>)> {
