@@ -33,21 +33,38 @@ fn healthy(port: u16) -> bool {
     buf.starts_with("HTTP/1.1 200")
 }
 
-fn start(data: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
+/// The server process; killed (SIGKILL) when dropped, so a failing test leaves no process behind.
+struct Server(Child);
+
+impl Server {
+    fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn start(data: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let mut child = Server(Command::new(env!("CARGO_BIN_EXE_berth"))
         .arg("serve")
         .env("BERTH_DATA_DIR", data)
         .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
         .env("BERTH_ADMIN_PASSWORD", PW)
         .env("BERTH_LOG_LEVEL", "warn")
+        .env_remove("BERTH_TEST_PYTHON")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
-        .unwrap();
+        .unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !healthy(port) {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = child.0.try_wait() {
             panic!("berth exited with {status} before becoming healthy");
         }
         assert!(Instant::now() < deadline, "berth did not become healthy");
@@ -198,8 +215,7 @@ async fn kill_9_during_concurrent_pushes_loses_nothing() {
         // Kill at a pseudo-random moment between 1.0 and 2.5 seconds.
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         tokio::time::sleep(Duration::from_millis(1000 + (seed >> 33) % 1500)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.kill9();
         stop.store(true, Ordering::Relaxed);
         for w in workers {
             w.await.unwrap();
@@ -225,8 +241,7 @@ async fn kill_9_during_concurrent_pushes_loses_nothing() {
     // Interrupted uploads left files; gc with a zero TTL removed them all.
     let uploads = std::fs::read_dir(data.join("uploads")).unwrap().count();
     assert_eq!(uploads, 0, "gc left upload files: {out}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     eprintln!("{n} acknowledged images intact after 3 kill -9 cycles and gc; {out}");
 }
 
@@ -269,7 +284,6 @@ async fn gc_while_pushing_loses_nothing() {
     assert!(out.status.success());
     assert_eq!(c.get(&format!("/v2/crash/orphan/blobs/{orphan}")).await.status(), 404, "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(verify(&c, &acked).await, n);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     eprintln!("{n} images pushed during {runs} concurrent gc runs, all intact");
 }

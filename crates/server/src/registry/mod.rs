@@ -201,7 +201,12 @@ async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMa
             return Err(deny(&state, &base, &caller, repo, &method, action));
         }
     }
-    if endpoint == Endpoint::Base && caller.kind == berth_identity::PrincipalKind::Anonymous && state.config.anonymous == crate::AnonymousAccess::Off {
+    // `/v2/` challenges anonymous callers unless anonymous callers may do everything: clients
+    // (skopeo, docker) send credentials, or fetch an anonymous token, only after a challenge here.
+    if endpoint == Endpoint::Base
+        && caller.kind == berth_identity::PrincipalKind::Anonymous
+        && state.config.anonymous != crate::AnonymousAccess::ReadWrite
+    {
         return Err(auth::challenge(&state, &base, None, None, "authentication required"));
     }
     let req = Request { state, method, uri, headers, caller, base };
