@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::future::poll_fn;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError, Weak};
 use std::task::Poll;
@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::{BlobError, BlobStore, ByteStream, Committed, ObjectReader, Result};
 
-/// Size of the write buffer in front of an upload file.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes written between background writebacks of an upload (see `append_worker`).
+const EARLY_WRITEBACK: u64 = 16 * 1024 * 1024;
 /// Body chunks are grouped into batches of about this many bytes before crossing to the
 /// writer thread (fewer wake-ups when the client's chunks are small).
 const APPEND_BATCH: usize = 256 << 10;
@@ -229,19 +229,59 @@ fn append_worker(
     // Let the body start flowing (into the bounded channel) while the hash state is found.
     let _ = ready.send(Ok(()));
     let mut hasher = sha256_state(cache, id, path, len)?;
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let flush_handle = file.try_clone()?;
+    let mut writer = file;
     let mut written = 0u64;
+    let mut flushed_at = 0u64;
+    let mut flusher: Option<std::thread::JoinHandle<()>> = None;
     while let Some(batch) = batches.blocking_recv() {
-        for chunk in batch {
-            hasher.update(&chunk);
-            writer.write_all(&chunk)?;
+        for chunk in &batch {
+            hasher.update(chunk);
             written += chunk.len() as u64;
         }
+        // One writev per batch (~256 KiB): no copy into a userspace buffer.
+        write_all_vectored(&mut writer, &batch)?;
+        // Start writing back to disk while the rest arrives, so the fsync at commit waits only
+        // for the tail. At most one flush runs; its outcome does not matter (commit fsyncs).
+        if written - flushed_at >= EARLY_WRITEBACK && flusher.as_ref().is_none_or(|f| f.is_finished()) {
+            flushed_at = written;
+            let handle = flush_handle.try_clone()?;
+            flusher = Some(std::thread::spawn(move || {
+                let _ = handle.sync_data();
+            }));
+        }
     }
-    writer.flush()?;
+    if let Some(f) = flusher {
+        let _ = f.join();
+    }
     let new_len = len + written;
     lock_cache(cache).insert(id.to_owned(), (new_len, hasher));
     Ok(new_len)
+}
+
+/// Writes every chunk, in order, with as few `writev` calls as the kernel allows.
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    let mut first = 0; // index of the first chunk not fully written
+    let mut skip = 0; // bytes of that chunk already written
+    while first < chunks.len() {
+        let slices: Vec<io::IoSlice<'_>> = std::iter::once(&chunks[first][skip..])
+            .chain(chunks[first + 1..].iter().map(|c| &c[..]))
+            .map(io::IoSlice::new)
+            .collect();
+        let mut n = match file.write_vectored(&slices) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while first < chunks.len() && n >= chunks[first].len() - skip {
+            n -= chunks[first].len() - skip;
+            first += 1;
+            skip = 0;
+        }
+        skip += n;
+    }
+    Ok(())
 }
 
 /// What one poll of the body produced.
