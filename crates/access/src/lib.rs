@@ -8,6 +8,9 @@ use std::fmt;
 
 use berth_oci::RepoName;
 
+pub mod robot;
+pub use robot::{public_pull, robot_permissions, validate_project_name, PermissionSpec, RobotName};
+
 /// One action on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {

@@ -119,7 +119,10 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(ManifestError::TooLarge);
     }
-    let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    // JSON is UTF-8 (RFC 8259 §8.1). serde_json skips the bytes of fields it ignores without
+    // validating them, so check the whole body first (found by the `manifest` fuzz target).
+    let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Json(format!("manifest is not UTF-8: {e}")))?;
+    let raw: RawManifest = serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
     if raw.schema_version != Some(2) {
         return Err(ManifestError::SchemaVersion);
     }
@@ -256,6 +259,15 @@ mod tests {
         assert_eq!(p.annotations.unwrap()["a"], "b");
         let p = parse(image(r#","artifactType":"application/x-sbom""#).as_bytes(), None).unwrap();
         assert_eq!(p.artifact_type.as_deref(), Some("application/x-sbom"));
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_refused() {
+        let mut body = image(r#","x-unknown":"AB""#).into_bytes();
+        let at = body.windows(2).position(|w| w == b"AB").unwrap();
+        body[at] = 0xff;
+        let err = parse(&body, None).unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
     #[test]
