@@ -260,7 +260,7 @@ mod tests {
             (None, spec(None, "a/[", &["pull"]), "invalid repository pattern"),
         ];
         for (project, s, want) in cases {
-            let e = robot_permissions(project, &[s.clone()]).unwrap_err();
+            let e = robot_permissions(project, std::slice::from_ref(&s)).unwrap_err();
             assert!(e.contains(want), "{s:?}: {e}");
         }
     }
