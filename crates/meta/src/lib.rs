@@ -1,5 +1,6 @@
 //! The metadata store: repositories, blob records and their links to repositories, manifests
-//! (raw bytes + what validation extracted), tags, upload sessions and local users.
+//! (raw bytes + what validation extracted), tags, upload sessions, local users, projects, robot
+//! accounts, identity providers, the audit log and failed-login counters.
 //!
 //! One narrow trait, [`MetadataStore`], with the SQLite backend in [`sqlite`]; a PostgreSQL backend
 //! joins it later and runs the same test suite ([`testsuite`]). Every operation that must be atomic
@@ -27,6 +28,10 @@ pub enum MetaError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A write refers to something that does not exist, or breaks a rule of the data (a robot of
+    /// an unknown project or identity provider; a robot with both a secret and a provider).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
@@ -106,6 +111,97 @@ pub struct UserRecord {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub admin: bool,
+}
+
+/// A project: the first component of repository names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRecord {
+    pub name: String,
+    pub public: bool,
+    pub created_at: UnixTime,
+}
+
+/// A robot account. Exactly one of `secret_hash` (a static-secret robot) and `identity_provider`
+/// (a federated robot) may be set; with neither it cannot log in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RobotRecord {
+    /// `robot$<project>+<name>` or `robot$<name>`.
+    pub name: String,
+    pub project: Option<String>,
+    pub description: String,
+    pub disabled: bool,
+    pub expires_at: Option<UnixTime>,
+    pub secret_hash: Option<String>,
+    pub identity_provider: Option<String>,
+    /// JSON array of rule specs (validated by higher layers).
+    pub rules: serde_json::Value,
+    /// JSON array of permission specs (validated by higher layers).
+    pub permissions: serde_json::Value,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// An identity provider document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityProviderRecord {
+    pub name: String,
+    /// The whole provider document (validated by higher layers).
+    pub config: serde_json::Value,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// The outcome of deleting something others may refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// Not deleted; the message says what still refers to it.
+    InUse(String),
+}
+
+/// One audit log event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    /// Assigned by the store; ignored when appending.
+    pub id: i64,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// `token`, `login`, `pull`, `push` or `delete`.
+    pub action: String,
+    /// `ok`, `denied` or `error`.
+    pub result: String,
+    /// The user, the robots (comma separated) or `anonymous`.
+    pub principal: String,
+    pub robots: Vec<String>,
+    pub provider: Option<String>,
+    /// The OIDC token's `sub` and `jti`.
+    pub subject: Option<String>,
+    pub jti: Option<String>,
+    /// The provider's identifying claims (a JSON object).
+    pub claims: Option<serde_json::Value>,
+    pub repository: Option<String>,
+    /// A tag or digest.
+    pub reference: Option<String>,
+    pub client: Option<String>,
+    pub message: Option<String>,
+}
+
+/// Filters of an audit query; all optional, combined with AND. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Events in which this robot took part.
+    pub robot: Option<String>,
+    pub repository: Option<String>,
+    pub provider: Option<String>,
+    pub result: Option<String>,
+    pub action: Option<String>,
+    /// Only events with an id below this one (the next page).
+    pub before_id: Option<i64>,
+    /// At most this many (capped at 1000; 0 means 100).
+    pub limit: u32,
 }
 
 /// One page of a listing (`n`/`last` pagination).
@@ -214,4 +310,55 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// True if some blob record points at `key` (used to sweep orphaned objects).
     async fn key_in_use(&self, key: &str) -> Result<bool>;
+
+    // ---- projects, robots, identity providers (each write bumps the federation generation) ----
+
+    /// Creates a project; false if it already exists.
+    async fn create_project(&self, project: &ProjectRecord) -> Result<bool>;
+    /// Creates or updates a project (an existing project keeps its creation time).
+    async fn put_project(&self, project: &ProjectRecord) -> Result<()>;
+    async fn get_project(&self, name: &str) -> Result<Option<ProjectRecord>>;
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
+    /// Deletes a project unless robots belong to it. Its repositories stay (they simply are no
+    /// longer in a project).
+    async fn delete_project(&self, name: &str) -> Result<DeleteOutcome>;
+
+    /// Creates or replaces a robot (keeping the creation time). A robot of an unknown project or
+    /// identity provider, or with both a secret and a provider, is a [`MetaError::Conflict`].
+    async fn put_robot(&self, robot: &RobotRecord) -> Result<()>;
+    async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>>;
+    /// All robots, or those of one project, by name.
+    async fn list_robots(&self, project: Option<&str>) -> Result<Vec<RobotRecord>>;
+    /// The robots federated with one identity provider.
+    async fn list_robots_by_provider(&self, provider: &str) -> Result<Vec<RobotRecord>>;
+    async fn delete_robot(&self, name: &str) -> Result<bool>;
+
+    /// Creates or replaces an identity provider (keeping the creation time).
+    async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()>;
+    async fn get_identity_provider(&self, name: &str) -> Result<Option<IdentityProviderRecord>>;
+    async fn list_identity_providers(&self) -> Result<Vec<IdentityProviderRecord>>;
+    /// Deletes an identity provider unless robots are federated with it.
+    async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome>;
+
+    /// A counter that every write to projects, robots or identity providers increases, in the
+    /// same transaction. Replicas poll it to know when to reload their compiled rules.
+    async fn federation_generation(&self) -> Result<i64>;
+
+    // ---- audit log ----
+
+    /// Appends events in one transaction.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+    /// Events matching the query, newest first.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+    /// Deletes events older than `before_ms`; returns how many.
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64>;
+
+    // ---- failed-login counters (rate limiting, shared by replicas) ----
+
+    /// Counts one failure for `key` in the window starting at `window_start`; returns the count.
+    async fn record_login_failure(&self, key: &str, window_start: UnixTime) -> Result<u32>;
+    /// The failures counted for `key` in the window starting at `window_start`.
+    async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32>;
+    /// Forgets windows that started before `before`.
+    async fn prune_login_failures(&self, before: UnixTime) -> Result<u64>;
 }

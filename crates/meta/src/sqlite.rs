@@ -16,8 +16,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::{
-    BlobCommit, BlobRecord, GcReport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, PutManifestOutcome,
-    Referrer, Result, UnixTime, UploadRecord, UserRecord,
+    AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
+    MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadRecord,
+    UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -729,6 +730,370 @@ impl MetadataStore for SqliteStore {
             .fetch_one(&self.reader)
             .await?)
     }
+
+    async fn create_project(&self, project: &ProjectRecord) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query("INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING")
+            .bind(&project.name)
+            .bind(project.public)
+            .bind(project.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n > 0 {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn put_project(&self, project: &ProjectRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET public = excluded.public",
+        )
+        .bind(&project.name)
+        .bind(project.public)
+        .bind(project.created_at)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_project(&self, name: &str) -> Result<Option<ProjectRecord>> {
+        let row = sqlx::query("SELECT name, public, created_at FROM projects WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| project_from_row(&r)).transpose()
+    }
+
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
+        let rows = sqlx::query("SELECT name, public, created_at FROM projects ORDER BY name").fetch_all(&self.reader).await?;
+        rows.iter().map(project_from_row).collect()
+    }
+
+    async fn delete_project(&self, name: &str) -> Result<DeleteOutcome> {
+        let mut tx = self.write_tx().await?;
+        let robots: Vec<String> = sqlx::query_scalar("SELECT name FROM robots WHERE project = ?1 ORDER BY name LIMIT 5")
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !robots.is_empty() {
+            return Ok(DeleteOutcome::InUse(format!(
+                "project {name:?} still has robot accounts ({}); delete them first",
+                robots.join(", ")
+            )));
+        }
+        let n = sqlx::query("DELETE FROM projects WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(DeleteOutcome::NotFound);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn put_robot(&self, robot: &RobotRecord) -> Result<()> {
+        if robot.secret_hash.is_some() && robot.identity_provider.is_some() {
+            return Err(MetaError::Conflict(format!(
+                "robot {} cannot have both a static secret and an identity provider",
+                robot.name
+            )));
+        }
+        let mut tx = self.write_tx().await?;
+        if let Some(p) = &robot.project {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)").bind(p).fetch_one(&mut *tx).await?;
+            if !exists {
+                return Err(MetaError::Conflict(format!("project {p:?} does not exist; create it first (robot {})", robot.name)));
+            }
+        }
+        if let Some(idp) = &robot.identity_provider {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM identity_providers WHERE name = ?1)").bind(idp).fetch_one(&mut *tx).await?;
+            if !exists {
+                return Err(MetaError::Conflict(format!(
+                    "identity provider {idp:?} does not exist; add it first (robot {})",
+                    robot.name
+                )));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO robots (name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (name) DO UPDATE SET project = excluded.project, description = excluded.description, disabled = excluded.disabled, \
+             expires_at = excluded.expires_at, secret_hash = excluded.secret_hash, identity_provider = excluded.identity_provider, \
+             rules = excluded.rules, permissions = excluded.permissions, updated_at = excluded.updated_at",
+        )
+        .bind(&robot.name)
+        .bind(&robot.project)
+        .bind(&robot.description)
+        .bind(robot.disabled)
+        .bind(robot.expires_at)
+        .bind(&robot.secret_hash)
+        .bind(&robot.identity_provider)
+        .bind(robot.rules.to_string())
+        .bind(robot.permissions.to_string())
+        .bind(robot.created_at)
+        .bind(robot.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>> {
+        let row = sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE name = ?1")).bind(name).fetch_optional(&self.reader).await?;
+        row.map(|r| robot_from_row(&r)).transpose()
+    }
+
+    async fn list_robots(&self, project: Option<&str>) -> Result<Vec<RobotRecord>> {
+        let rows = match project {
+            Some(p) => {
+                sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE project = ?1 ORDER BY name"))
+                    .bind(p)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            None => sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots ORDER BY name")).fetch_all(&self.reader).await?,
+        };
+        rows.iter().map(robot_from_row).collect()
+    }
+
+    async fn list_robots_by_provider(&self, provider: &str) -> Result<Vec<RobotRecord>> {
+        let rows = sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE identity_provider = ?1 ORDER BY name"))
+            .bind(provider)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(robot_from_row).collect()
+    }
+
+    async fn delete_robot(&self, name: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query("DELETE FROM robots WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
+        if n > 0 {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+        )
+        .bind(&provider.name)
+        .bind(provider.config.to_string())
+        .bind(provider.created_at)
+        .bind(provider.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_identity_provider(&self, name: &str) -> Result<Option<IdentityProviderRecord>> {
+        let row = sqlx::query("SELECT name, config, created_at, updated_at FROM identity_providers WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| idp_from_row(&r)).transpose()
+    }
+
+    async fn list_identity_providers(&self) -> Result<Vec<IdentityProviderRecord>> {
+        let rows = sqlx::query("SELECT name, config, created_at, updated_at FROM identity_providers ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(idp_from_row).collect()
+    }
+
+    async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome> {
+        let mut tx = self.write_tx().await?;
+        let robots: Vec<String> = sqlx::query_scalar("SELECT name FROM robots WHERE identity_provider = ?1 ORDER BY name LIMIT 5")
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+        if !robots.is_empty() {
+            return Ok(DeleteOutcome::InUse(format!(
+                "identity provider {name:?} still has federated robots ({}); delete them first",
+                robots.join(", ")
+            )));
+        }
+        let n = sqlx::query("DELETE FROM identity_providers WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
+        if n == 0 {
+            return Ok(DeleteOutcome::NotFound);
+        }
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn federation_generation(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT generation FROM federation_generation WHERE id = 1").fetch_one(&self.reader).await?)
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        for e in events {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_events (time_ms, action, result, principal, robots, provider, subject, jti, claims, repository, reference, client, message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
+            )
+            .bind(e.time_ms)
+            .bind(&e.action)
+            .bind(&e.result)
+            .bind(&e.principal)
+            .bind(json_strings(e.robots.iter().map(String::as_str)))
+            .bind(&e.provider)
+            .bind(&e.subject)
+            .bind(&e.jti)
+            .bind(e.claims.as_ref().map(|c| c.to_string()))
+            .bind(&e.repository)
+            .bind(&e.reference)
+            .bind(&e.client)
+            .bind(&e.message)
+            .fetch_one(&mut *tx)
+            .await?;
+            for r in &e.robots {
+                sqlx::query("INSERT OR IGNORE INTO audit_robots (event_id, robot) VALUES (?1, ?2)").bind(id).bind(r).execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let limit = match q.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let rows = sqlx::query(
+            "SELECT id, time_ms, action, result, principal, robots, provider, subject, jti, claims, repository, reference, client, message \
+             FROM audit_events e WHERE \
+             (?1 IS NULL OR time_ms >= ?1) AND (?2 IS NULL OR time_ms < ?2) \
+             AND (?3 IS NULL OR EXISTS (SELECT 1 FROM audit_robots r WHERE r.event_id = e.id AND r.robot = ?3) OR principal = ?3) \
+             AND (?4 IS NULL OR repository = ?4) AND (?5 IS NULL OR provider = ?5) AND (?6 IS NULL OR result = ?6) \
+             AND (?7 IS NULL OR action = ?7) AND (?8 IS NULL OR id < ?8) \
+             ORDER BY id DESC LIMIT ?9",
+        )
+        .bind(q.since_ms)
+        .bind(q.until_ms)
+        .bind(&q.robot)
+        .bind(&q.repository)
+        .bind(&q.provider)
+        .bind(&q.result)
+        .bind(&q.action)
+        .bind(q.before_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM audit_robots WHERE event_id IN (SELECT id FROM audit_events WHERE time_ms < ?1)")
+            .bind(before_ms)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM audit_events WHERE time_ms < ?1").bind(before_ms).execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn record_login_failure(&self, key: &str, window_start: UnixTime) -> Result<u32> {
+        let n: i64 = sqlx::query_scalar(
+            "INSERT INTO login_failures (key, window_start, count) VALUES (?1, ?2, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1 RETURNING count",
+        )
+        .bind(key)
+        .bind(window_start)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT count FROM login_failures WHERE key = ?1 AND window_start = ?2")
+            .bind(key)
+            .bind(window_start)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    async fn prune_login_failures(&self, before: UnixTime) -> Result<u64> {
+        Ok(sqlx::query("DELETE FROM login_failures WHERE window_start < ?1").bind(before).execute(&self.writer).await?.rows_affected())
+    }
+}
+
+const ROBOT_COLUMNS: &str =
+    "name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at";
+
+async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+    sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
+    Ok(())
+}
+
+fn json_column(row: &sqlx::sqlite::SqliteRow, idx: usize, what: &str) -> Result<serde_json::Value> {
+    let text: String = row.try_get(idx)?;
+    serde_json::from_str(&text).map_err(|e| MetaError::Corrupt(format!("stored {what} is not JSON: {e}")))
+}
+
+fn project_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ProjectRecord> {
+    Ok(ProjectRecord { name: r.try_get(0)?, public: r.try_get(1)?, created_at: r.try_get(2)? })
+}
+
+fn robot_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RobotRecord> {
+    Ok(RobotRecord {
+        name: r.try_get(0)?,
+        project: r.try_get(1)?,
+        description: r.try_get(2)?,
+        disabled: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+        secret_hash: r.try_get(5)?,
+        identity_provider: r.try_get(6)?,
+        rules: json_column(r, 7, "robot rules")?,
+        permissions: json_column(r, 8, "robot permissions")?,
+        created_at: r.try_get(9)?,
+        updated_at: r.try_get(10)?,
+    })
+}
+
+fn idp_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<IdentityProviderRecord> {
+    Ok(IdentityProviderRecord { name: r.try_get(0)?, config: json_column(r, 1, "identity provider")?, created_at: r.try_get(2)?, updated_at: r.try_get(3)? })
+}
+
+fn audit_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent> {
+    let robots: Vec<String> = serde_json::from_value(json_column(r, 5, "audit robots")?)
+        .map_err(|e| MetaError::Corrupt(format!("stored audit robots: {e}")))?;
+    let claims: Option<String> = r.try_get(9)?;
+    Ok(AuditEvent {
+        id: r.try_get(0)?,
+        time_ms: r.try_get(1)?,
+        action: r.try_get(2)?,
+        result: r.try_get(3)?,
+        principal: r.try_get(4)?,
+        robots,
+        provider: r.try_get(6)?,
+        subject: r.try_get(7)?,
+        jti: r.try_get(8)?,
+        claims: claims.map(|c| serde_json::from_str(&c)).transpose().map_err(|e| MetaError::Corrupt(format!("stored audit claims: {e}")))?,
+        repository: r.try_get(10)?,
+        reference: r.try_get(11)?,
+        client: r.try_get(12)?,
+        message: r.try_get(13)?,
+    })
 }
 
 #[cfg(test)]

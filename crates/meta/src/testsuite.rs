@@ -10,8 +10,8 @@ use std::str::FromStr;
 use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
 
 use crate::{
-    BlobCommit, BlobRecord, GcReport, MetadataStore, NewManifest, Page, PutManifestOutcome, UnixTime, UploadRecord,
-    UserRecord,
+    AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
+    NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadRecord, UserRecord,
 };
 
 /// The "current" time of the suite's parts (except [`gc`]).
@@ -33,6 +33,9 @@ pub async fn run_all(store: &dyn MetadataStore) {
     settings(store).await;
     gc(store).await;
     gc_many(store).await;
+    federation(store).await;
+    audit(store).await;
+    login_failures(store).await;
 }
 
 // ---- helpers ----
@@ -782,4 +785,153 @@ pub async fn gc_many(store: &dyn MetadataStore) {
     }
     assert!(store.get_upload("gcmany-upload-fresh").await.expect("get_upload").is_some());
     assert_eq!(store.collect_garbage(50, 50).await.expect("collect_garbage"), GcReport::default());
+}
+
+// ---- projects, robots, identity providers ----
+
+fn robot(name: &str, project: Option<&str>, idp: Option<&str>, secret: Option<&str>) -> RobotRecord {
+    RobotRecord {
+        name: name.into(),
+        project: project.map(Into::into),
+        description: String::new(),
+        disabled: false,
+        expires_at: None,
+        secret_hash: secret.map(Into::into),
+        identity_provider: idp.map(Into::into),
+        rules: serde_json::json!([{"claim": "repository", "equals": "o/r"}]),
+        permissions: serde_json::json!([{"repositories": "*", "actions": ["pull"]}]),
+        created_at: 100,
+        updated_at: 100,
+    }
+}
+
+async fn federation(store: &dyn MetadataStore) {
+    let g0 = store.federation_generation().await.unwrap();
+    // Projects.
+    let p = ProjectRecord { name: "fedproj".into(), public: false, created_at: 10 };
+    assert!(store.create_project(&p).await.unwrap());
+    assert!(!store.create_project(&p).await.unwrap(), "second create reports the existing project");
+    let g1 = store.federation_generation().await.unwrap();
+    assert!(g1 > g0, "creating a project bumps the generation");
+    store.put_project(&ProjectRecord { name: "fedproj".into(), public: true, created_at: 99 }).await.unwrap();
+    let got = store.get_project("fedproj").await.unwrap().unwrap();
+    assert_eq!((got.public, got.created_at), (true, 10), "put keeps the creation time");
+    assert!(store.list_projects().await.unwrap().iter().any(|p| p.name == "fedproj"));
+    assert_eq!(store.get_project("nope").await.unwrap(), None);
+    let g2 = store.federation_generation().await.unwrap();
+    assert!(g2 > g1);
+    let _ = store.list_projects().await.unwrap();
+    assert_eq!(store.federation_generation().await.unwrap(), g2, "reads do not bump the generation");
+
+    // Identity providers.
+    let idp = IdentityProviderRecord { name: "fedidp".into(), config: serde_json::json!({"name": "fedidp", "issuer": "https://i"}), created_at: 5, updated_at: 5 };
+    store.put_identity_provider(&idp).await.unwrap();
+    store
+        .put_identity_provider(&IdentityProviderRecord { config: serde_json::json!({"name": "fedidp", "issuer": "https://j"}), created_at: 50, updated_at: 50, ..idp.clone() })
+        .await
+        .unwrap();
+    let got = store.get_identity_provider("fedidp").await.unwrap().unwrap();
+    assert_eq!((got.created_at, got.updated_at, got.config["issuer"].as_str()), (5, 50, Some("https://j")));
+    assert_eq!(store.list_identity_providers().await.unwrap().len(), 1);
+
+    // Robots: foreign keys and the secret/provider rule.
+    let fed = robot("robot$fedproj+ci", Some("fedproj"), Some("fedidp"), None);
+    store.put_robot(&fed).await.unwrap();
+    let e = store.put_robot(&robot("robot$ghost+x", Some("ghost"), None, Some("h"))).await.unwrap_err();
+    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("ghost")), "{e}");
+    let e = store.put_robot(&robot("robot$y", None, Some("nosuchidp"), None)).await.unwrap_err();
+    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("nosuchidp")), "{e}");
+    let e = store.put_robot(&robot("robot$z", None, Some("fedidp"), Some("h"))).await.unwrap_err();
+    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("both")), "{e}");
+    store.put_robot(&robot("robot$sys", None, None, Some("hash"))).await.unwrap();
+    let g3 = store.federation_generation().await.unwrap();
+    store.put_robot(&RobotRecord { description: "changed".into(), created_at: 999, updated_at: 200, ..fed.clone() }).await.unwrap();
+    assert!(store.federation_generation().await.unwrap() > g3, "updating a robot bumps the generation");
+    let got = store.get_robot("robot$fedproj+ci").await.unwrap().unwrap();
+    assert_eq!((got.description.as_str(), got.created_at, got.updated_at), ("changed", 100, 200));
+    assert_eq!(got.rules, fed.rules);
+    let names = |v: Vec<RobotRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(names(store.list_robots(Some("fedproj")).await.unwrap()), vec!["robot$fedproj+ci"]);
+    assert_eq!(names(store.list_robots(None).await.unwrap()), vec!["robot$fedproj+ci", "robot$sys"]);
+    assert_eq!(names(store.list_robots_by_provider("fedidp").await.unwrap()), vec!["robot$fedproj+ci"]);
+    assert!(store.list_robots_by_provider("other").await.unwrap().is_empty());
+
+    // Deleting what robots still use is refused.
+    assert!(matches!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::InUse(m) if m.contains("robot$fedproj+ci")));
+    assert!(matches!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::InUse(_)));
+    assert!(store.delete_robot("robot$fedproj+ci").await.unwrap());
+    assert!(!store.delete_robot("robot$fedproj+ci").await.unwrap());
+    assert_eq!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::NotFound);
+    let before = store.federation_generation().await.unwrap();
+    assert_eq!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::Deleted);
+    assert!(store.federation_generation().await.unwrap() > before);
+    assert_eq!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::NotFound);
+    assert!(store.delete_robot("robot$sys").await.unwrap());
+}
+
+fn event(t: i64, action: &str, result: &str, robots: &[&str], repo: Option<&str>, provider: Option<&str>) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        time_ms: t,
+        action: action.into(),
+        result: result.into(),
+        principal: if robots.is_empty() { "admin".into() } else { robots.join(",") },
+        robots: robots.iter().map(|r| r.to_string()).collect(),
+        provider: provider.map(Into::into),
+        subject: Some("sub".into()),
+        jti: Some(format!("jti-{t}")),
+        claims: Some(serde_json::json!({"repository": "o/r"})),
+        repository: repo.map(Into::into),
+        reference: Some("v1".into()),
+        client: Some("127.0.0.1".into()),
+        message: None,
+    }
+}
+
+async fn audit(store: &dyn MetadataStore) {
+    let events = vec![
+        event(1000, "token", "ok", &["robot$a"], None, Some("gh")),
+        event(2000, "push", "ok", &["robot$a", "robot$b"], Some("lib/app"), Some("gh")),
+        event(3000, "pull", "denied", &["robot$ab"], Some("lib/app"), Some("gl")),
+        event(4000, "pull", "ok", &[], Some("lib/web"), None),
+    ];
+    store.append_audit(&events).await.unwrap();
+    store.append_audit(&[]).await.unwrap();
+    let q = |f: AuditQuery| async move { store.query_audit(&f).await.unwrap() };
+    let all = q(AuditQuery::default()).await;
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(all[3].claims, events[0].claims);
+    assert_eq!(all[2].robots, vec!["robot$a", "robot$b"]);
+    let times = |v: Vec<AuditEvent>| v.into_iter().map(|e| e.time_ms).collect::<Vec<_>>();
+    assert_eq!(times(q(AuditQuery { robot: Some("robot$a".into()), ..Default::default() }).await), vec![2000, 1000], "robot filter is exact");
+    assert_eq!(times(q(AuditQuery { robot: Some("admin".into()), ..Default::default() }).await), vec![4000], "or the principal");
+    assert_eq!(times(q(AuditQuery { repository: Some("lib/app".into()), ..Default::default() }).await), vec![3000, 2000]);
+    assert_eq!(times(q(AuditQuery { provider: Some("gl".into()), ..Default::default() }).await), vec![3000]);
+    assert_eq!(times(q(AuditQuery { result: Some("denied".into()), ..Default::default() }).await), vec![3000]);
+    assert_eq!(times(q(AuditQuery { action: Some("pull".into()), ..Default::default() }).await), vec![4000, 3000]);
+    assert_eq!(times(q(AuditQuery { since_ms: Some(2000), until_ms: Some(4000), ..Default::default() }).await), vec![3000, 2000]);
+    let page1 = q(AuditQuery { limit: 2, ..Default::default() }).await;
+    assert_eq!(times(page1.clone()), vec![4000, 3000]);
+    let page2 = q(AuditQuery { limit: 2, before_id: Some(page1[1].id), ..Default::default() }).await;
+    assert_eq!(times(page2), vec![2000, 1000]);
+    let many: Vec<AuditEvent> = (0..1100).map(|i| event(10_000 + i, "pull", "ok", &[], None, None)).collect();
+    store.append_audit(&many).await.unwrap();
+    assert_eq!(q(AuditQuery { limit: 5000, ..Default::default() }).await.len(), 1000, "limit is capped");
+    assert_eq!(store.prune_audit(10_000).await.unwrap(), 4);
+    assert_eq!(q(AuditQuery { robot: Some("robot$a".into()), ..Default::default() }).await.len(), 0);
+    assert_eq!(store.prune_audit(i64::MAX).await.unwrap(), 1100);
+}
+
+async fn login_failures(store: &dyn MetadataStore) {
+    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 0);
+    assert_eq!(store.record_login_failure("addr:1", 300).await.unwrap(), 1);
+    assert_eq!(store.record_login_failure("addr:1", 300).await.unwrap(), 2);
+    assert_eq!(store.record_login_failure("addr:1", 600).await.unwrap(), 1, "a new window starts at 1");
+    assert_eq!(store.record_login_failure("account:x", 300).await.unwrap(), 1, "keys are separate");
+    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 2);
+    assert_eq!(store.prune_login_failures(600).await.unwrap(), 2);
+    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 0);
+    assert_eq!(store.login_failures("addr:1", 600).await.unwrap(), 1);
 }
