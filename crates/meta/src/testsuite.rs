@@ -5,6 +5,9 @@
 //! [`gc`] and [`gc_many`], which work far in the past so that its cutoffs touch nothing else; repository names
 //! starting with `zzzz/` are reserved for [`list_repositories`].
 
+// A test suite: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::str::FromStr;
 
 use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
