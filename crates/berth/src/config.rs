@@ -196,9 +196,11 @@ mod tests {
 
     #[test]
     fn keys_list_matches_the_struct() {
-        let mut c = Config::default();
-        c.external_url = Some("https://x".into());
-        c.tls = Some(TlsFiles { cert: "c".into(), key: "k".into() });
+        let mut c = Config {
+            external_url: Some("https://x".into()),
+            tls: Some(TlsFiles { cert: "c".into(), key: "k".into() }),
+            ..Default::default()
+        };
         c.gc.interval = Some(Duration::from_secs(1));
         let rendered: toml::Table = toml::from_str(&c.to_toml()).unwrap();
         let mut have: Vec<&str> = rendered.keys().map(String::as_str).collect();

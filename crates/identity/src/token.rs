@@ -37,6 +37,26 @@ pub struct RegistryClaims {
     pub jti: String,
     pub access: Vec<Access>,
     pub kind: PrincipalKind,
+    /// For tokens issued from a federated OIDC token: where it came from (for the audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<TokenOrigin>,
+}
+
+/// The federated login a registry token was issued from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenOrigin {
+    /// The identity provider.
+    pub idp: String,
+    /// The matching robots.
+    pub robots: Vec<String>,
+    /// `sub` and `jti` of the OIDC token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The provider's identifying claims.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An issued token.
@@ -109,6 +129,11 @@ impl TokenIssuer {
         })
     }
 
+    /// The `iss` of registry tokens (not a URL, so it never collides with an OIDC issuer).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn service(&self) -> &str {
         &self.service
     }
@@ -119,6 +144,18 @@ impl TokenIssuer {
     /// Signs a token for `subject` with `access`. `not_after` caps the expiry (a token is never
     /// valid longer than the credential it came from, when that credential expires).
     pub fn issue(&self, subject: &str, kind: PrincipalKind, access: Vec<Access>, not_after: Option<u64>) -> Result<IssuedToken, TokenError> {
+        self.issue_with_origin(subject, kind, access, not_after, None)
+    }
+
+    /// [`TokenIssuer::issue`] for a federated login, recording its origin in the token.
+    pub fn issue_with_origin(
+        &self,
+        subject: &str,
+        kind: PrincipalKind,
+        access: Vec<Access>,
+        not_after: Option<u64>,
+        origin: Option<TokenOrigin>,
+    ) -> Result<IssuedToken, TokenError> {
         let iat = now();
         let mut exp = iat + self.ttl.as_secs();
         if let Some(cap) = not_after {
@@ -134,6 +171,7 @@ impl TokenIssuer {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access,
             kind,
+            origin,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());

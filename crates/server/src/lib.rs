@@ -1,5 +1,6 @@
 //! The HTTP API of Berth: the OCI distribution API under `/v2`, the Docker token endpoint
-//! `/service/token`, Prometheus `/metrics`, and `/healthz` + `/readyz`.
+//! `/service/token`, the admin API under `/api/v1` (projects, robots, identity providers, audit,
+//! token explain, apply), Prometheus `/metrics`, and `/healthz` + `/readyz`.
 //!
 //! Architecture invariant: this is the only crate that knows HTTP. Handlers are thin: they parse
 //! the request into the validated types of `berth-oci`, ask `berth-access` whether the caller may
@@ -12,9 +13,11 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use berth_blob::BlobStore;
-use berth_identity::TokenIssuer;
+use berth_identity::{Federation, TokenIssuer};
 use berth_meta::MetadataStore;
 
+pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod ops;
@@ -55,14 +58,19 @@ pub struct AppState {
     pub meta: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub tokens: Arc<TokenIssuer>,
+    pub federation: Arc<Federation>,
+    pub audit: audit::AuditSink,
     pub config: ServerConfig,
     pub(crate) logins: auth::LoginCache,
     pub(crate) metrics: ops::Metrics,
 }
 
 impl AppState {
+    /// Builds the state. Must run inside a Tokio runtime (it starts the audit writer).
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>, tokens: Arc<TokenIssuer>, config: ServerConfig) -> Arc<AppState> {
         Arc::new(AppState {
+            federation: Federation::new(meta.clone()),
+            audit: audit::AuditSink::start(meta.clone()),
             meta,
             blobs,
             tokens,
@@ -80,6 +88,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/", axum::routing::any(registry::dispatch))
         .route("/v2/{*rest}", axum::routing::any(registry::dispatch))
         .route("/service/token", get(token::get_token).post(token::post_token))
+        .nest("/api/v1", api::router())
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

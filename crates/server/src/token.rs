@@ -2,31 +2,51 @@
 //! POST with a `grant_type=password` form (containerd, BuildKit). Requested scopes are intersected
 //! with what the principal may do; a partial grant is not an error.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::Json;
-use berth_access::{intersect, parse_scope, Access, Permissions};
+use berth_access::{intersect, parse_scope, Access};
 use berth_identity::PrincipalKind;
 use berth_oci::ErrorCode;
 use http::{HeaderMap, StatusCode};
 
-use crate::auth::{anonymous_permissions, check_user, parse_authorization, Credentials};
+use crate::auth::{self, audit_login_failure, federated, login, parse_authorization, Credentials, LoginError, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::{AnonymousAccess, AppState};
 
-fn token_response(state: &AppState, subject: &str, kind: PrincipalKind, perms: &Permissions, scopes: &[Access]) -> ApiResult {
-    let access = intersect(perms, scopes);
-    tracing::info!(subject, granted = ?access, "issued registry token");
-    metrics::counter!("berth_token_issued_total", "kind" => format!("{kind:?}").to_lowercase()).increment(1);
+fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Option<IpAddr>) -> ApiResult {
+    let access = intersect(&p.permissions, scopes);
+    tracing::info!(subject = %p.subject, granted = ?access, "issued registry token");
+    metrics::counter!("berth_token_issued_total", "kind" => format!("{:?}", p.kind).to_lowercase()).increment(1);
+    let origin = p.origin.as_deref().cloned();
+    state.audit.record(berth_meta::AuditEvent {
+        id: 0,
+        time_ms: crate::audit::now_ms(),
+        action: "token".into(),
+        result: "ok".into(),
+        principal: p.subject.clone(),
+        robots: origin.as_ref().map(|o| o.robots.clone()).unwrap_or_default(),
+        provider: origin.as_ref().map(|o| o.idp.clone()),
+        subject: origin.as_ref().and_then(|o| o.sub.clone()),
+        jti: origin.as_ref().and_then(|o| o.jti.clone()),
+        claims: origin.as_ref().filter(|o| !o.claims.is_empty()).map(|o| serde_json::Value::Object(o.claims.clone())),
+        repository: None,
+        reference: None,
+        client: client.map(|c| c.to_string()),
+        message: Some(serde_json::to_string(&access).unwrap_or_default()),
+    });
     let issued = state
         .tokens
-        .issue(subject, kind, access, None)
+        .issue_with_origin(&p.subject, p.kind, access, p.not_after, origin)
         .map_err(|e| ApiError::internal("signing a registry token", e))?;
     let issued_at = chrono::DateTime::from_timestamp(issued.issued_at as i64, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
+    // Never a refresh_token: docker would store it, and a federated login must be repeated with a
+    // fresh OIDC token.
     Ok(Json(serde_json::json!({
         "token": issued.token,
         "access_token": issued.token,
@@ -41,14 +61,13 @@ fn unauthorized(message: &str) -> ApiError {
         .with_header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
 }
 
-async fn authenticate_password(state: &AppState, username: &str, password: &str) -> ApiResult<Permissions> {
-    match check_user(state, username, password).await? {
-        Some(p) => Ok(p),
-        None => {
-            tracing::warn!(username, "token request with invalid credentials");
-            metrics::counter!("berth_login_failures_total").increment(1);
-            Err(unauthorized("invalid username or password"))
-        }
+fn refused(state: &AppState, username: Option<&str>, e: LoginError, client: Option<IpAddr>) -> ApiError {
+    audit_login_failure(state, username, &e, client);
+    match e {
+        LoginError::Internal(api) => api,
+        LoginError::RateLimited { retry_after, message } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests, message)
+            .with_header(http::header::RETRY_AFTER, retry_after.to_string()),
+        other => unauthorized(&other.message()),
     }
 }
 
@@ -56,27 +75,52 @@ fn scopes_from(pairs: &[(String, String)]) -> Vec<Access> {
     pairs.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| parse_scope(v)).collect()
 }
 
-/// `GET /service/token?service=...&scope=...` with optional Basic credentials.
-pub async fn get_token(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery, headers: HeaderMap) -> ApiResult {
+fn client_of(connect: &Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    connect.as_ref().map(|c| c.0 .0.ip())
+}
+
+/// `GET /service/token?service=...&scope=...` with Basic credentials (a password, a robot secret,
+/// or an OIDC token as the password), a federated OIDC token as Bearer, or nothing (anonymous).
+pub async fn get_token(
+    State(state): State<Arc<AppState>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let client = client_of(&connect);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "malformed query string"))?;
     let scopes = scopes_from(&pairs);
     match parse_authorization(&headers).map_err(|_| unauthorized("malformed Authorization header"))? {
-        Credentials::Basic { username, password } => {
-            let perms = authenticate_password(&state, &username, &password).await?;
-            token_response(&state, &username, PrincipalKind::User, &perms, &scopes)
+        Credentials::Basic { username, password } => match login(&state, &username, &password, client).await {
+            Ok(p) => token_response(&state, &p, &scopes, client),
+            Err(e) => Err(refused(&state, Some(&username), e, client)),
+        },
+        Credentials::Bearer(token) if berth_identity::looks_like_jwt(&token) => match federated(&state, &token, None).await {
+            Ok(p) => token_response(&state, &p, &scopes, client),
+            Err(e) => Err(refused(&state, None, e, client)),
+        },
+        Credentials::Bearer(_) => Err(unauthorized("the token endpoint takes Basic credentials or an OIDC token (JWT) as Bearer")),
+        Credentials::None => {
+            let anon = auth::anonymous_permissions(state.config.anonymous);
+            let public = state.federation.public_pull().await.unwrap_or_default();
+            if state.config.anonymous == AnonymousAccess::Off && public.grants.is_empty() {
+                return Err(unauthorized("authentication required: log in first (docker/podman/skopeo login) or pass credentials"));
+            }
+            let p = Principal { subject: "anonymous".into(), kind: PrincipalKind::Anonymous, permissions: anon.union(public), origin: None, not_after: None };
+            token_response(&state, &p, &scopes, client)
         }
-        Credentials::None if state.config.anonymous != AnonymousAccess::Off => {
-            let perms = anonymous_permissions(state.config.anonymous);
-            token_response(&state, "anonymous", PrincipalKind::Anonymous, &perms, &scopes)
-        }
-        Credentials::None => Err(unauthorized("authentication required: log in first (docker/podman/skopeo login) or pass credentials")),
-        Credentials::Bearer(_) => Err(unauthorized("the token endpoint takes Basic credentials")),
     }
 }
 
-/// `POST /service/token` with an OAuth2 form (`grant_type=password`).
-pub async fn post_token(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> ApiResult {
+/// `POST /service/token` with an OAuth2 form (`grant_type=password`; the password may be an OIDC
+/// token).
+pub async fn post_token(
+    State(state): State<Arc<AppState>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let client = client_of(&connect);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "malformed form body"))?;
     let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -85,8 +129,10 @@ pub async fn post_token(State(state): State<Arc<AppState>>, body: axum::body::By
             let (Some(username), Some(password)) = (field("username"), field("password")) else {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "grant_type=password needs username and password"));
             };
-            let perms = authenticate_password(&state, username, password).await?;
-            token_response(&state, username, PrincipalKind::User, &perms, &scopes_from(&pairs))
+            match login(&state, username, password, client).await {
+                Ok(p) => token_response(&state, &p, &scopes_from(&pairs), client),
+                Err(e) => Err(refused(&state, Some(username), e, client)),
+            }
         }
         Some(other) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -179,9 +179,17 @@ fn deny(state: &AppState, base: &str, caller: &Caller, repo: &RepoName, method: 
 }
 
 /// The single entry point of `/v2`.
-pub async fn dispatch(State(state): State<Arc<AppState>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let label = parse_path(uri.path()).map(|e| e.label()).unwrap_or("v2-unknown");
-    let mut resp = match route(state, method, uri, headers, body).await {
+    let client = connect.map(|c| c.0 .0.ip());
+    let mut resp = match route(state, method, uri, headers, body, client).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -191,16 +199,65 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, method: Method, uri: U
     resp
 }
 
-async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> ApiResult {
+/// What of a request goes into the audit log: pulls of manifests, pushes of manifests, deletes.
+fn audited<'a>(endpoint: &'a Endpoint, method: &Method) -> Option<(&'static str, &'a RepoName, &'a str)> {
+    match (endpoint, method.as_str()) {
+        (Endpoint::Manifest(r, reference), "GET") => Some(("pull", r, reference)),
+        (Endpoint::Manifest(r, reference), "PUT") => Some(("push", r, reference)),
+        (Endpoint::Manifest(r, reference) | Endpoint::Blob(r, reference), "DELETE") => Some(("delete", r, reference)),
+        _ => None,
+    }
+}
+
+/// What one audited `/v2` operation did.
+struct Outcome<'a> {
+    action: &'a str,
+    repo: &'a RepoName,
+    reference: &'a str,
+    result: &'a str,
+    message: Option<String>,
+}
+
+fn audit(state: &AppState, caller: &Caller, o: Outcome<'_>, client: Option<std::net::IpAddr>) {
+    let Outcome { action, repo, reference, result, message } = o;
+    let origin = caller.origin.as_deref();
+    state.audit.record(berth_meta::AuditEvent {
+        id: 0,
+        time_ms: crate::audit::now_ms(),
+        action: action.into(),
+        result: result.into(),
+        principal: caller.subject.clone(),
+        robots: origin.map(|o| o.robots.clone()).unwrap_or_default(),
+        provider: origin.map(|o| o.idp.clone()),
+        subject: origin.and_then(|o| o.sub.clone()),
+        jti: origin.and_then(|o| o.jti.clone()),
+        claims: origin.filter(|o| !o.claims.is_empty()).map(|o| serde_json::Value::Object(o.claims.clone())),
+        repository: Some(repo.to_string()),
+        reference: Some(reference.to_owned()),
+        client: client.map(|c| c.to_string()),
+        message,
+    });
+}
+
+async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body, client: Option<std::net::IpAddr>) -> ApiResult {
     let endpoint = parse_path(uri.path())?;
     let base = auth::base_url(&state, &headers);
     let creds = auth::parse_authorization(&headers)?;
-    let caller = auth::authenticate(&state, &base, creds).await?;
+    let caller = auth::authenticate(&state, &base, creds, client).await?;
     if let (Some(repo), Some(action)) = (endpoint.repo(), endpoint.action(&method)) {
         if !caller.allows(repo.as_str(), action) {
-            return Err(deny(&state, &base, &caller, repo, &method, action));
+            let err = deny(&state, &base, &caller, repo, &method, action);
+            if caller.kind != berth_identity::PrincipalKind::Anonymous {
+                let reference = match &endpoint {
+                    Endpoint::Manifest(_, r) | Endpoint::Blob(_, r) => r.as_str(),
+                    _ => "",
+                };
+                audit(&state, &caller, Outcome { action: action.as_str(), repo, reference, result: "denied", message: Some(err.message.clone()) }, client);
+            }
+            return Err(err);
         }
     }
+    let audit_as = audited(&endpoint, &method).map(|(a, r, reference)| (a, r.clone(), reference.to_owned()));
     // `/v2/` challenges anonymous callers unless anonymous callers may do everything: clients
     // (skopeo, docker) send credentials, or fetch an anonymous token, only after a challenge here.
     if endpoint == Endpoint::Base
@@ -210,22 +267,35 @@ async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMa
         return Err(auth::challenge(&state, &base, None, None, "authentication required"));
     }
     let req = Request { state, method, uri, headers, caller, base };
+    let result = handle(&req, endpoint, body).await;
+    if let Some((action, repo, reference)) = audit_as {
+        let (outcome, message) = match &result {
+            Ok(r) if r.status().is_success() => ("ok", None),
+            Ok(r) => ("error", Some(format!("HTTP {}", r.status()))),
+            Err(e) => ("error", Some(e.message.clone())),
+        };
+        audit(&req.state, &req.caller, Outcome { action, repo: &repo, reference: &reference, result: outcome, message }, client);
+    }
+    result
+}
+
+async fn handle(req: &Request, endpoint: Endpoint, body: Body) -> ApiResult {
     let m = req.method.clone();
     match (endpoint, m.as_str()) {
         (Endpoint::Base, "GET" | "HEAD") => Ok((StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], "{}").into_response()),
-        (Endpoint::Catalog, "GET") => discovery::catalog(&req).await,
-        (Endpoint::Tags(repo), "GET") => discovery::tags(&req, &repo).await,
-        (Endpoint::Referrers(repo, d), "GET") => discovery::referrers(&req, &repo, &d).await,
-        (Endpoint::Manifest(repo, r), "GET" | "HEAD") => manifests::get(&req, &repo, &r).await,
-        (Endpoint::Manifest(repo, r), "PUT") => manifests::put(&req, &repo, &r, body).await,
-        (Endpoint::Manifest(repo, r), "DELETE") => manifests::delete(&req, &repo, &r).await,
-        (Endpoint::Blob(repo, d), "GET" | "HEAD") => blobs::get(&req, &repo, &d).await,
-        (Endpoint::Blob(repo, d), "DELETE") => blobs::delete(&req, &repo, &d).await,
-        (Endpoint::UploadStart(repo), "POST") => uploads::start(&req, &repo, body).await,
-        (Endpoint::Upload(repo, id), "GET") => uploads::status(&req, &repo, &id).await,
-        (Endpoint::Upload(repo, id), "PATCH") => uploads::patch(&req, &repo, &id, body).await,
-        (Endpoint::Upload(repo, id), "PUT") => uploads::finish(&req, &repo, &id, body).await,
-        (Endpoint::Upload(repo, id), "DELETE") => uploads::cancel(&req, &repo, &id).await,
+        (Endpoint::Catalog, "GET") => discovery::catalog(req).await,
+        (Endpoint::Tags(repo), "GET") => discovery::tags(req, &repo).await,
+        (Endpoint::Referrers(repo, d), "GET") => discovery::referrers(req, &repo, &d).await,
+        (Endpoint::Manifest(repo, r), "GET" | "HEAD") => manifests::get(req, &repo, &r).await,
+        (Endpoint::Manifest(repo, r), "PUT") => manifests::put(req, &repo, &r, body).await,
+        (Endpoint::Manifest(repo, r), "DELETE") => manifests::delete(req, &repo, &r).await,
+        (Endpoint::Blob(repo, d), "GET" | "HEAD") => blobs::get(req, &repo, &d).await,
+        (Endpoint::Blob(repo, d), "DELETE") => blobs::delete(req, &repo, &d).await,
+        (Endpoint::UploadStart(repo), "POST") => uploads::start(req, &repo, body).await,
+        (Endpoint::Upload(repo, id), "GET") => uploads::status(req, &repo, &id).await,
+        (Endpoint::Upload(repo, id), "PATCH") => uploads::patch(req, &repo, &id, body).await,
+        (Endpoint::Upload(repo, id), "PUT") => uploads::finish(req, &repo, &id, body).await,
+        (Endpoint::Upload(repo, id), "DELETE") => uploads::cancel(req, &repo, &id).await,
         (_, m) => Err(ApiError::unsupported(format!("method {m} is not allowed on this endpoint"))),
     }
 }

@@ -1,0 +1,180 @@
+//! Wire types of the admin API (`/api/v1`): the JSON bodies the CLI sends and receives. The CLI
+//! uses these same types, so the two cannot drift; the OpenAPI document is generated from them.
+
+use std::collections::BTreeMap;
+
+use berth_access::PermissionSpec;
+use berth_claims::RuleSpec;
+use berth_identity::federation::ProviderSpec;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A project: the first component of repository names (`library/app` is in `library`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    pub name: String,
+    /// Anyone (even anonymous callers) may pull its repositories.
+    #[serde(default)]
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectView {
+    pub name: String,
+    pub public: bool,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A robot account as written: a project robot (`project` set; full name
+/// `robot$<project>+<name>`) or a system robot (`robot$<name>`). With `identityProvider` it is
+/// federated (logs in with OIDC tokens that satisfy `rules`); without, it has a static secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RobotSpec {
+    /// The short name (`ci-myrepo`) or the full name (`robot$library+ci-myrepo`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// RFC 3339 time after which the robot cannot log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_provider: Option<String>,
+    /// Claim rules; every one must hold. `{claim, equals|glob|oneOf|expression}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub rules: Vec<RuleSpec>,
+    /// `{project?, repositories, actions}` entries.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub permissions: Vec<PermissionSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RobotView {
+    /// The full name, for example `robot$library+ci`.
+    pub name: String,
+    pub project: Option<String>,
+    pub description: String,
+    pub disabled: bool,
+    pub expires_at: Option<String>,
+    /// `federated` or `secret`.
+    pub kind: String,
+    pub identity_provider: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub rules: serde_json::Value,
+    #[schema(value_type = Vec<Object>)]
+    pub permissions: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A created robot; a static secret is shown only here, once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RobotCreated {
+    pub robot: RobotView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityProviderView {
+    pub name: String,
+    /// The issuer after presets are applied.
+    pub issuer: String,
+    #[schema(value_type = Object)]
+    pub spec: ProviderSpec,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEventView {
+    pub id: i64,
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    /// `token`, `login`, `pull`, `push` or `delete`.
+    pub action: String,
+    /// `ok`, `denied` or `error`.
+    pub result: String,
+    pub principal: String,
+    pub robots: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub claims: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExplainRequest {
+    /// The OIDC token (JWT) to explain.
+    pub token: String,
+}
+
+/// A declarative document: `berth apply -f berth.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyDocument {
+    #[serde(default)]
+    pub projects: Vec<ProjectSpec>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub identity_providers: Vec<ProviderSpec>,
+    #[serde(default)]
+    pub robots: Vec<RobotSpec>,
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    /// `project`, `identityProvider` or `robot`.
+    pub kind: String,
+    pub name: String,
+    /// `created`, `updated` or `unchanged`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ApplyReport {
+    pub changes: Vec<Change>,
+    /// Static secrets of robots created by this apply (shown once).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// The error body of the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub errors: Vec<ErrorEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEntry {
+    pub code: String,
+    pub message: String,
+}
