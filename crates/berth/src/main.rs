@@ -16,6 +16,7 @@ use config::{Config, LogFormat};
 
 mod config;
 mod gc;
+mod remote;
 
 /// Berth: an OCI container registry where CI jobs and pods push and pull with the OIDC tokens
 /// their platforms already give them.
@@ -32,6 +33,8 @@ struct Cli {
     /// Data folder (SQLite metadata, blobs, uploads). Overrides `data_dir`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: remote::Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -76,6 +79,45 @@ enum Command {
     User(UserCommand),
     /// Print the effective configuration (file + environment + defaults) as TOML, without secrets.
     Config,
+    /// Save the server and admin credentials for the commands below (checks them first).
+    ///
+    ///   echo "$PASSWORD" | berth login --server https://registry.example.com --username admin --password-stdin
+    ///
+    /// Scripts can skip this and set BERTH_SERVER, BERTH_USERNAME and BERTH_PASSWORD.
+    Login(remote::LoginArgs),
+    /// Manage projects (the first component of repository names).
+    #[command(subcommand)]
+    Project(remote::ProjectCommand),
+    /// Manage robot accounts: federated (OIDC claim rules) or with a static secret.
+    #[command(subcommand)]
+    Robot(remote::RobotCommand),
+    /// Manage trusted identity providers (GitHub Actions, GitLab CI, Forgejo, Kubernetes, any OIDC issuer).
+    #[command(subcommand)]
+    Idp(remote::IdpCommand),
+    /// Apply a declarative file of projects, identity providers and robots (idempotent; GitOps).
+    ///
+    ///   berth apply -f berth.yaml      (or -f - for standard input; YAML or JSON)
+    Apply {
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: String,
+    },
+    /// Work with OIDC tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit log: token exchanges, logins, pulls, pushes and deletes.
+    Audit(remote::AuditArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Explain why a token is accepted or refused: which identity provider it routes to, every
+    /// verification step, and every rule of that provider's robots. Exits 1 when refused.
+    ///
+    ///   berth token explain "$TOKEN"      (or - to read it from standard input)
+    Explain {
+        /// The JWT, or - for standard input.
+        token: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +255,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tokens,
         ServerConfig { external_url: cfg.external_url.clone(), service: cfg.service.clone(), anonymous: cfg.anonymous, tls: tls.is_some() },
     );
+    let audit = state.audit.clone();
     let app = berth_server::app(state);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!("cannot listen on {}: is another process using it? Choose another with --listen or BERTH_LISTEN", cfg.listen)
@@ -239,6 +282,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         });
     }
     berth_server::serve(listener, app, tls, shutdown_signal(), cfg.shutdown_grace).await?;
+    audit.flush().await;
     tracing::info!("Berth stopped");
     Ok(())
 }
@@ -293,6 +337,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cfg.to_toml());
             Ok(())
         }
+        Command::Login(a) => remote::login(&cli.remote, &a).await,
+        Command::Project(c) => remote::project(&cli.remote, c).await,
+        Command::Robot(c) => remote::robot(&cli.remote, c).await,
+        Command::Idp(c) => remote::idp(&cli.remote, c).await,
+        Command::Apply { file } => remote::apply(&cli.remote, &file).await,
+        Command::Token(TokenCommand::Explain { token }) => remote::explain(&cli.remote, &token).await,
+        Command::Audit(a) => remote::audit(&cli.remote, &a).await,
     }
 }
 

@@ -499,6 +499,9 @@ impl Federation {
                     note = Some("robot has expired".to_owned());
                 }
             }
+            if !trusted && r.matched && note.is_none() {
+                note = Some("its rules hold, but the token did not verify".to_owned());
+            }
             ex.robots.push(RobotExplanation {
                 robot: r.robot,
                 matched: r.matched && note.is_none(),
