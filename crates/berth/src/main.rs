@@ -84,6 +84,7 @@ enum Command {
     ///   echo "$PASSWORD" | berth login --server https://registry.example.com --username admin --password-stdin
     ///
     /// Scripts can skip this and set BERTH_SERVER, BERTH_USERNAME and BERTH_PASSWORD.
+    #[command(verbatim_doc_comment)]
     Login(remote::LoginArgs),
     /// Manage projects (the first component of repository names).
     #[command(subcommand)]
@@ -97,6 +98,7 @@ enum Command {
     /// Apply a declarative file of projects, identity providers and robots (idempotent; GitOps).
     ///
     ///   berth apply -f berth.yaml      (or -f - for standard input; YAML or JSON)
+    #[command(verbatim_doc_comment)]
     Apply {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
@@ -114,6 +116,7 @@ enum TokenCommand {
     /// verification step, and every rule of that provider's robots. Exits 1 when refused.
     ///
     ///   berth token explain "$TOKEN"      (or - to read it from standard input)
+    #[command(verbatim_doc_comment)]
     Explain {
         /// The JWT, or - for standard input.
         token: String,

@@ -272,6 +272,7 @@ pub enum RobotCommand {
     ///       --rule repository=myorg/myrepo --rule 'ref~refs/heads/*' --allow 'library/*:pull,push'
     ///
     /// Without --idp the robot gets a static secret, printed once.
+    #[command(verbatim_doc_comment)]
     Create {
         /// Short name; the full name becomes robot$<project>+<name> (or robot$<name>).
         name: String,
@@ -408,6 +409,7 @@ pub enum IdpCommand {
     ///   berth idp add gitlab --name corp-gitlab --instance https://gitlab.corp.example --audience registry.example.com
     ///   kubectl get --raw /openid/v1/jwks | berth idp add kubernetes --name my-cluster \
     ///       --issuer https://kubernetes.default.svc.cluster.local --audience registry.example.com --jwks-file -
+    #[command(verbatim_doc_comment)]
     Add(Box<IdpAdd>),
     /// Show one identity provider.
     Show { name: String },
