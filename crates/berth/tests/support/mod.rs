@@ -67,7 +67,7 @@ pub struct CmdOutput {
 }
 
 impl CmdOutput {
-    fn from(what: String, out: std::process::Output) -> CmdOutput {
+    pub fn from_output(what: String, out: std::process::Output) -> CmdOutput {
         CmdOutput {
             what,
             status: out.status,
@@ -111,7 +111,7 @@ impl CmdOutput {
 pub fn run(cmd: &mut Command) -> CmdOutput {
     let what = format!("{cmd:?}");
     let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    CmdOutput::from(what, out)
+    CmdOutput::from_output(what, out)
 }
 
 /// Runs `f` on a fresh single-threaded tokio runtime in its own thread, so that synchronous

@@ -45,6 +45,8 @@ struct FetchState {
     last_attempt: Option<Instant>,
     /// When the last fetch finished (requests that waited for it share its outcome).
     last_done: Option<Instant>,
+    /// When a token's unknown `kid` last caused a fetch (limited to one per 30 s).
+    last_kid_fetch: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -73,7 +75,7 @@ impl KeyCache {
             source: p.keys.clone(),
             client,
             current: RwLock::new(current),
-            fetch: Mutex::new(FetchState { last_attempt: None, last_done: None, last_error: None }),
+            fetch: Mutex::new(FetchState { last_attempt: None, last_done: None, last_kid_fetch: None, last_error: None }),
         })
     }
 
@@ -110,15 +112,19 @@ impl KeyCache {
         if st.last_done.is_some_and(|t| t > asked_at) {
             return current.ok_or_else(|| self.failed(&st));
         }
+        let kid_recent = st.last_kid_fetch.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL);
         let recent = st.last_attempt.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL);
         match (&current, unknown_kid) {
-            (Some(s), true) if recent => return Ok(s.clone()),
+            (Some(s), true) if kid_recent => return Ok(s.clone()),
             (Some(s), false) if s.fetched_at.is_some_and(|t| t.elapsed() < KEY_MAX_AGE) => return Ok(s.clone()),
             (Some(s), false) if recent => return Ok(s.clone()),
             (None, _) if st.last_attempt.is_some_and(|t| t.elapsed() < FAILED_FETCH_BACKOFF) => return Err(self.failed(&st)),
             _ => {}
         }
         st.last_attempt = Some(Instant::now());
+        if unknown_kid {
+            st.last_kid_fetch = st.last_attempt;
+        }
         let fetched = self.fetch_now().await;
         st.last_done = Some(Instant::now());
         match fetched {

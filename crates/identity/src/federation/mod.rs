@@ -10,7 +10,8 @@
 //! Providers, robots and projects live in the metadata store. This module keeps a compiled
 //! snapshot of them (rule programs, per-provider matchers, key caches) and reloads it when the
 //! store's federation generation changes, which it checks at most once a second, so replicas see
-//! each other's changes. Verified tokens are cached by their SHA-256 until they expire.
+//! each other's changes. Verified tokens are cached by their SHA-256 for at most 5 minutes,
+//! never past their `exp`.
 
 pub mod keys;
 pub mod provider;
@@ -123,8 +124,13 @@ struct Snapshot {
 
 struct CachedIdentity {
     generation: i64,
+    /// Re-verify after this (unix seconds): the token's exp, or 5 minutes after verification.
+    until: u64,
     identity: Arc<FederatedIdentity>,
 }
+
+/// How long a verified OIDC token is trusted without verifying it again (never past its `exp`).
+const VERIFIED_CACHE_SECS: u64 = 300;
 
 /// The federation service: routing, verification, matching, caches.
 pub struct Federation {
@@ -335,10 +341,11 @@ impl Federation {
             sha2::Sha256::digest(token.as_bytes()).into()
         };
         let identity = match self.verified.get(&key) {
-            Some(c) if c.generation == snap.generation && now <= c.identity.expires_at => c.identity.clone(),
+            Some(c) if c.generation == snap.generation && now <= c.until => c.identity.clone(),
             _ => {
                 let identity = Arc::new(self.verify_and_match(&snap, token, now).await?);
-                self.verified.insert(key, Arc::new(CachedIdentity { generation: snap.generation, identity: identity.clone() }));
+                let until = identity.expires_at.min(now + VERIFIED_CACHE_SECS);
+                self.verified.insert(key, Arc::new(CachedIdentity { generation: snap.generation, until, identity: identity.clone() }));
                 identity
             }
         };
