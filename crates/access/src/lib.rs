@@ -94,13 +94,26 @@ pub struct RepoPattern {
 }
 
 impl RepoPattern {
+    /// Compiles a pattern. Compiled patterns are shared by text (a compiled glob is a regex of
+    /// tens of KiB; thousands of robots often use the same few patterns).
     pub fn new(pattern: &str) -> Result<RepoPattern, String> {
-        let glob = globset::GlobBuilder::new(pattern)
+        static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, globset::GlobMatcher>>> =
+            std::sync::LazyLock::new(Default::default);
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = cache.get(pattern) {
+            return Ok(RepoPattern { text: pattern.to_owned(), matcher: m.clone() });
+        }
+        let matcher = globset::GlobBuilder::new(pattern)
             .literal_separator(false)
             .backslash_escape(true)
             .build()
-            .map_err(|e| format!("invalid repository pattern {pattern:?}: {e}"))?;
-        Ok(RepoPattern { text: pattern.to_owned(), matcher: glob.compile_matcher() })
+            .map_err(|e| format!("invalid repository pattern {pattern:?}: {e}"))?
+            .compile_matcher();
+        if cache.len() > 100_000 {
+            cache.clear();
+        }
+        cache.insert(pattern.to_owned(), matcher.clone());
+        Ok(RepoPattern { text: pattern.to_owned(), matcher })
     }
     pub fn any() -> RepoPattern {
         RepoPattern::new("*").unwrap_or_else(|_| unreachable!("'*' is a valid glob"))

@@ -115,6 +115,28 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// Compiled globs shared by pattern: thousands of robots with `ref glob refs/heads/*` share one
+/// compiled matcher (a compiled glob is a regex of tens of KiB; cloning shares it).
+fn compiled_glob(g: &str) -> Result<globset::GlobMatcher, RuleError> {
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<HashMap<String, globset::GlobMatcher>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = cache.get(g) {
+        return Ok(m.clone());
+    }
+    let m = globset::GlobBuilder::new(g)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| RuleError(format!("glob {g:?} is invalid: {e}")))?
+        .compile_matcher();
+    if cache.len() > 100_000 {
+        cache.clear();
+    }
+    cache.insert(g.to_owned(), m.clone());
+    Ok(m)
+}
+
 impl Rule {
     /// Compiles a rule spec (CEL programs are compiled here, once).
     pub fn compile(spec: &RuleSpec) -> Result<Rule, RuleError> {
@@ -132,13 +154,7 @@ impl Rule {
             Op::Equals(v.clone())
         } else if let Some(g) = &spec.glob {
             need_claim()?;
-            let m = globset::GlobBuilder::new(g)
-                .literal_separator(false)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| RuleError(format!("glob {g:?} is invalid: {e}")))?
-                .compile_matcher();
-            Op::Glob(g.clone(), m)
+            Op::Glob(g.clone(), compiled_glob(g)?)
         } else if let Some(list) = &spec.one_of {
             need_claim()?;
             if list.is_empty() {

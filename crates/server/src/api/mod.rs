@@ -606,4 +606,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/token/explain", post(explain))
         .route("/apply", post(apply))
         .fallback(not_found)
+        // Apply documents of many thousands of robots are a few MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
 }
