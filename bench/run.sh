@@ -290,6 +290,8 @@ for i in $(seq 1 "$REPS"); do
     split -b "$CHUNK_BYTES" -d -a 3 "$F/tmp-variant" "${CHUNK_DIR[i]}/c"
     rm -f "$F/tmp-variant"
 done
+# Flush the gigabytes just written, so their writeback does not run during the measurements.
+sync
 mapfile -t CHUNKS_1 < <(ls "${CHUNK_DIR[1]}"/c*)
 [ "${#CHUNKS_1[@]}" = $((BLOB_MIB / CHUNK_MIB)) ] || die "split produced ${#CHUNKS_1[@]} chunks"
 
@@ -376,6 +378,7 @@ done
 
 # ---------------------------------------------------------------- pushes
 for i in $(seq 1 "$REPS"); do
+    sync # every push starts with no dirty pages left by the previous one
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
@@ -390,6 +393,7 @@ done
 for i in $(seq 1 "$REPS"); do
     mapfile -t chunks < <(ls "${CHUNK_DIR[i]}"/c*)
     cat "${chunks[@]}" >/dev/null
+    sync
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
