@@ -382,6 +382,7 @@ for i in $(seq 1 "$REPS"); do
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
+        sync # no registry pays for the writeback of the one before (distribution does not fsync uploads)
         c0=$(cpu_ticks "$n")
         t=$(push_mono "$n" "$REPO_BLOB" "${MONO_FILE[i]}" "${MONO_DIGEST[i]}")
         PUSHM_CPU[$n]+="$(($(cpu_ticks "$n") - c0)) "
@@ -397,6 +398,7 @@ for i in $(seq 1 "$REPS"); do
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
+        sync
         c0=$(cpu_ticks "$n")
         t=$(push_chunked "$n" "$REPO_BLOB" "${CHUNK_DIGEST[i]}" "${chunks[@]}")
         PUSHC_CPU[$n]+="$(($(cpu_ticks "$n") - c0)) "
