@@ -36,11 +36,19 @@ pub struct GcConfig {
     /// Upload sessions idle for longer than this are removed.
     #[serde(with = "humantime_serde")]
     pub upload_ttl: Duration,
+    /// Audit events older than this are removed.
+    #[serde(with = "humantime_serde")]
+    pub audit_retention: Duration,
 }
 
 impl Default for GcConfig {
     fn default() -> Self {
-        GcConfig { interval: None, grace: Duration::from_secs(3600), upload_ttl: Duration::from_secs(24 * 3600) }
+        GcConfig {
+            interval: None,
+            grace: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(24 * 3600),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
+        }
     }
 }
 
@@ -106,7 +114,7 @@ const KEYS: &[&str] = &[
 ];
 
 /// Variables that belong to the CLI, not to the server configuration (not worth a warning).
-const CLI_ENV: &[&str] = &["BERTH_CONFIG", "BERTH_SERVER", "BERTH_USERNAME", "BERTH_PASSWORD", "BERTH_TOKEN"];
+const CLI_ENV: &[&str] = &["BERTH_CONFIG", "BERTH_SERVER", "BERTH_USERNAME", "BERTH_PASSWORD", "BERTH_TOKEN", "BERTH_CA_FILE"];
 
 fn is_setting(env_key: &str) -> bool {
     let key = env_key.to_ascii_lowercase();

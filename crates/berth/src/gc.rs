@@ -1,5 +1,6 @@
-//! Garbage collection: removes blobs no manifest references, stale upload sessions, and objects
-//! or upload data left without a record by a crash. Safe while pushes run: the metadata store
+//! Garbage collection: removes blobs no manifest references, stale upload sessions, objects or
+//! upload data left without a record by a crash, audit events past their retention and old
+//! failed-login counters. Safe while pushes run: the metadata store
 //! re-checks every deletion inside its transaction, unreferenced content younger than the grace
 //! period is kept, and storage keys are never reused.
 
@@ -16,6 +17,8 @@ pub struct GcSummary {
     pub stale_uploads_removed: usize,
     pub orphaned_objects_removed: usize,
     pub orphaned_upload_data_removed: usize,
+    pub audit_events_removed: u64,
+    pub login_failure_windows_removed: u64,
 }
 
 fn now() -> i64 {
@@ -23,7 +26,7 @@ fn now() -> i64 {
 }
 
 /// Runs one collection.
-pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, grace: Duration, upload_ttl: Duration) -> anyhow::Result<GcSummary> {
+pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, grace: Duration, upload_ttl: Duration, audit_retention: Duration) -> anyhow::Result<GcSummary> {
     let t = now();
     let report = meta.collect_garbage(t - grace.as_secs() as i64, t - upload_ttl.as_secs() as i64).await?;
     let mut s = GcSummary { repository_links_removed: report.links_removed, ..Default::default() };
@@ -50,6 +53,9 @@ pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, grace: Dur
             s.orphaned_upload_data_removed += 1;
         }
     }
+    // The audit log keeps `audit_retention`; failed-login counters only matter for their window.
+    s.audit_events_removed = meta.prune_audit((t - audit_retention.as_secs() as i64).saturating_mul(1000)).await?;
+    s.login_failure_windows_removed = meta.prune_login_failures(t - 86_400).await?;
     tracing::info!(?s, "garbage collection finished");
     Ok(s)
 }

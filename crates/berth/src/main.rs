@@ -278,7 +278,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = gc::collect(&*meta, &*blobs, gc_cfg.grace, gc_cfg.upload_ttl).await {
+                if let Err(e) = gc::collect(&*meta, &*blobs, gc_cfg.grace, gc_cfg.upload_ttl, gc_cfg.audit_retention).await {
                     tracing::error!(error = %e, "scheduled garbage collection failed");
                 }
             }
@@ -316,10 +316,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc { grace, upload_ttl } => {
             init_logging(&cfg);
             let (meta, blobs) = open_stores(&cfg).await?;
-            let s = gc::collect(&*meta, &*blobs, grace.unwrap_or(cfg.gc.grace), upload_ttl.unwrap_or(cfg.gc.upload_ttl)).await?;
+            let s = gc::collect(&*meta, &*blobs, grace.unwrap_or(cfg.gc.grace), upload_ttl.unwrap_or(cfg.gc.upload_ttl), cfg.gc.audit_retention).await?;
             println!(
-                "garbage collection: {} blobs removed, {} repository links removed, {} stale uploads removed, {} orphaned objects and {} orphaned upload files removed",
-                s.blobs_removed, s.repository_links_removed, s.stale_uploads_removed, s.orphaned_objects_removed, s.orphaned_upload_data_removed
+                "garbage collection: {} blobs removed, {} repository links removed, {} stale uploads removed, {} orphaned objects and {} orphaned upload files removed, {} audit events past retention removed",
+                s.blobs_removed, s.repository_links_removed, s.stale_uploads_removed, s.orphaned_objects_removed, s.orphaned_upload_data_removed, s.audit_events_removed
             );
             Ok(())
         }
