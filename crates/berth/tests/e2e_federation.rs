@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use axum::extract::State;
 use axum::response::IntoResponse;
 use base64::Engine as _;
@@ -26,10 +26,40 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// A signing key of the test issuer.
+enum Key {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+}
+
+impl Key {
+    fn alg(&self) -> &'static str {
+        match self {
+            Key::Ec(_) => "ES256",
+            Key::Ed(_) => "EdDSA",
+        }
+    }
+    fn jwk(&self, kid: &str) -> Value {
+        match self {
+            Key::Ec(k) => {
+                let p = k.public_key().as_ref();
+                json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": b64(&p[1..33]), "y": b64(&p[33..65])})
+            }
+            Key::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64(k.public_key().as_ref())}),
+        }
+    }
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        match self {
+            Key::Ec(k) => k.sign(&SystemRandom::new(), input).unwrap().as_ref().to_vec(),
+            Key::Ed(k) => k.sign(input).as_ref().to_vec(),
+        }
+    }
+}
+
 struct IssuerState {
     url: Mutex<String>,
     /// (kid, key); the last one signs.
-    keys: Mutex<Vec<(String, Arc<EcdsaKeyPair>)>>,
+    keys: Mutex<Vec<(String, Arc<Key>)>>,
     down: AtomicBool,
     jwks_fetches: AtomicU64,
 }
@@ -39,9 +69,14 @@ struct TestIssuer {
     state: Arc<IssuerState>,
 }
 
-fn ec_key() -> Arc<EcdsaKeyPair> {
+fn ec_key() -> Arc<Key> {
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-    Arc::new(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap())
+    Arc::new(Key::Ec(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap()))
+}
+
+fn ed_key() -> Arc<Key> {
+    let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    Arc::new(Key::Ed(Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()))
 }
 
 async fn discovery(State(s): State<Arc<IssuerState>>) -> axum::response::Response {
@@ -49,7 +84,8 @@ async fn discovery(State(s): State<Arc<IssuerState>>) -> axum::response::Respons
         return (http_status(503), "down").into_response();
     }
     let url = s.url.lock().unwrap().clone();
-    axum::Json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks"), "id_token_signing_alg_values_supported": ["ES256"], "response_types_supported": ["id_token"], "subject_types_supported": ["public"]})).into_response()
+    let algs: Vec<&str> = s.keys.lock().unwrap().iter().map(|(_, k)| k.alg()).collect();
+    axum::Json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks"), "id_token_signing_alg_values_supported": algs, "response_types_supported": ["id_token"], "subject_types_supported": ["public"]})).into_response()
 }
 
 async fn jwks(State(s): State<Arc<IssuerState>>) -> axum::response::Response {
@@ -62,10 +98,7 @@ async fn jwks(State(s): State<Arc<IssuerState>>) -> axum::response::Response {
         .lock()
         .unwrap()
         .iter()
-        .map(|(kid, k)| {
-            let p = k.public_key().as_ref();
-            json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": b64(&p[1..33]), "y": b64(&p[33..65])})
-        })
+        .map(|(kid, k)| k.jwk(kid))
         .collect();
     axum::Json(json!({ "keys": keys })).into_response()
 }
@@ -75,15 +108,42 @@ fn http_status(code: u16) -> axum::http::StatusCode {
 }
 
 impl TestIssuer {
-    async fn start() -> TestIssuer {
-        let state = Arc::new(IssuerState { url: Mutex::new(String::new()), keys: Mutex::new(vec![("k1".into(), ec_key())]), down: AtomicBool::new(false), jwks_fetches: AtomicU64::new(0) });
-        let app = axum::Router::new()
+    fn new_state(key: Arc<Key>) -> Arc<IssuerState> {
+        Arc::new(IssuerState { url: Mutex::new(String::new()), keys: Mutex::new(vec![("k1".into(), key)]), down: AtomicBool::new(false), jwks_fetches: AtomicU64::new(0) })
+    }
+    fn router(state: &Arc<IssuerState>) -> axum::Router {
+        axum::Router::new()
             .route("/.well-known/openid-configuration", axum::routing::get(discovery))
             .route("/jwks", axum::routing::get(jwks))
-            .with_state(state.clone());
+            .with_state(state.clone())
+    }
+    /// Over HTTP with an EC P-256 key.
+    async fn start() -> TestIssuer {
+        let state = Self::new_state(ec_key());
+        let app = Self::router(&state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         *state.url.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        TestIssuer { state }
+    }
+    /// Over HTTPS with the test CA's server certificate, signing with Ed25519.
+    async fn start_https(tls: &support::TlsFiles) -> TestIssuer {
+        let state = Self::new_state(ed_key());
+        let app = Self::router(&state);
+        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&tls.server_cert).unwrap()))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&tls.server_key).unwrap())).unwrap().unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *state.url.lock().unwrap() = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(berth_server::serve(listener, app, Some(Arc::new(config)), std::future::pending(), std::time::Duration::from_secs(1)));
         TestIssuer { state }
     }
     fn url(&self) -> String {
@@ -95,9 +155,8 @@ impl TestIssuer {
     }
     fn mint(&self, claims: &Value) -> String {
         let (kid, key) = self.state.keys.lock().unwrap().last().cloned().unwrap();
-        let input = format!("{}.{}", b64(json!({"alg": "ES256", "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let sig = key.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", b64(sig.as_ref()))
+        let input = format!("{}.{}", b64(json!({"alg": key.alg(), "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        format!("{input}.{}", b64(&key.sign(input.as_bytes())))
     }
     /// The seed's GitHub Actions claims for `repository`.
     fn github(&self, repository: &str) -> String {
@@ -110,6 +169,21 @@ impl TestIssuer {
             "workflow": "Create Image and Push Using federated IDP"
         }))
     }
+}
+
+/// The seed's Kubernetes service-account token claims (nested `kubernetes.io`, `aud` an array).
+fn kubernetes_claims(iss: &str, namespace: &str, sa: &str) -> Value {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    json!({
+        "aud": [AUD], "exp": t + 3600, "iat": t, "nbf": t, "iss": iss, "jti": format!("k8s-{t}"),
+        "kubernetes.io": {
+            "namespace": namespace,
+            "node": {"name": "k3d-cluster-agent-0", "uid": "2d3b1c0e-8f57-4f5a-9a46-6a2b8d2d1f11"},
+            "pod": {"name": "app-7d9f8c6b5-x2k4q", "uid": "6d1b4c9e-2a3f-4e5d-8c7b-1a2b3c4d5e6f"},
+            "serviceaccount": {"name": sa, "uid": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"}
+        },
+        "sub": format!("system:serviceaccount:{namespace}:{sa}")
+    })
 }
 
 /// Runs the berth CLI against `b` with `stdin`.
@@ -217,4 +291,53 @@ robots:
     assert_eq!(e["claims"]["repository"], "org/app");
     assert_eq!(e["claims"]["workflow"], "Create Image and Push Using federated IDP", "{e}");
     let _ = run; // keep the helper import used on every toolchain
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_tokens_from_an_https_issuer_with_its_own_ca() {
+    let b = Berth::start();
+    let tls = support::TlsFiles::generate(&b.path("issuer-tls"));
+    let issuer = TestIssuer::start_https(&tls).await;
+    let ca = std::fs::read_to_string(&tls.ca_cert).unwrap();
+    let doc = json!({
+        "projects": [{"name": "apps"}],
+        "identityProviders": [
+            {"name": "cluster", "preset": "kubernetes", "issuer": issuer.url(), "audiences": [AUD], "certificateAuthority": ca},
+            {"name": "cluster-no-ca", "issuer": issuer.url(), "audiences": ["elsewhere"]}
+        ],
+        "robots": [{"name": "team-a-pull", "project": "apps", "identityProvider": "cluster",
+                    "rules": [{"claim": "kubernetes.io.namespace", "equals": "team-a"}],
+                    "permissions": [{"repositories": "*", "actions": ["pull", "push"]}]}]
+    });
+    cli(&b, &["apply", "-f", "-"], &doc.to_string()).assert_success();
+
+    // `berth idp test`: the CA makes the HTTPS fetch work; without it the error says why.
+    let out = cli(&b, &["idp", "test", "cluster"], "").assert_success();
+    assert!(out.stdout.contains("OKP Ed25519"), "{}", out.stdout);
+    let out = cli(&b, &["idp", "test", "cluster-no-ca"], "");
+    assert!(!out.success());
+    assert!(out.text_lower().contains("certificate"), "{}", out.stderr);
+
+    // Any service account of namespace team-a pushes and pulls; team-b is refused.
+    let img = OciImage::write(&b.path("src"), "v1", &[10_000]);
+    let token = issuer.mint(&kubernetes_claims(&issuer.url(), "team-a", "puller"));
+    copy_with(&b, &format!("jwt:{token}"), &img, "apps/web:v1").assert_success();
+    let back = b.path("back");
+    b.skopeo(&["copy", "--src-creds", &format!("jwt:{token}"), "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v1", back.display())])
+        .assert_success();
+    let other = issuer.mint(&kubernetes_claims(&issuer.url(), "team-b", "puller"));
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/service/token?scope=repository:apps/web:pull", b.host()))
+        .basic_auth("jwt", Some(&other))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("no robots matched your token (identity provider \"cluster\")"), "{body}");
+    // The audit log records the Kubernetes identity of the pushes.
+    let out = cli(&b, &["audit", "--action", "push", "--json"], "").assert_success();
+    let events: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(events[0]["claims"]["kubernetes.io.namespace"], "team-a", "{}", out.stdout);
+    assert_eq!(events[0]["claims"]["kubernetes.io.serviceaccount.name"], "puller");
 }
