@@ -290,6 +290,18 @@ robots:
     assert_eq!(e["provider"], "ci");
     assert_eq!(e["claims"]["repository"], "org/app");
     assert_eq!(e["claims"]["workflow"], "Create Image and Push Using federated IDP", "{e}");
+    // Guessing passwords from one address is rate-limited (30 failures per 5 minutes), whatever
+    // the account; federated tokens are never limited.
+    let client = reqwest::Client::new();
+    let mut last = 0;
+    for i in 0..31 {
+        let r = client.get(b.url("/service/token")).basic_auth(format!("guess{i}"), Some("wrong-password")).send().await.unwrap();
+        last = r.status().as_u16();
+    }
+    assert_eq!(last, 429, "the 31st failure from one address is refused with 429");
+    let fresh = issuer.github("org/app");
+    let r = client.get(b.url("/service/token?scope=repository:library/app:pull")).basic_auth("jwt", Some(&fresh)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a valid OIDC token still works from the limited address");
     let _ = run; // keep the helper import used on every toolchain
 }
 
