@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, RSA_PKCS1_SHA256};
 use axum::extract::State;
 use axum::response::IntoResponse;
 use base64::Engine as _;
@@ -29,14 +29,18 @@ fn b64(b: &[u8]) -> String {
 /// A signing key of the test issuer.
 enum Key {
     Ec(EcdsaKeyPair),
+    Ec384(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
 }
 
 impl Key {
     fn alg(&self) -> &'static str {
         match self {
             Key::Ec(_) => "ES256",
+            Key::Ec384(_) => "ES384",
             Key::Ed(_) => "EdDSA",
+            Key::Rsa(_) => "RS256",
         }
     }
     fn jwk(&self, kid: &str) -> Value {
@@ -45,13 +49,26 @@ impl Key {
                 let p = k.public_key().as_ref();
                 json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": b64(&p[1..33]), "y": b64(&p[33..65])})
             }
+            Key::Ec384(k) => {
+                let p = k.public_key().as_ref();
+                json!({"kty": "EC", "crv": "P-384", "alg": "ES384", "use": "sig", "kid": kid, "x": b64(&p[1..49]), "y": b64(&p[49..97])})
+            }
             Key::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64(k.public_key().as_ref())}),
+            Key::Rsa(k) => {
+                let c = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(k.public_key());
+                json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": b64(&c.n), "e": b64(&c.e)})
+            }
         }
     }
     fn sign(&self, input: &[u8]) -> Vec<u8> {
         match self {
-            Key::Ec(k) => k.sign(&SystemRandom::new(), input).unwrap().as_ref().to_vec(),
+            Key::Ec(k) | Key::Ec384(k) => k.sign(&SystemRandom::new(), input).unwrap().as_ref().to_vec(),
             Key::Ed(k) => k.sign(input).as_ref().to_vec(),
+            Key::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig).unwrap();
+                sig
+            }
         }
     }
 }
@@ -72,6 +89,15 @@ struct TestIssuer {
 fn ec_key() -> Arc<Key> {
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
     Arc::new(Key::Ec(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap()))
+}
+
+fn ec384_key() -> Arc<Key> {
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+    Arc::new(Key::Ec384(EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, doc.as_ref()).unwrap()))
+}
+
+fn rsa_key() -> Arc<Key> {
+    Arc::new(Key::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap()))
 }
 
 fn ed_key() -> Arc<Key> {
@@ -153,6 +179,16 @@ impl TestIssuer {
     fn rotate(&self, kid: &str) {
         *self.state.keys.lock().unwrap() = vec![(kid.into(), ec_key())];
     }
+    /// Adds a key to the JWKS (the newest key signs).
+    fn add_key(&self, kid: &str, key: Arc<Key>) {
+        self.state.keys.lock().unwrap().push((kid.into(), key));
+    }
+    /// Signs with the key `kid`.
+    fn mint_with(&self, kid: &str, claims: &Value) -> String {
+        let key = self.state.keys.lock().unwrap().iter().find(|(k, _)| k == kid).map(|(_, k)| k.clone()).unwrap();
+        let input = format!("{}.{}", b64(json!({"alg": key.alg(), "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        format!("{input}.{}", b64(&key.sign(input.as_bytes())))
+    }
     fn mint(&self, claims: &Value) -> String {
         let (kid, key) = self.state.keys.lock().unwrap().last().cloned().unwrap();
         let input = format!("{}.{}", b64(json!({"alg": key.alg(), "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
@@ -160,14 +196,17 @@ impl TestIssuer {
     }
     /// The seed's GitHub Actions claims for `repository`.
     fn github(&self, repository: &str) -> String {
+        self.mint(&self.github_claims(repository))
+    }
+    fn github_claims(&self, repository: &str) -> Value {
         let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        self.mint(&json!({
+        json!({
             "actor": "Vad1mo", "aud": AUD, "event_name": "workflow_dispatch", "exp": t + 300, "iat": t, "nbf": t - 300,
             "iss": self.url(), "jti": format!("jti-{t}"), "ref": "refs/heads/main", "ref_protected": "false", "ref_type": "branch",
             "repository": repository, "repository_owner": repository.split('/').next().unwrap(), "run_id": "19677834613",
             "sha": "15a5ebfa3fb5ddf10c4b4250e14496bec7f03a56", "sub": format!("repo:{repository}:ref:refs/heads/main"),
             "workflow": "Create Image and Push Using federated IDP"
-        }))
+        })
     }
 }
 
@@ -254,6 +293,24 @@ robots:
     let r = b.http().get(b.url("/service/token?scope=repository:library/app:pull")).basic_auth("jwt", Some(&other)).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("no robots matched your token"));
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let base = issuer.github_claims("org/app");
+    let patched = |patch: Value| {
+        let mut c = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        issuer.mint(&c)
+    };
+    for (what, bad) in [
+        ("wrong audience", patched(json!({"aud": "sts.amazonaws.com"}))),
+        ("expired", patched(json!({"exp": t - 600, "iat": t - 900, "nbf": t - 900}))),
+        ("not yet valid", patched(json!({"nbf": t + 900, "iat": t + 900, "exp": t + 1200}))),
+        ("wrong issuer", patched(json!({"iss": "https://token.actions.githubusercontent.com"}))),
+    ] {
+        let out = copy_with(&b, &format!("jwt:{bad}"), &img, "library/app:refused");
+        assert!(!out.success(), "{what}: skopeo succeeded");
+    }
 
     // The token directly as Bearer on /v2 (Flux, go-containerregistry).
     let r = b.http().get(b.url("/v2/library/app/tags/list")).bearer_auth(&token).send().await.unwrap();
@@ -352,4 +409,35 @@ async fn kubernetes_tokens_from_an_https_issuer_with_its_own_ca() {
     let events: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(events[0]["claims"]["kubernetes.io.namespace"], "team-a", "{}", out.stdout);
     assert_eq!(events[0]["claims"]["kubernetes.io.serviceaccount.name"], "puller");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_type_of_the_issuer_verifies() {
+    let issuer = TestIssuer::start().await;
+    issuer.add_key("p384", ec384_key());
+    issuer.add_key("ed", ed_key());
+    issuer.add_key("rsa", rsa_key());
+    let b = Berth::start();
+    let doc = json!({
+        "projects": [{"name": "library"}],
+        "identityProviders": [{"name": "ci", "issuer": issuer.url(), "audiences": [AUD]}],
+        "robots": [{"name": "ci", "project": "library", "identityProvider": "ci",
+                    "rules": [{"claim": "repository", "equals": "org/app"}], "permissions": [{"actions": ["pull"]}]}]
+    });
+    cli(&b, &["apply", "-f", "-"], &doc.to_string()).assert_success();
+    for kid in ["k1", "p384", "ed", "rsa"] {
+        let token = issuer.mint_with(kid, &issuer.github_claims("org/app"));
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/service/token?scope=repository:library/app:pull", b.host()))
+            .basic_auth("jwt", Some(&token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "key {kid}: {}", r.text().await.unwrap());
+    }
+    // Discovery advertises the algorithms; the default allow-list follows it.
+    let out = cli(&b, &["idp", "test", "ci"], "").assert_success();
+    for alg in ["ES256", "ES384", "EdDSA", "RS256"] {
+        assert!(out.stdout.contains(alg), "{alg}: {}", out.stdout);
+    }
 }
