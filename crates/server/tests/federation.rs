@@ -299,3 +299,59 @@ async fn apply_is_idempotent_and_logins_are_rate_limited() {
     assert_eq!(r.status, 200);
     assert!(r.json()["paths"]["/api/v1/robots"].is_object());
 }
+
+#[tokio::test]
+async fn public_projects_disabled_and_expired_robots() {
+    let reg = Reg::new().await;
+    let issuer = Issuer::new();
+    reg.setup(&issuer).await;
+
+    // A private project needs credentials; a public one lets anyone pull, not push.
+    let r = reg.send(Method::GET, "/v2/library/app/tags/list", None, vec![]).await;
+    assert_eq!(r.status, 401);
+    let r = reg.api(Method::PUT, "/projects/library", json!({"name": "library", "public": true})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = reg.send(Method::GET, "/v2/library/app/tags/list", None, vec![]).await;
+    assert_eq!(r.status, 404, "anonymous pull reaches the repository (which has no tags): {}", r.text());
+    let r = reg.send(Method::POST, "/v2/library/app/blobs/uploads/", None, vec![]).await;
+    assert_eq!(r.status, 401, "but may not push");
+    let r = reg.send(Method::GET, "/service/token?scope=repository:library/app:pull,push", None, vec![]).await;
+    assert_eq!(r.status, 200, "anonymous tokens carry the public pull: {}", r.text());
+
+    // A disabled robot never matches; explain says why.
+    let jwt = issuer.mint(&github("org/app"));
+    assert_eq!(reg.exchange("jwt", &jwt, "repository:library/app:push").await.status, 200);
+    let robot = reg.api(Method::GET, "/robots/robot$library+ci-app", Value::Null).await.json();
+    let mut spec = json!({"name": robot["name"], "identityProvider": "ci", "rules": robot["rules"], "permissions": robot["permissions"], "disabled": true});
+    assert_eq!(reg.api(Method::PUT, "/robots/robot$library+ci-app", spec.clone()).await.status, 200);
+    let jwt = issuer.mint(&with(github("org/app"), json!({"jti": "second"})));
+    let r = reg.exchange("jwt", &jwt, "repository:library/app:push").await;
+    assert_eq!(r.status, 401);
+    assert!(r.message().contains("no robots matched"), "{}", r.text());
+    let ex = reg.api(Method::POST, "/token/explain", json!({"token": jwt})).await.json();
+    assert_eq!(ex["robots"][0]["note"], "robot is disabled", "{ex}");
+
+    // An expired robot neither.
+    spec["disabled"] = json!(false);
+    spec["expiresAt"] = json!("2020-01-01T00:00:00Z");
+    assert_eq!(reg.api(Method::PUT, "/robots/robot$library+ci-app", spec.clone()).await.status, 200);
+    let jwt = issuer.mint(&with(github("org/app"), json!({"jti": "third"})));
+    assert_eq!(reg.exchange("jwt", &jwt, "repository:library/app:push").await.status, 401);
+    spec["expiresAt"] = json!("2999-01-01T00:00:00Z");
+    assert_eq!(reg.api(Method::PUT, "/robots/robot$library+ci-app", spec).await.status, 200);
+    let jwt = issuer.mint(&with(github("org/app"), json!({"jti": "fourth"})));
+    assert_eq!(reg.exchange("jwt", &jwt, "repository:library/app:push").await.status, 200);
+
+    // Invalid documents are refused with what to fix.
+    let r = reg.api(Method::POST, "/robots", json!({"name": "bad", "project": "library", "identityProvider": "ci", "rules": [{"claim": "x"}], "permissions": []})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("exactly one of equals, glob, oneOf, expression"), "{}", r.text());
+    let r = reg.api(Method::POST, "/identity-providers", json!({"name": "x", "issuer": "https://x.example", "audiences": [], "jwks": issuer.jwks()})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.message().contains("at least one audience"), "{}", r.text());
+    let r = reg.api(Method::POST, "/robots", json!({"name": "r", "project": "nope", "permissions": [{"actions": ["pull"]}]})).await;
+    assert_eq!(r.status, 409);
+    assert!(r.message().contains("project \"nope\" does not exist"), "{}", r.text());
+    let r = reg.api(Method::DELETE, "/identity-providers/ci", Value::Null).await;
+    assert_eq!(r.status, 409, "robots still use it: {}", r.text());
+}
