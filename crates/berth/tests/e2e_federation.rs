@@ -441,3 +441,42 @@ async fn every_key_type_of_the_issuer_verifies() {
         assert!(out.stdout.contains(alg), "{alg}: {}", out.stdout);
     }
 }
+
+#[test]
+fn cli_login_saves_the_server_and_credentials() {
+    let b = Berth::start();
+    let home = b.path("cli-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let run_cli = |args: &[&str], stdin: &str| {
+        use std::io::Write as _;
+        let mut cmd = berth_command();
+        cmd.args(args)
+            .env_remove("BERTH_SERVER")
+            .env_remove("BERTH_USERNAME")
+            .env_remove("BERTH_PASSWORD")
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        support::CmdOutput::from_output(format!("berth {}", args.join(" ")), child.wait_with_output().unwrap())
+    };
+    // Without a server or credentials, the error says what to do.
+    let out = run_cli(&["project", "list"], "");
+    assert!(!out.success() && out.stderr.contains("BERTH_SERVER"), "{}", out.stderr);
+    let url = format!("http://{}", b.host());
+    let out = run_cli(&["login", "--server", &url, "--username", "admin", "--password-stdin"], "wrong\n");
+    assert!(!out.success() && out.stderr.contains("401"), "{}", out.stderr);
+    run_cli(&["login", "--server", &url, "--username", "admin", "--password-stdin"], &format!("{}\n", b.admin_password())).assert_success();
+    let saved = home.join(".config/berth/credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    run_cli(&["project", "create", "team"], "").assert_success();
+    let out = run_cli(&["project", "list"], "").assert_success();
+    assert!(out.stdout.contains("team\tprivate"), "{}", out.stdout);
+}

@@ -190,6 +190,25 @@ async fn federated_robot_token_exchange_and_direct_use() {
     let r = reg.send(Method::DELETE, &format!("/v2/library/app/blobs/{digest}"), Some(&format!("Bearer {jwt}")), vec![]).await;
     assert_eq!(r.status, 403, "delete is not granted: {}", r.text());
 
+    // containerd/BuildKit: POST grant_type=password with the OIDC token as the password.
+    let form = format!("grant_type=password&username=jwt&password={jwt}&scope=repository:library/app:pull&service=berth");
+    let resp = reg
+        .app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/service/token")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(form))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(body["access_token"].is_string() && body.get("refresh_token").is_none(), "{body}");
+
     // A login name naming the robot narrows to it; naming another robot is refused.
     assert_eq!(reg.exchange("robot$library+ci-app", &jwt, "repository:library/app:pull").await.status, 200);
     let r = reg.exchange("robot$library+nope", &jwt, "repository:library/app:pull").await;
