@@ -408,6 +408,21 @@ pub async fn authenticate(state: &AppState, base: &str, creds: Credentials, clie
                 }
             }
         }
+        // A registry token as the password (the kubelet plugin's exchange mode, any user name).
+        Credentials::Basic { password, .. }
+            if berth_identity::looks_like_jwt(&password)
+                && berth_identity::peek_issuer(&password).as_deref() == Some(state.tokens.issuer()) =>
+        {
+            match state.tokens.verify(&password) {
+                Ok(claims) => Ok(Caller {
+                    subject: claims.sub.clone(),
+                    kind: claims.kind,
+                    origin: claims.origin.clone().map(Arc::new),
+                    grants: Grants::Token(claims),
+                }),
+                Err(e) => Err(challenge(state, base, None, Some("invalid_token"), &e.to_string())),
+            }
+        }
         Credentials::Basic { username, password } => match login(state, &username, &password, client).await {
             Ok(p) => Ok(caller_from(&p)),
             Err(e) => {
