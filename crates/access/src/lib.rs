@@ -9,7 +9,7 @@ use std::fmt;
 use berth_oci::RepoName;
 
 pub mod robot;
-pub use robot::{public_pull, robot_permissions, validate_project_name, PermissionSpec, RobotName};
+pub use robot::{permissions_from_access, public_pull, robot_permissions, validate_project_name, PermissionSpec, RobotName};
 
 /// One action on a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

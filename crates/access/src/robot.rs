@@ -156,6 +156,20 @@ pub fn public_pull<'a>(public_projects: impl IntoIterator<Item = &'a str>) -> Pe
     Permissions { grants, admin: false }
 }
 
+/// The permissions a registry token's `access` entries stand for (each repository exactly, with
+/// its actions), so a token can be traded for another token with at most the same access.
+pub fn permissions_from_access(access: &[crate::Access]) -> Permissions {
+    let grants = access
+        .iter()
+        .filter(|a| a.kind == "repository")
+        .filter_map(|a| {
+            let repositories = RepoPattern::new(&globset_escape(&a.name)).ok()?;
+            Some(Grant { repositories, actions: ActionSet::parse_words(a.actions.iter().map(String::as_str)) })
+        })
+        .collect();
+    Permissions { grants, admin: false }
+}
+
 /// Project names are restricted to characters with no glob meaning, but escape anyway.
 fn globset_escape(s: &str) -> String {
     s.chars()
@@ -272,6 +286,16 @@ mod tests {
         assert_eq!(p.on("pub/a/b"), ActionSet::of(&[Action::Pull]));
         assert_eq!(p.on("private/app"), ActionSet::NONE);
         assert_eq!(p.on("library"), ActionSet::NONE);
+    }
+
+    #[test]
+    fn access_entries_become_exact_permissions() {
+        let access = crate::parse_scope("repository:a/b:pull repository:c:pull,push registry:catalog:*");
+        let p = permissions_from_access(&access);
+        assert_eq!(p.on("a/b"), ActionSet::of(&[Action::Pull]));
+        assert_eq!(p.on("a/bc"), ActionSet::NONE);
+        assert_eq!(p.on("c"), ActionSet::of(&[Action::Pull, Action::Push]));
+        assert!(!p.admin);
     }
 
     #[test]

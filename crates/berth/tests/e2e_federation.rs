@@ -480,3 +480,90 @@ fn cli_login_saves_the_server_and_credentials() {
     let out = run_cli(&["project", "list"], "").assert_success();
     assert!(out.stdout.contains("team\tprivate"), "{}", out.stdout);
 }
+
+/// The kubelet plugin binary, built by `cargo test --workspace` next to this test's binary.
+fn credential_provider() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("berth-credential-provider");
+    assert!(bin.exists(), "{} is missing: run the suite with `cargo test --workspace` (or `cargo build -p berth-credential-provider`)", bin.display());
+    bin
+}
+
+/// Runs the plugin as the kubelet does: the request on stdin, the response on stdout.
+fn kubelet_asks(args: &[&str], image: &str, sa_token: &str) -> Value {
+    use std::io::Write as _;
+    let request = json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1", "kind": "CredentialProviderRequest", "image": image, "serviceAccountToken": sa_token, "serviceAccountAnnotations": {}});
+    let mut child = std::process::Command::new(credential_provider())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "plugin failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_credential_provider_pass_through_and_exchange() {
+    let issuer = TestIssuer::start().await;
+    let b = Berth::start();
+    let doc = json!({
+        "projects": [{"name": "apps"}],
+        "identityProviders": [{"name": "cluster", "preset": "kubernetes", "issuer": issuer.url(), "audiences": [AUD]}],
+        "robots": [{"name": "team-a-pull", "project": "apps", "identityProvider": "cluster",
+                    "rules": [{"claim": "kubernetes.io.namespace", "equals": "team-a"}],
+                    "permissions": [{"repositories": "*", "actions": ["pull"]}]}]
+    });
+    cli(&b, &["apply", "-f", "-"], &doc.to_string()).assert_success();
+    let img = OciImage::write(&b.path("src"), "v1", &[20_000]);
+    b.push(&img, "apps/web:v1").assert_success();
+    let image = format!("{}/apps/web:v1", b.host());
+
+    // Pass-through: the plugin's credentials are what containerd would use; skopeo pulls with them.
+    let sa = issuer.mint(&kubernetes_claims(&issuer.url(), "team-a", "default"));
+    let resp = kubelet_asks(&[], &image, &sa);
+    let auth = &resp["auth"][b.host()];
+    assert_eq!((auth["username"].as_str(), auth["password"].as_str()), (Some("jwt"), Some(sa.as_str())));
+    let creds = format!("{}:{}", auth["username"].as_str().unwrap(), auth["password"].as_str().unwrap());
+    let back = b.path("pulled");
+    b.skopeo(&["copy", "--src-creds", &creds, "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v1", back.display())])
+        .assert_success();
+    img.assert_same_content(&OciImage::read(&back, "v1"));
+
+    // A service account of another namespace is refused by Berth.
+    let other = issuer.mint(&kubernetes_claims(&issuer.url(), "team-b", "default"));
+    let resp = kubelet_asks(&[], &image, &other);
+    let creds = format!("jwt:{}", resp["auth"][b.host()]["password"].as_str().unwrap());
+    let out = b.skopeo(&["copy", "--src-creds", &creds, "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v2", back.display())]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("no robots matched your token"), "{}", out.stderr);
+
+    // Exchange mode: the plugin trades the token for a registry token; Berth accepts that on /v2.
+    let url = format!("http://{}", b.host());
+    let resp = kubelet_asks(&["--mode", "exchange", "--registry-url", &url], &image, &sa);
+    let auth = &resp["auth"][b.host()];
+    assert_eq!(auth["username"], "berth-token");
+    let registry_token = auth["password"].as_str().unwrap();
+    assert_ne!(registry_token, sa, "the service-account token does not reach the runtime");
+    let creds = format!("berth-token:{registry_token}");
+    let back2 = b.path("pulled2");
+    b.skopeo(&["copy", "--src-creds", &creds, "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v1", back2.display())])
+        .assert_success();
+    // The exchange of a refused token fails in the plugin with Berth's message.
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(credential_provider())
+        .args(["--mode", "exchange", "--registry-url", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(json!({"apiVersion": "credentialprovider.kubelet.k8s.io/v1", "kind": "CredentialProviderRequest", "image": image, "serviceAccountToken": other}).to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no robots matched your token"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -232,6 +232,9 @@ async fn verify_secret(secret: String, hash: String) -> Result<bool, ApiError> {
 /// robot's name to use only that robot), a robot's static secret, or a local user's password.
 pub async fn login(state: &AppState, username: &str, password: &str, client: Option<IpAddr>) -> Result<Arc<Principal>, LoginError> {
     if berth_identity::looks_like_jwt(password) {
+        if berth_identity::peek_issuer(password).as_deref() == Some(state.tokens.issuer()) {
+            return registry_token_login(state, password);
+        }
         return federated(state, password, Some(username)).await;
     }
     let key = LoginCache::key(username, password);
@@ -311,6 +314,19 @@ async fn robot_secret_login(state: &AppState, name: &str, secret: &str) -> Resul
         permissions: with_public(state, permissions).await,
         origin: None,
         not_after: robot.expires_at.map(|e| e.max(0) as u64),
+    }))
+}
+
+/// A registry token as the password (the kubelet plugin's exchange mode): it may be traded for a
+/// token with at most its own access, expiring no later than it does.
+fn registry_token_login(state: &AppState, token: &str) -> Result<Arc<Principal>, LoginError> {
+    let claims = state.tokens.verify(token).map_err(|e| LoginError::Invalid(e.to_string()))?;
+    Ok(Arc::new(Principal {
+        subject: claims.sub.clone(),
+        kind: claims.kind,
+        permissions: berth_access::permissions_from_access(&claims.access),
+        origin: claims.origin.clone().map(Arc::new),
+        not_after: Some(claims.exp),
     }))
 }
 
