@@ -1,0 +1,11 @@
+#!/usr/bin/env sh
+# Stop-gap until Flux sends service-account tokens itself: a dockerconfigjson secret holding a
+# registry-audience token of the source-controller service account, refreshed by a CronJob or
+# by hand before it expires (tokens are short-lived; 1 hour here).
+set -eu
+REGISTRY=registry.example.com
+TOKEN=$(kubectl -n flux-system create token source-controller --audience "$REGISTRY" --duration 1h)
+kubectl -n flux-system create secret docker-registry berth-pull \
+  --docker-server="$REGISTRY" --docker-username=jwt --docker-password="$TOKEN" \
+  --dry-run=client -o yaml | kubectl apply -f -
+# Then in the OCIRepository: spec.secretRef.name: berth-pull
