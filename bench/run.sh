@@ -8,7 +8,9 @@
 #   2. Berth with BERTH_ANONYMOUS=read-write, no auth;
 #   3. Berth with auth on (BERTH_ANONYMOUS=off): every request carries
 #      `Authorization: Bearer <token>` from GET /service/token (Basic admin:<password>).
-# They are measured one at a time, round-robin per repetition, so machine noise spreads evenly.
+# They are measured one at a time, round-robin per repetition, so machine noise spreads evenly;
+# before each measurement the script waits until no server is using CPU any more (distribution
+# keeps working for seconds after acknowledging a large upload) and flushes dirty pages.
 #
 # Measurements (single transfers repeated REPS=5 times; the MEDIAN is reported):
 #   - pull of a pre-pushed 256 MiB random blob with `curl -o /dev/null` (GB/s, GB = 1e9 bytes);
@@ -111,6 +113,20 @@ rss_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 # CPU time (user + system, all threads, in clock ticks) the process has used so far.
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+# Waits until no registry uses CPU (their ticks stop moving for 0.5 s; at most 10 s), so a
+# measurement never competes with another server's leftover work (distribution keeps a core busy
+# for seconds after acknowledging a 256 MiB upload).
+settle() {
+    local n before after i
+    for i in $(seq 1 20); do
+        before=""; after=""
+        for n in "${NAMES[@]}"; do before+="$(cpu_ticks "$n") "; done
+        sleep 0.5
+        for n in "${NAMES[@]}"; do after+="$(cpu_ticks "$n") "; done
+        [ "$before" = "$after" ] && return 0
+    done
+    log "servers still busy after 10 s; measuring anyway"
+}
 ticks_to_s() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }'; }
 
 wait_ready() { # url
@@ -365,6 +381,7 @@ for i in $(seq 1 "$REPS"); do
     line=""
     for n in "${NAMES[@]}"; do
         auth=(); [ "${AUTH[$n]}" = 1 ] && auth=(-H "Authorization: Bearer ${TOKEN[$n]}")
+        settle
         c0=$(cpu_ticks "$n")
         read -r code t size < <(curl -s -o /dev/null -w '%{http_code} %{time_total} %{size_download}\n' \
             "${auth[@]}" "${URL[$n]}/v2/$REPO_BLOB/blobs/$BASE_DIGEST")
@@ -383,6 +400,7 @@ for i in $(seq 1 "$REPS"); do
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
         sync # no registry pays for the writeback of the one before (distribution does not fsync uploads)
+        settle
         c0=$(cpu_ticks "$n")
         t=$(push_mono "$n" "$REPO_BLOB" "${MONO_FILE[i]}" "${MONO_DIGEST[i]}")
         PUSHM_CPU[$n]+="$(($(cpu_ticks "$n") - c0)) "
@@ -399,6 +417,7 @@ for i in $(seq 1 "$REPS"); do
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
         sync
+        settle
         c0=$(cpu_ticks "$n")
         t=$(push_chunked "$n" "$REPO_BLOB" "${CHUNK_DIGEST[i]}" "${chunks[@]}")
         PUSHC_CPU[$n]+="$(($(cpu_ticks "$n") - c0)) "
@@ -419,6 +438,7 @@ for n in "${NAMES[@]}"; do
     [ "${AUTH[$n]}" = 1 ] && hdr+=(-H "Authorization: Bearer ${TOKEN[$n]}")
     murl="${URL[$n]}/v2/$REPO_SMALL/manifests/v1"
     wrk -t2 -c"$WRK_CONNS" -d2s "${hdr[@]}" "$murl" >/dev/null 2>&1 || true # warm-up
+    settle
     log "wrk $n ($WRK_DURATION, $WRK_CONNS connections)"
     c0=$(cpu_ticks "$n")
     wrk -t2 -c"$WRK_CONNS" -d"$WRK_DURATION" --latency "${hdr[@]}" "$murl" >"$WORK/logs/wrk-$n.txt" 2>&1 \
@@ -506,7 +526,7 @@ auth_ok=$(verdict auth_goal)
     echo "- Berth: commit \`$COMMIT\`$DIRTY, \`cargo build --release -p berth\`"
     echo "- distribution: Debian \`docker-registry\` $DIST_VERSION, filesystem storage, in-memory blob descriptor cache, access log off"
     echo "- All three registries run at once on 127.0.0.1 with data under \`bench/work/\` (same disk); they are"
-    echo "  measured one at a time, round-robin per repetition. Client and servers share the same $(nproc) CPUs."
+    echo "  measured one at a time, round-robin per repetition, each after the servers have gone idle (no CPU for 0.5 s) and dirty pages are flushed. Client and servers share the same $(nproc) CPUs."
     echo "- Single transfers: median of $REPS; GB/s = 10^9 bytes/s over a ${BLOB_MIB} MiB blob; MB = 10^6 bytes."
     echo
     echo "## Results"
