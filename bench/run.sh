@@ -10,7 +10,9 @@
 #      `Authorization: Bearer <token>` from GET /service/token (Basic admin:<password>).
 # They are measured one at a time, round-robin per repetition, so machine noise spreads evenly;
 # before each measurement the script waits until no server is using CPU any more (distribution
-# keeps working for seconds after acknowledging a large upload) and flushes dirty pages.
+# keeps working for seconds after acknowledging a large upload), flushes dirty pages, and (as
+# root) drops the clean page cache and reloads the file to push, so every push allocates memory
+# the same way (first-touch page faults on a VM otherwise slow down the later pushes of a run).
 #
 # Measurements (single transfers repeated REPS=5 times; the MEDIAN is reported):
 #   - pull of a pre-pushed 256 MiB random blob with `curl -o /dev/null` (GB/s, GB = 1e9 bytes);
@@ -116,6 +118,14 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
 # Waits until no registry uses CPU (their ticks stop moving for 0.5 s; at most 10 s), so a
 # measurement never competes with another server's leftover work (distribution keeps a core busy
 # for seconds after acknowledging a 256 MiB upload).
+# Drops the clean page cache and reloads only `files`: on a VM, memory the guest never touched is
+# slow to allocate the first time, so without this the pushes late in a run (after gigabytes of
+# test files filled the cache) pay for first-touch page faults that early ones do not.
+fresh_cache() { # files...
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 1 >/proc/sys/vm/drop_caches; fi
+    cat "$@" >/dev/null
+}
 settle() {
     local n before after i
     for i in $(seq 1 20); do
@@ -399,7 +409,7 @@ for i in $(seq 1 "$REPS"); do
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
-        sync # no registry pays for the writeback of the one before (distribution does not fsync uploads)
+        fresh_cache "${MONO_FILE[i]}" # and no registry pays for the writeback of the one before
         settle
         c0=$(cpu_ticks "$n")
         t=$(push_mono "$n" "$REPO_BLOB" "${MONO_FILE[i]}" "${MONO_DIGEST[i]}")
@@ -416,7 +426,7 @@ for i in $(seq 1 "$REPS"); do
     line=""
     for n in "${NAMES[@]}"; do
         refresh_token "$n"
-        sync
+        fresh_cache "${chunks[@]}"
         settle
         c0=$(cpu_ticks "$n")
         t=$(push_chunked "$n" "$REPO_BLOB" "${CHUNK_DIGEST[i]}" "${chunks[@]}")
@@ -526,7 +536,7 @@ auth_ok=$(verdict auth_goal)
     echo "- Berth: commit \`$COMMIT\`$DIRTY, \`cargo build --release -p berth\`"
     echo "- distribution: Debian \`docker-registry\` $DIST_VERSION, filesystem storage, in-memory blob descriptor cache, access log off"
     echo "- All three registries run at once on 127.0.0.1 with data under \`bench/work/\` (same disk); they are"
-    echo "  measured one at a time, round-robin per repetition, each after the servers have gone idle (no CPU for 0.5 s) and dirty pages are flushed. Client and servers share the same $(nproc) CPUs."
+    echo "  measured one at a time, round-robin per repetition, each after the servers have gone idle (no CPU for 0.5 s), dirty pages are flushed and the page cache holds only the file to push. Client and servers share the same $(nproc) CPUs."
     echo "- Single transfers: median of $REPS; GB/s = 10^9 bytes/s over a ${BLOB_MIB} MiB blob; MB = 10^6 bytes."
     echo
     echo "## Results"
