@@ -187,12 +187,16 @@ pub struct AuditEvent {
     pub message: Option<String>,
 }
 
-/// Filters of an audit query; all optional, combined with AND. Newest first.
+/// Filters of an audit query; all optional, combined with AND. Results come newest first (by id,
+/// descending); the next page is `before_id: Some(<last id of this page>)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
+    /// Only events at or after this time (Unix milliseconds, inclusive).
     pub since_ms: Option<i64>,
+    /// Only events before this time (Unix milliseconds, exclusive).
     pub until_ms: Option<i64>,
-    /// Events in which this robot took part.
+    /// Events in which this robot took part (an exact element of [`AuditEvent::robots`]), or
+    /// whose principal is exactly this (a user, `anonymous`).
     pub robot: Option<String>,
     pub repository: Option<String>,
     pub provider: Option<String>,
@@ -200,9 +204,15 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only events with an id below this one (the next page).
     pub before_id: Option<i64>,
-    /// At most this many (capped at 1000; 0 means 100).
+    /// At most this many: 0 means [`AUDIT_DEFAULT_LIMIT`], more than [`AUDIT_MAX_LIMIT`] means
+    /// that.
     pub limit: u32,
 }
+
+/// The number of audit events a query with `limit: 0` returns.
+pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
+/// The most audit events one query returns.
+pub const AUDIT_MAX_LIMIT: u32 = 1000;
 
 /// One page of a listing (`n`/`last` pagination).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

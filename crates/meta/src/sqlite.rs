@@ -13,10 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
-    AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
+    AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
     MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadRecord,
     UserRecord,
 };
@@ -733,18 +733,21 @@ impl MetadataStore for SqliteStore {
 
     async fn create_project(&self, project: &ProjectRecord) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let n = sqlx::query("INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING")
-            .bind(&project.name)
-            .bind(project.public)
-            .bind(project.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n > 0 {
+        let created = sqlx::query(
+            "INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&project.name)
+        .bind(project.public)
+        .bind(project.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
             bump_generation(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(n > 0)
+        Ok(created)
     }
 
     async fn put_project(&self, project: &ProjectRecord) -> Result<()> {
@@ -772,24 +775,23 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
-        let rows = sqlx::query("SELECT name, public, created_at FROM projects ORDER BY name").fetch_all(&self.reader).await?;
+        let rows =
+            sqlx::query("SELECT name, public, created_at FROM projects ORDER BY name").fetch_all(&self.reader).await?;
         rows.iter().map(project_from_row).collect()
     }
 
     async fn delete_project(&self, name: &str) -> Result<DeleteOutcome> {
         let mut tx = self.write_tx().await?;
-        let robots: Vec<String> = sqlx::query_scalar("SELECT name FROM robots WHERE project = ?1 ORDER BY name LIMIT 5")
-            .bind(name)
-            .fetch_all(&mut *tx)
-            .await?;
-        if !robots.is_empty() {
+        if let Some(robots) = robots_referring(&mut tx, "project", name).await? {
+            tx.rollback().await?;
             return Ok(DeleteOutcome::InUse(format!(
-                "project {name:?} still has robot accounts ({}); delete them first",
-                robots.join(", ")
+                "project {name:?} still has robot accounts ({robots}); delete them first"
             )));
         }
-        let n = sqlx::query("DELETE FROM projects WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
-        if n == 0 {
+        let deleted =
+            sqlx::query("DELETE FROM projects WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected() > 0;
+        if !deleted {
+            tx.rollback().await?;
             return Ok(DeleteOutcome::NotFound);
         }
         bump_generation(&mut tx).await?;
@@ -798,35 +800,49 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()> {
+        // The schema enforces all three rules too; checking first gives messages that name the
+        // missing row instead of a bare constraint failure.
         if robot.secret_hash.is_some() && robot.identity_provider.is_some() {
             return Err(MetaError::Conflict(format!(
-                "robot {} cannot have both a static secret and an identity provider",
+                "robot {:?} cannot have both a static secret and an identity provider",
                 robot.name
             )));
         }
         let mut tx = self.write_tx().await?;
-        if let Some(p) = &robot.project {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)").bind(p).fetch_one(&mut *tx).await?;
+        if let Some(project) = &robot.project {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)")
+                .bind(project)
+                .fetch_one(&mut *tx)
+                .await?;
             if !exists {
-                return Err(MetaError::Conflict(format!("project {p:?} does not exist; create it first (robot {})", robot.name)));
+                tx.rollback().await?;
+                return Err(MetaError::Conflict(format!(
+                    "project {project:?} does not exist; create it before robot {:?}",
+                    robot.name
+                )));
             }
         }
-        if let Some(idp) = &robot.identity_provider {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM identity_providers WHERE name = ?1)").bind(idp).fetch_one(&mut *tx).await?;
+        if let Some(provider) = &robot.identity_provider {
+            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM identity_providers WHERE name = ?1)")
+                .bind(provider)
+                .fetch_one(&mut *tx)
+                .await?;
             if !exists {
+                tx.rollback().await?;
                 return Err(MetaError::Conflict(format!(
-                    "identity provider {idp:?} does not exist; add it first (robot {})",
+                    "identity provider {provider:?} does not exist; add it before robot {:?}",
                     robot.name
                 )));
             }
         }
         sqlx::query(
-            "INSERT INTO robots (name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at) \
+            "INSERT INTO robots (name, project, description, disabled, expires_at, secret_hash, identity_provider, \
+             rules, permissions, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-             ON CONFLICT (name) DO UPDATE SET project = excluded.project, description = excluded.description, disabled = excluded.disabled, \
-             expires_at = excluded.expires_at, secret_hash = excluded.secret_hash, identity_provider = excluded.identity_provider, \
-             rules = excluded.rules, permissions = excluded.permissions, updated_at = excluded.updated_at",
+             ON CONFLICT (name) DO UPDATE SET project = excluded.project, description = excluded.description, \
+             disabled = excluded.disabled, expires_at = excluded.expires_at, secret_hash = excluded.secret_hash, \
+             identity_provider = excluded.identity_provider, rules = excluded.rules, \
+             permissions = excluded.permissions, updated_at = excluded.updated_at",
         )
         .bind(&robot.name)
         .bind(&robot.project)
@@ -847,7 +863,10 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>> {
-        let row = sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE name = ?1")).bind(name).fetch_optional(&self.reader).await?;
+        let row = sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE name = ?1"))
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
         row.map(|r| robot_from_row(&r)).transpose()
     }
 
@@ -874,12 +893,13 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_robot(&self, name: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let n = sqlx::query("DELETE FROM robots WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
-        if n > 0 {
+        let deleted =
+            sqlx::query("DELETE FROM robots WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected() > 0;
+        if deleted {
             bump_generation(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(n > 0)
+        Ok(deleted)
     }
 
     async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()> {
@@ -916,18 +936,20 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome> {
         let mut tx = self.write_tx().await?;
-        let robots: Vec<String> = sqlx::query_scalar("SELECT name FROM robots WHERE identity_provider = ?1 ORDER BY name LIMIT 5")
-            .bind(name)
-            .fetch_all(&mut *tx)
-            .await?;
-        if !robots.is_empty() {
+        if let Some(robots) = robots_referring(&mut tx, "identity_provider", name).await? {
+            tx.rollback().await?;
             return Ok(DeleteOutcome::InUse(format!(
-                "identity provider {name:?} still has federated robots ({}); delete them first",
-                robots.join(", ")
+                "identity provider {name:?} still has federated robots ({robots}); delete them first"
             )));
         }
-        let n = sqlx::query("DELETE FROM identity_providers WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected();
-        if n == 0 {
+        let deleted = sqlx::query("DELETE FROM identity_providers WHERE name = ?1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if !deleted {
+            tx.rollback().await?;
             return Ok(DeleteOutcome::NotFound);
         }
         bump_generation(&mut tx).await?;
@@ -946,7 +968,8 @@ impl MetadataStore for SqliteStore {
         let mut tx = self.write_tx().await?;
         for e in events {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO audit_events (time_ms, action, result, principal, robots, provider, subject, jti, claims, repository, reference, client, message) \
+                "INSERT INTO audit_events (time_ms, action, result, principal, robots, provider, subject, jti, claims, \
+                 repository, reference, client, message) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) RETURNING id",
             )
             .bind(e.time_ms)
@@ -964,8 +987,19 @@ impl MetadataStore for SqliteStore {
             .bind(&e.message)
             .fetch_one(&mut *tx)
             .await?;
-            for r in &e.robots {
-                sqlx::query("INSERT OR IGNORE INTO audit_robots (event_id, robot) VALUES (?1, ?2)").bind(id).bind(r).execute(&mut *tx).await?;
+            // The names a robot filter finds this event by: its robots and its principal.
+            let mut names: Vec<&str> = Vec::with_capacity(e.robots.len() + 1);
+            for name in e.robots.iter().map(String::as_str).chain([e.principal.as_str()]) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            for name in names {
+                sqlx::query("INSERT INTO audit_names (name, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                    .bind(name)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -973,54 +1007,57 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
-        let limit = match q.limit {
-            0 => 100,
-            n => n.min(1000),
-        };
-        let rows = sqlx::query(
-            "SELECT id, time_ms, action, result, principal, robots, provider, subject, jti, claims, repository, reference, client, message \
-             FROM audit_events e WHERE \
-             (?1 IS NULL OR time_ms >= ?1) AND (?2 IS NULL OR time_ms < ?2) \
-             AND (?3 IS NULL OR EXISTS (SELECT 1 FROM audit_robots r WHERE r.event_id = e.id AND r.robot = ?3) OR principal = ?3) \
-             AND (?4 IS NULL OR repository = ?4) AND (?5 IS NULL OR provider = ?5) AND (?6 IS NULL OR result = ?6) \
-             AND (?7 IS NULL OR action = ?7) AND (?8 IS NULL OR id < ?8) \
-             ORDER BY id DESC LIMIT ?9",
-        )
-        .bind(q.since_ms)
-        .bind(q.until_ms)
-        .bind(&q.robot)
-        .bind(&q.repository)
-        .bind(&q.provider)
-        .bind(&q.result)
-        .bind(&q.action)
-        .bind(q.before_id)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
+        let rows = audit_select(q).build().fetch_all(&self.reader).await?;
         rows.iter().map(audit_from_row).collect()
     }
 
     async fn prune_audit(&self, before_ms: i64) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM audit_robots WHERE event_id IN (SELECT id FROM audit_events WHERE time_ms < ?1)")
-            .bind(before_ms)
-            .execute(&mut *tx)
-            .await?;
-        let n = sqlx::query("DELETE FROM audit_events WHERE time_ms < ?1").bind(before_ms).execute(&mut *tx).await?.rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        // In batches, each its own short transaction, so pruning a large log never holds the
+        // write lock for long.
+        let mut removed = 0;
+        loop {
+            let mut tx = self.write_tx().await?;
+            let ids: Vec<i64> =
+                sqlx::query_scalar("SELECT id FROM audit_events WHERE time_ms < ?1 ORDER BY time_ms, id LIMIT ?2")
+                    .bind(before_ms)
+                    .bind(PRUNE_BATCH)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            if ids.is_empty() {
+                tx.rollback().await?;
+                break;
+            }
+            let ids_json = serde_json::Value::from(ids.clone()).to_string();
+            sqlx::query("DELETE FROM audit_names WHERE event_id IN (SELECT j.value FROM json_each(?1) j)")
+                .bind(&ids_json)
+                .execute(&mut *tx)
+                .await?;
+            removed += sqlx::query("DELETE FROM audit_events WHERE id IN (SELECT j.value FROM json_each(?1) j)")
+                .bind(&ids_json)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            if (ids.len() as i64) < PRUNE_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(removed)
     }
 
     async fn record_login_failure(&self, key: &str, window_start: UnixTime) -> Result<u32> {
+        let mut tx = self.write_tx().await?;
         let n: i64 = sqlx::query_scalar(
             "INSERT INTO login_failures (key, window_start, count) VALUES (?1, ?2, 1) \
-             ON CONFLICT (key, window_start) DO UPDATE SET count = count + 1 RETURNING count",
+             ON CONFLICT (key, window_start) DO UPDATE SET count = login_failures.count + 1 RETURNING count",
         )
         .bind(key)
         .bind(window_start)
-        .fetch_one(&self.writer)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        tx.commit().await?;
+        Ok(count_from_db(n))
     }
 
     async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32> {
@@ -1029,20 +1066,110 @@ impl MetadataStore for SqliteStore {
             .bind(window_start)
             .fetch_optional(&self.reader)
             .await?;
-        Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+        Ok(n.map_or(0, count_from_db))
     }
 
     async fn prune_login_failures(&self, before: UnixTime) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM login_failures WHERE window_start < ?1").bind(before).execute(&self.writer).await?.rows_affected())
+        let mut tx = self.write_tx().await?;
+        let removed = sqlx::query("DELETE FROM login_failures WHERE window_start < ?1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed)
     }
 }
+
+/// Audit events deleted per write transaction by [`SqliteStore::prune_audit`].
+const PRUNE_BATCH: i64 = 5000;
+/// Robots named in an "in use" message (the rest are counted).
+const IN_USE_NAMES: i64 = 5;
 
 const ROBOT_COLUMNS: &str =
     "name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at";
 
+/// Increments the federation generation; every write to projects, robots or identity providers
+/// calls it in its transaction.
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The robots whose `column` (`project` or `identity_provider`) is `value`, as a short list for a
+/// message ("a, b and 3 more"), or None when there are none.
+async fn robots_referring(tx: &mut Transaction<'static, Sqlite>, column: &str, value: &str) -> Result<Option<String>> {
+    debug_assert!(matches!(column, "project" | "identity_provider"));
+    let names: Vec<String> = sqlx::query_scalar(&format!("SELECT name FROM robots WHERE {column} = ?1 ORDER BY name LIMIT ?2"))
+        .bind(value)
+        .bind(IN_USE_NAMES)
+        .fetch_all(&mut **tx)
+        .await?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut list = names.join(", ");
+    if names.len() as i64 == IN_USE_NAMES {
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM robots WHERE {column} = ?1"))
+            .bind(value)
+            .fetch_one(&mut **tx)
+            .await?;
+        if total > IN_USE_NAMES {
+            list.push_str(&format!(" and {} more", total - IN_USE_NAMES));
+        }
+    }
+    Ok(Some(list))
+}
+
+/// A stored counter as `u32` (saturating).
+fn count_from_db(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The rows of an audit query, newest first. Only the filters present become conditions, so
+/// SQLite can pick the matching index: `audit_names` (walked by event id) for a robot, `(repository,
+/// id)` or `(provider, id)`, else the table itself in id order.
+fn audit_select(q: &AuditQuery) -> QueryBuilder<'_, Sqlite> {
+    let limit = match q.limit {
+        0 => AUDIT_DEFAULT_LIMIT,
+        n => n.min(AUDIT_MAX_LIMIT),
+    };
+    let mut b = QueryBuilder::new(
+        "SELECT e.id, e.time_ms, e.action, e.result, e.principal, e.robots, e.provider, e.subject, e.jti, e.claims, \
+         e.repository, e.reference, e.client, e.message FROM ",
+    );
+    // Driven by the robot's names when there is a robot filter: its index rows come newest first.
+    let id_column = match &q.robot {
+        Some(robot) => {
+            b.push("audit_names n JOIN audit_events e ON e.id = n.event_id WHERE n.name = ").push_bind(robot.as_str());
+            "n.event_id"
+        }
+        None => {
+            b.push("audit_events e WHERE 1 = 1");
+            "e.id"
+        }
+    };
+    if let Some(before) = q.before_id {
+        b.push(format_args!(" AND {id_column} < ")).push_bind(before);
+    }
+    if let Some(since) = q.since_ms {
+        b.push(" AND e.time_ms >= ").push_bind(since);
+    }
+    if let Some(until) = q.until_ms {
+        b.push(" AND e.time_ms < ").push_bind(until);
+    }
+    for (column, value) in [
+        ("e.repository", &q.repository),
+        ("e.provider", &q.provider),
+        ("e.result", &q.result),
+        ("e.action", &q.action),
+    ] {
+        if let Some(value) = value {
+            b.push(format_args!(" AND {column} = ")).push_bind(value.as_str());
+        }
+    }
+    b.push(format_args!(" ORDER BY {id_column} DESC LIMIT ")).push_bind(i64::from(limit));
+    b
 }
 
 fn json_column(row: &sqlx::sqlite::SqliteRow, idx: usize, what: &str) -> Result<serde_json::Value> {
@@ -1071,13 +1198,22 @@ fn robot_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<RobotRecord> {
 }
 
 fn idp_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<IdentityProviderRecord> {
-    Ok(IdentityProviderRecord { name: r.try_get(0)?, config: json_column(r, 1, "identity provider")?, created_at: r.try_get(2)?, updated_at: r.try_get(3)? })
+    Ok(IdentityProviderRecord {
+        name: r.try_get(0)?,
+        config: json_column(r, 1, "identity provider")?,
+        created_at: r.try_get(2)?,
+        updated_at: r.try_get(3)?,
+    })
 }
 
 fn audit_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent> {
     let robots: Vec<String> = serde_json::from_value(json_column(r, 5, "audit robots")?)
         .map_err(|e| MetaError::Corrupt(format!("stored audit robots: {e}")))?;
     let claims: Option<String> = r.try_get(9)?;
+    let claims = claims
+        .map(|c| serde_json::from_str(&c))
+        .transpose()
+        .map_err(|e| MetaError::Corrupt(format!("stored audit claims are not JSON: {e}")))?;
     Ok(AuditEvent {
         id: r.try_get(0)?,
         time_ms: r.try_get(1)?,
@@ -1088,7 +1224,7 @@ fn audit_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuditEvent> {
         provider: r.try_get(6)?,
         subject: r.try_get(7)?,
         jti: r.try_get(8)?,
-        claims: claims.map(|c| serde_json::from_str(&c)).transpose().map_err(|e| MetaError::Corrupt(format!("stored audit claims: {e}")))?,
+        claims,
         repository: r.try_get(10)?,
         reference: r.try_get(11)?,
         client: r.try_get(12)?,
