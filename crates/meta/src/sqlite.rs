@@ -1130,11 +1130,18 @@ fn count_from_db(n: i64) -> u32 {
 /// SQLite can pick the matching index: `audit_names` (walked by event id) for a robot, `(repository,
 /// id)` or `(provider, id)`, else the table itself in id order.
 fn audit_select(q: &AuditQuery) -> QueryBuilder<'_, Sqlite> {
+    let mut b = QueryBuilder::new("");
+    push_audit_select(&mut b, q);
+    b
+}
+
+/// Appends the statement of [`audit_select`] to `b` (tests prefix it with `EXPLAIN QUERY PLAN`).
+fn push_audit_select<'a>(b: &mut QueryBuilder<'a, Sqlite>, q: &'a AuditQuery) {
     let limit = match q.limit {
         0 => AUDIT_DEFAULT_LIMIT,
         n => n.min(AUDIT_MAX_LIMIT),
     };
-    let mut b = QueryBuilder::new(
+    b.push(
         "SELECT e.id, e.time_ms, e.action, e.result, e.principal, e.robots, e.provider, e.subject, e.jti, e.claims, \
          e.repository, e.reference, e.client, e.message FROM ",
     );
@@ -1169,7 +1176,6 @@ fn audit_select(q: &AuditQuery) -> QueryBuilder<'_, Sqlite> {
         }
     }
     b.push(format_args!(" ORDER BY {id_column} DESC LIMIT ")).push_bind(i64::from(limit));
-    b
 }
 
 fn json_column(row: &sqlx::sqlite::SqliteRow, idx: usize, what: &str) -> Result<serde_json::Value> {
@@ -1385,6 +1391,196 @@ mod tests {
             assert_eq!(tags, ["t0", "t1", "t2", "t3", "t4"]);
         }
         assert_eq!(two.list_repositories(Page { last: None, n: None }).await.expect("repos").len(), 5);
+    }
+
+    /// The schema itself enforces the robot rules and references, whatever the code in front of
+    /// it checks: raw statements that break them fail.
+    #[tokio::test]
+    async fn schema_enforces_federation_rules() {
+        let (_dir, store) = temp_store().await;
+        let w = &store.writer;
+        sqlx::query("INSERT INTO projects (name, public, created_at) VALUES ('p', 0, 1)").execute(w).await.expect("project");
+        sqlx::query("INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES ('i', '{}', 1, 1)")
+            .execute(w)
+            .await
+            .expect("provider");
+        let insert = |name: &'static str, project: Option<&'static str>, secret: Option<&'static str>, idp: Option<&'static str>| {
+            sqlx::query(
+                "INSERT INTO robots (name, project, secret_hash, identity_provider, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 1, 1)",
+            )
+            .bind(name)
+            .bind(project)
+            .bind(secret)
+            .bind(idp)
+            .execute(w)
+        };
+        insert("robot$p+a", Some("p"), None, Some("i")).await.expect("federated project robot");
+        insert("robot$b", None, Some("h"), None).await.expect("static-secret system robot");
+        insert("robot$c", None, None, None).await.expect("robot with neither");
+        let both = insert("robot$d", None, Some("h"), Some("i")).await.expect_err("secret and provider");
+        assert!(both.to_string().contains("robot_secret_or_provider"), "{both}");
+        let project = insert("robot$x+e", Some("x"), None, None).await.expect_err("unknown project");
+        assert!(project.to_string().contains("FOREIGN KEY"), "{project}");
+        let idp = insert("robot$f", None, None, Some("nope")).await.expect_err("unknown provider");
+        assert!(idp.to_string().contains("FOREIGN KEY"), "{idp}");
+        for sql in ["DELETE FROM projects WHERE name = 'p'", "DELETE FROM identity_providers WHERE name = 'i'"] {
+            let e = sqlx::query(sql).execute(w).await.expect_err(sql);
+            assert!(e.to_string().contains("FOREIGN KEY"), "{sql}: {e}");
+        }
+        let e = sqlx::query("UPDATE robots SET secret_hash = 'h' WHERE name = 'robot$p+a'").execute(w).await.expect_err("update");
+        assert!(e.to_string().contains("robot_secret_or_provider"), "{e}");
+        // One generation row, forever.
+        let e = sqlx::query("INSERT INTO federation_generation (id, generation) VALUES (2, 1)").execute(w).await;
+        assert!(e.is_err(), "a second generation row");
+        assert_eq!(store.federation_generation().await.expect("generation"), 1, "the raw writes above bypass the store");
+    }
+
+    /// The plan of each kind of audit query: filtered queries walk an index in id order instead of
+    /// scanning the log or sorting it.
+    #[tokio::test]
+    async fn audit_queries_use_indexes() {
+        let (_dir, store) = temp_store().await;
+        async fn plan(store: &SqliteStore, q: &AuditQuery) -> String {
+            let mut b = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+            push_audit_select(&mut b, q);
+            let rows = b.build().fetch_all(&store.reader).await.expect("explain");
+            rows.iter().map(|r| r.try_get::<String, _>(3).expect("detail")).collect::<Vec<_>>().join("\n")
+        }
+        let robot = AuditQuery { robot: Some("robot$a".into()), ..AuditQuery::default() };
+        let repository = AuditQuery { repository: Some("lib/app".into()), ..AuditQuery::default() };
+        let provider = AuditQuery { provider: Some("gh".into()), before_id: Some(10), ..AuditQuery::default() };
+        let paged = AuditQuery { before_id: Some(10), limit: 5, ..AuditQuery::default() };
+        let every = AuditQuery {
+            since_ms: Some(1),
+            until_ms: Some(2),
+            robot: Some("robot$a".into()),
+            repository: Some("lib/app".into()),
+            provider: Some("gh".into()),
+            result: Some("ok".into()),
+            action: Some("pull".into()),
+            before_id: Some(10),
+            limit: 10,
+        };
+        for (q, index) in [
+            (&robot, Some("SEARCH n USING PRIMARY KEY")),
+            (&repository, Some("audit_by_repository")),
+            (&provider, Some("audit_by_provider")),
+            (&paged, None),
+            (&every, None),
+        ] {
+            let plan = plan(&store, q).await;
+            assert!(!plan.contains("TEMP B-TREE"), "{q:?} sorts:\n{plan}");
+            if let Some(index) = index {
+                assert!(plan.contains(index) && !plan.contains("SCAN"), "{q:?} should use {index}:\n{plan}");
+            }
+        }
+        let prune = sqlx::query("EXPLAIN QUERY PLAN SELECT id FROM audit_events WHERE time_ms < 5 ORDER BY time_ms, id LIMIT 9")
+            .fetch_all(&store.reader)
+            .await
+            .expect("explain");
+        let prune: Vec<String> = prune.iter().map(|r| r.try_get(3).expect("detail")).collect();
+        assert!(prune.iter().any(|d| d.contains("audit_by_time")), "{prune:?}");
+    }
+
+    /// Two stores on one file (two replicas): each sees the other's federation changes through the
+    /// generation, and they share failed-login counts and one audit log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_share_federation_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        let one = Arc::new(SqliteStore::open(&path).await.expect("open"));
+        let two = Arc::new(SqliteStore::open(&path).await.expect("open again"));
+        let g = two.federation_generation().await.expect("generation");
+        assert!(one.create_project(&ProjectRecord { name: "p".into(), public: true, created_at: 1 }).await.expect("create"));
+        assert!(two.federation_generation().await.expect("generation") > g);
+        assert_eq!(two.get_project("p").await.expect("get").map(|p| p.public), Some(true));
+
+        let mut tasks = Vec::new();
+        for t in 0..20u32 {
+            let store = if t % 2 == 0 { one.clone() } else { two.clone() };
+            tasks.push(tokio::spawn(async move {
+                let robot = RobotRecord {
+                    name: format!("robot$p+r{t}"),
+                    project: Some("p".into()),
+                    description: String::new(),
+                    disabled: false,
+                    expires_at: None,
+                    secret_hash: None,
+                    identity_provider: None,
+                    rules: serde_json::json!([]),
+                    permissions: serde_json::json!([]),
+                    created_at: 1,
+                    updated_at: 1,
+                };
+                store.put_robot(&robot).await.expect("put_robot");
+                let n = store.record_login_failure("addr:192.0.2.1", 60).await.expect("record_login_failure");
+                let event = AuditEvent {
+                    id: 0,
+                    time_ms: i64::from(t),
+                    action: "token".into(),
+                    result: "ok".into(),
+                    principal: robot.name.clone(),
+                    robots: vec![robot.name.clone()],
+                    provider: None,
+                    subject: None,
+                    jti: None,
+                    claims: None,
+                    repository: None,
+                    reference: None,
+                    client: None,
+                    message: None,
+                };
+                store.append_audit(&[event.clone(), AuditEvent { time_ms: event.time_ms + 100, ..event }]).await.expect("append");
+                n
+            }));
+        }
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.expect("task"));
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<u32>>(), "every failure counted once, by either replica");
+        assert_eq!(one.login_failures("addr:192.0.2.1", 60).await.expect("login_failures"), 20);
+        assert_eq!(one.list_robots(Some("p")).await.expect("list").len(), 20);
+        assert_eq!(two.federation_generation().await.expect("generation"), g + 21, "one bump per write");
+        let events = two.query_audit(&AuditQuery { limit: 1000, ..AuditQuery::default() }).await.expect("query");
+        assert_eq!(events.len(), 40);
+        let mut ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 40, "ids are unique and ordered");
+        let q = AuditQuery { robot: Some("robot$p+r7".into()), ..AuditQuery::default() };
+        assert_eq!(one.query_audit(&q).await.expect("query").iter().map(|e| e.time_ms).collect::<Vec<_>>(), [107, 7]);
+    }
+
+    /// A database made by an earlier Berth (only the first migration) is upgraded in place.
+    #[tokio::test]
+    async fn upgrades_a_version_1_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let migrations = dir.path().join("v1");
+        std::fs::create_dir(&migrations).expect("mkdir");
+        let first = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_initial.sql");
+        std::fs::copy(first, migrations.join("0001_initial.sql")).expect("copy");
+        let path = dir.path().join("meta.db");
+        {
+            let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("connect");
+            sqlx::migrate::Migrator::new(migrations.as_path()).await.expect("v1 migrator").run(&pool).await.expect("v1");
+            sqlx::query("INSERT INTO users (name, password_hash, admin) VALUES ('admin', 'h', 1)")
+                .execute(&pool)
+                .await
+                .expect("user");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("upgrade");
+        assert_eq!(store.get_user("admin").await.expect("user").map(|u| u.admin), Some(true));
+        assert_eq!(store.federation_generation().await.expect("generation"), 1);
+        assert!(store.create_project(&ProjectRecord { name: "p".into(), public: false, created_at: 1 }).await.expect("create"));
+        assert_eq!(store.federation_generation().await.expect("generation"), 2);
+        store.close().await;
+        // And opening again applies nothing twice.
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(store.federation_generation().await.expect("generation"), 2);
     }
 
     /// Hot-path throughput (run with `--ignored --nocapture`).

@@ -36,8 +36,13 @@ pub async fn run_all(store: &dyn MetadataStore) {
     settings(store).await;
     gc(store).await;
     gc_many(store).await;
-    federation(store).await;
+    projects(store).await;
+    robots(store).await;
+    identity_providers(store).await;
+    federation_generation(store).await;
     audit(store).await;
+    audit_pages(store).await;
+    audit_prune(store).await;
     login_failures(store).await;
 }
 
@@ -790,151 +795,719 @@ pub async fn gc_many(store: &dyn MetadataStore) {
     assert_eq!(store.collect_garbage(50, 50).await.expect("collect_garbage"), GcReport::default());
 }
 
-// ---- projects, robots, identity providers ----
+// ---- projects, robots, identity providers, generation ----
+//
+// Names start with `suite-` (projects, providers) or `robot$suite-` (robots); listings are
+// compared after keeping only the part's own names, so the parts can run in any order.
 
-fn robot(name: &str, project: Option<&str>, idp: Option<&str>, secret: Option<&str>) -> RobotRecord {
+/// A robot of `project` (or a system robot) with rules and permissions, created at [`T0`].
+fn robot(name: &str, project: Option<&str>, provider: Option<&str>, secret: Option<&str>) -> RobotRecord {
     RobotRecord {
         name: name.into(),
         project: project.map(Into::into),
-        description: String::new(),
+        description: format!("{name} for the suite"),
         disabled: false,
         expires_at: None,
         secret_hash: secret.map(Into::into),
-        identity_provider: idp.map(Into::into),
-        rules: serde_json::json!([{"claim": "repository", "equals": "o/r"}]),
-        permissions: serde_json::json!([{"repositories": "*", "actions": ["pull"]}]),
-        created_at: 100,
-        updated_at: 100,
+        identity_provider: provider.map(Into::into),
+        rules: serde_json::json!([{"claim": "repository", "equals": "org/repo"}, {"claim": "ref", "glob": "refs/tags/*"}]),
+        permissions: serde_json::json!([{"project": project, "repositories": ["app-*"], "actions": ["pull", "push"]}]),
+        created_at: T0,
+        updated_at: T0,
     }
 }
 
-async fn federation(store: &dyn MetadataStore) {
-    let g0 = store.federation_generation().await.unwrap();
-    // Projects.
-    let p = ProjectRecord { name: "fedproj".into(), public: false, created_at: 10 };
-    assert!(store.create_project(&p).await.unwrap());
-    assert!(!store.create_project(&p).await.unwrap(), "second create reports the existing project");
-    let g1 = store.federation_generation().await.unwrap();
-    assert!(g1 > g0, "creating a project bumps the generation");
-    store.put_project(&ProjectRecord { name: "fedproj".into(), public: true, created_at: 99 }).await.unwrap();
-    let got = store.get_project("fedproj").await.unwrap().unwrap();
-    assert_eq!((got.public, got.created_at), (true, 10), "put keeps the creation time");
-    assert!(store.list_projects().await.unwrap().iter().any(|p| p.name == "fedproj"));
-    assert_eq!(store.get_project("nope").await.unwrap(), None);
-    let g2 = store.federation_generation().await.unwrap();
-    assert!(g2 > g1);
-    let _ = store.list_projects().await.unwrap();
-    assert_eq!(store.federation_generation().await.unwrap(), g2, "reads do not bump the generation");
-
-    // Identity providers.
-    let idp = IdentityProviderRecord { name: "fedidp".into(), config: serde_json::json!({"name": "fedidp", "issuer": "https://i"}), created_at: 5, updated_at: 5 };
-    store.put_identity_provider(&idp).await.unwrap();
-    store
-        .put_identity_provider(&IdentityProviderRecord { config: serde_json::json!({"name": "fedidp", "issuer": "https://j"}), created_at: 50, updated_at: 50, ..idp.clone() })
-        .await
-        .unwrap();
-    let got = store.get_identity_provider("fedidp").await.unwrap().unwrap();
-    assert_eq!((got.created_at, got.updated_at, got.config["issuer"].as_str()), (5, 50, Some("https://j")));
-    assert_eq!(store.list_identity_providers().await.unwrap().len(), 1);
-
-    // Robots: foreign keys and the secret/provider rule.
-    let fed = robot("robot$fedproj+ci", Some("fedproj"), Some("fedidp"), None);
-    store.put_robot(&fed).await.unwrap();
-    let e = store.put_robot(&robot("robot$ghost+x", Some("ghost"), None, Some("h"))).await.unwrap_err();
-    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("ghost")), "{e}");
-    let e = store.put_robot(&robot("robot$y", None, Some("nosuchidp"), None)).await.unwrap_err();
-    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("nosuchidp")), "{e}");
-    let e = store.put_robot(&robot("robot$z", None, Some("fedidp"), Some("h"))).await.unwrap_err();
-    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("both")), "{e}");
-    store.put_robot(&robot("robot$sys", None, None, Some("hash"))).await.unwrap();
-    let g3 = store.federation_generation().await.unwrap();
-    store.put_robot(&RobotRecord { description: "changed".into(), created_at: 999, updated_at: 200, ..fed.clone() }).await.unwrap();
-    assert!(store.federation_generation().await.unwrap() > g3, "updating a robot bumps the generation");
-    let got = store.get_robot("robot$fedproj+ci").await.unwrap().unwrap();
-    assert_eq!((got.description.as_str(), got.created_at, got.updated_at), ("changed", 100, 200));
-    assert_eq!(got.rules, fed.rules);
-    let names = |v: Vec<RobotRecord>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
-    assert_eq!(names(store.list_robots(Some("fedproj")).await.unwrap()), vec!["robot$fedproj+ci"]);
-    assert_eq!(names(store.list_robots(None).await.unwrap()), vec!["robot$fedproj+ci", "robot$sys"]);
-    assert_eq!(names(store.list_robots_by_provider("fedidp").await.unwrap()), vec!["robot$fedproj+ci"]);
-    assert!(store.list_robots_by_provider("other").await.unwrap().is_empty());
-
-    // Deleting what robots still use is refused.
-    assert!(matches!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::InUse(m) if m.contains("robot$fedproj+ci")));
-    assert!(matches!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::InUse(_)));
-    assert!(store.delete_robot("robot$fedproj+ci").await.unwrap());
-    assert!(!store.delete_robot("robot$fedproj+ci").await.unwrap());
-    assert_eq!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::Deleted);
-    assert_eq!(store.delete_identity_provider("fedidp").await.unwrap(), DeleteOutcome::NotFound);
-    let before = store.federation_generation().await.unwrap();
-    assert_eq!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::Deleted);
-    assert!(store.federation_generation().await.unwrap() > before);
-    assert_eq!(store.delete_project("fedproj").await.unwrap(), DeleteOutcome::NotFound);
-    assert!(store.delete_robot("robot$sys").await.unwrap());
+fn project(name: &str, public: bool, created_at: UnixTime) -> ProjectRecord {
+    ProjectRecord { name: name.into(), public, created_at }
 }
 
-fn event(t: i64, action: &str, result: &str, robots: &[&str], repo: Option<&str>, provider: Option<&str>) -> AuditEvent {
+fn provider(name: &str, issuer: &str, at: UnixTime) -> IdentityProviderRecord {
+    IdentityProviderRecord {
+        name: name.into(),
+        config: serde_json::json!({"name": name, "issuer": issuer, "audiences": ["berth"], "claims": {"sub": "subject"}}),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// The names of `items` that start with `prefix`, in the order given.
+fn names_with<T>(items: Vec<T>, name: impl Fn(&T) -> &str, prefix: &str) -> Vec<String> {
+    items.iter().map(name).filter(|n| n.starts_with(prefix)).map(str::to_owned).collect()
+}
+
+async fn robot_names(store: &dyn MetadataStore, project: Option<&str>, prefix: &str) -> Vec<String> {
+    names_with(store.list_robots(project).await.expect("list_robots"), |r| r.name.as_str(), prefix)
+}
+
+async fn robot_names_of_provider(store: &dyn MetadataStore, provider: &str) -> Vec<String> {
+    names_with(store.list_robots_by_provider(provider).await.expect("list_robots_by_provider"), |r| r.name.as_str(), "")
+}
+
+/// Asserts `result` is a [`MetaError::Conflict`] whose message mentions each of `words`.
+fn assert_conflict<T: std::fmt::Debug>(result: crate::Result<T>, words: &[&str]) {
+    match result {
+        Err(MetaError::Conflict(m)) => {
+            for w in words {
+                assert!(m.contains(w), "conflict message {m:?} should name {w:?}");
+            }
+        }
+        other => panic!("expected a Conflict naming {words:?}, got {other:?}"),
+    }
+}
+
+/// Asserts `outcome` is `InUse` with a message naming each of `words`.
+fn assert_in_use(outcome: DeleteOutcome, words: &[&str]) {
+    match outcome {
+        DeleteOutcome::InUse(m) => {
+            for w in words {
+                assert!(m.contains(w), "in-use message {m:?} should name {w:?}");
+            }
+        }
+        other => panic!("expected InUse naming {words:?}, got {other:?}"),
+    }
+}
+
+/// Projects: create (and again), upsert keeping the creation time, get, list, delete (refused
+/// while a robot belongs to the project).
+pub async fn projects(store: &dyn MetadataStore) {
+    let name = "suite-proj-lib";
+    assert_eq!(store.get_project(name).await.expect("get_project"), None);
+    assert!(store.create_project(&project(name, false, T0)).await.expect("create_project"));
+    assert_eq!(store.get_project(name).await.expect("get_project"), Some(project(name, false, T0)));
+    // Creating it again reports it and changes nothing.
+    assert!(!store.create_project(&project(name, true, T0 + 5)).await.expect("create_project"));
+    assert_eq!(store.get_project(name).await.expect("get_project"), Some(project(name, false, T0)));
+
+    // put updates an existing project but keeps its creation time, and creates a missing one.
+    store.put_project(&project(name, true, T0 + 9)).await.expect("put_project");
+    assert_eq!(store.get_project(name).await.expect("get_project"), Some(project(name, true, T0)));
+    store.put_project(&project(name, false, T0 + 10)).await.expect("put_project");
+    assert_eq!(store.get_project(name).await.expect("get_project"), Some(project(name, false, T0)));
+    store.put_project(&project("suite-proj-app", true, T0 + 1)).await.expect("put_project");
+    assert_eq!(store.get_project("suite-proj-app").await.expect("get_project"), Some(project("suite-proj-app", true, T0 + 1)));
+    assert!(store.create_project(&project("suite-proj-zeta", false, T0 + 2)).await.expect("create_project"));
+
+    // Names are exact; the listing is by name and carries every field.
+    assert_eq!(store.get_project("suite-proj").await.expect("get_project"), None);
+    assert_eq!(store.get_project("Suite-Proj-Lib").await.expect("get_project"), None);
+    let listed: Vec<ProjectRecord> =
+        store.list_projects().await.expect("list_projects").into_iter().filter(|p| p.name.starts_with("suite-proj-")).collect();
+    assert_eq!(
+        listed,
+        vec![project("suite-proj-app", true, T0 + 1), project(name, false, T0), project("suite-proj-zeta", false, T0 + 2)]
+    );
+
+    // Not deleted while robots belong to it; the message names them.
+    let ci = robot("robot$suite-proj-lib+ci", Some(name), None, Some("$argon2id$ci"));
+    let cd = robot("robot$suite-proj-lib+cd", Some(name), None, None);
+    store.put_robot(&ci).await.expect("put_robot");
+    store.put_robot(&cd).await.expect("put_robot");
+    assert_in_use(store.delete_project(name).await.expect("delete_project"), &["robot$suite-proj-lib+cd", "robot$suite-proj-lib+ci"]);
+    assert!(store.delete_robot(&ci.name).await.expect("delete_robot"));
+    assert_in_use(store.delete_project(name).await.expect("delete_project"), &["robot$suite-proj-lib+cd"]);
+    assert!(store.get_project(name).await.expect("get_project").is_some(), "a refused delete keeps the project");
+    // A system robot or another project's robot does not hold it.
+    store.put_robot(&robot("robot$suite-proj-sys", None, None, None)).await.expect("put_robot");
+    store.put_robot(&robot("robot$suite-proj-app+x", Some("suite-proj-app"), None, None)).await.expect("put_robot");
+    assert!(store.delete_robot(&cd.name).await.expect("delete_robot"));
+    assert_eq!(store.delete_project(name).await.expect("delete_project"), DeleteOutcome::Deleted);
+    assert_eq!(store.get_project(name).await.expect("get_project"), None);
+    assert_eq!(store.delete_project(name).await.expect("delete_project"), DeleteOutcome::NotFound);
+    assert_eq!(store.delete_project("suite-proj-never").await.expect("delete_project"), DeleteOutcome::NotFound);
+    // Deleted projects can be created again.
+    assert!(store.create_project(&project(name, true, T0 + 20)).await.expect("create_project"));
+    assert_eq!(store.get_project(name).await.expect("get_project"), Some(project(name, true, T0 + 20)));
+
+    // Many robots: the message stays short but still names some.
+    for i in 0..8 {
+        store.put_robot(&robot(&format!("robot$suite-proj-zeta+r{i}"), Some("suite-proj-zeta"), None, None)).await.expect("put_robot");
+    }
+    assert_in_use(store.delete_project("suite-proj-zeta").await.expect("delete_project"), &["robot$suite-proj-zeta+r0"]);
+
+    // Clean up what other parts' listings might see.
+    for i in 0..8 {
+        assert!(store.delete_robot(&format!("robot$suite-proj-zeta+r{i}")).await.expect("delete_robot"));
+    }
+    for r in ["robot$suite-proj-sys", "robot$suite-proj-app+x"] {
+        assert!(store.delete_robot(r).await.expect("delete_robot"));
+    }
+    assert_eq!(store.delete_project("suite-proj-zeta").await.expect("delete_project"), DeleteOutcome::Deleted);
+}
+
+/// Robots: round trip, upsert keeping the creation time, the references to projects and
+/// providers, the secret-or-provider rule, listings, delete.
+pub async fn robots(store: &dyn MetadataStore) {
+    let p = "suite-rob-lib";
+    let idp = "suite-rob-idp";
+    assert!(store.create_project(&project(p, false, T0)).await.expect("create_project"));
+    assert!(store.create_project(&project("suite-rob-other", false, T0)).await.expect("create_project"));
+    store.put_identity_provider(&provider(idp, "https://issuer.example", T0)).await.expect("put_identity_provider");
+    store.put_identity_provider(&provider("suite-rob-idp2", "https://two.example", T0)).await.expect("put_identity_provider");
+
+    // A static-secret system robot, with every field set: it round-trips exactly.
+    let sys = RobotRecord {
+        disabled: true,
+        expires_at: Some(T0 + 86_400),
+        description: "déploiement, \"quoted\" and ünïcode".into(),
+        rules: serde_json::json!([]),
+        permissions: serde_json::json!([{"project": "suite-rob-lib", "repositories": ["**"], "actions": ["pull"]},
+                                         {"project": "suite-rob-other", "repositories": ["a", "b/*"], "actions": ["*"]}]),
+        ..robot("robot$suite-rob-deployer", None, None, Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"))
+    };
+    assert_eq!(store.get_robot(&sys.name).await.expect("get_robot"), None);
+    store.put_robot(&sys).await.expect("put_robot");
+    assert_eq!(store.get_robot(&sys.name).await.expect("get_robot"), Some(sys.clone()));
+
+    // A federated project robot.
+    let ci = robot("robot$suite-rob-lib+ci", Some(p), Some(idp), None);
+    store.put_robot(&ci).await.expect("put_robot");
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+    // A robot with neither secret nor provider is allowed (it cannot log in).
+    let idle = robot("robot$suite-rob-lib+idle", Some(p), None, None);
+    store.put_robot(&idle).await.expect("put_robot");
+    assert_eq!(store.get_robot(&idle.name).await.expect("get_robot"), Some(idle.clone()));
+
+    // Upsert: every field but the creation time is replaced.
+    let ci2 = RobotRecord {
+        description: "changed".into(),
+        disabled: true,
+        expires_at: Some(T0 + 60),
+        rules: serde_json::json!([{"cel": "claims.ref.startsWith('refs/tags/')"}]),
+        permissions: serde_json::json!([]),
+        identity_provider: Some("suite-rob-idp2".into()),
+        created_at: T0 + 500,
+        updated_at: T0 + 100,
+        ..ci.clone()
+    };
+    store.put_robot(&ci2).await.expect("put_robot");
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(RobotRecord { created_at: T0, ..ci2.clone() }));
+    // A federated robot may become a static-secret one (and back), and optional fields clear.
+    let ci3 = RobotRecord { identity_provider: None, secret_hash: Some("$argon2id$new".into()), expires_at: None, ..ci2.clone() };
+    store.put_robot(&ci3).await.expect("put_robot");
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(RobotRecord { created_at: T0, ..ci3 }));
+    store.put_robot(&ci).await.expect("put_robot");
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+
+    // References: an unknown project or provider is refused with a message naming it, and
+    // nothing is stored.
+    let ghost = robot("robot$suite-rob-ghost+x", Some("suite-rob-ghost"), None, Some("h"));
+    assert_conflict(store.put_robot(&ghost).await, &["suite-rob-ghost"]);
+    assert_eq!(store.get_robot(&ghost.name).await.expect("get_robot"), None);
+    let lost = robot("robot$suite-rob-lost", None, Some("suite-rob-nosuchidp"), None);
+    assert_conflict(store.put_robot(&lost).await, &["suite-rob-nosuchidp"]);
+    assert_eq!(store.get_robot(&lost.name).await.expect("get_robot"), None);
+    // Both wrong: still refused.
+    let both_wrong = robot("robot$suite-rob-gone+y", Some("suite-rob-gone"), Some("suite-rob-gone-idp"), None);
+    assert!(matches!(store.put_robot(&both_wrong).await, Err(MetaError::Conflict(_))));
+    // Updating an existing robot to an unknown reference is refused and keeps the stored robot.
+    assert_conflict(store.put_robot(&RobotRecord { project: Some("suite-rob-ghost".into()), ..ci.clone() }).await, &["suite-rob-ghost"]);
+    assert_conflict(
+        store.put_robot(&RobotRecord { identity_provider: Some("suite-rob-nosuchidp".into()), ..ci.clone() }).await,
+        &["suite-rob-nosuchidp"],
+    );
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+
+    // A static secret and a provider together are refused, new or updated.
+    let both = robot("robot$suite-rob-both", None, Some(idp), Some("$argon2id$x"));
+    assert!(matches!(store.put_robot(&both).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.get_robot(&both.name).await.expect("get_robot"), None);
+    let ci_both = RobotRecord { secret_hash: Some("$argon2id$x".into()), ..ci.clone() };
+    assert!(matches!(store.put_robot(&ci_both).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+
+    // Listings, by name.
+    let other = robot("robot$suite-rob-other+a", Some("suite-rob-other"), Some(idp), None);
+    let sys2 = robot("robot$suite-rob-auditor", None, Some("suite-rob-idp2"), None);
+    store.put_robot(&other).await.expect("put_robot");
+    store.put_robot(&sys2).await.expect("put_robot");
+    assert_eq!(robot_names(store, Some(p), "").await, ["robot$suite-rob-lib+ci", "robot$suite-rob-lib+idle"]);
+    assert_eq!(robot_names(store, Some("suite-rob-other"), "").await, ["robot$suite-rob-other+a"]);
+    assert!(store.list_robots(Some("suite-rob-nosuch")).await.expect("list_robots").is_empty());
+    assert_eq!(
+        robot_names(store, None, "robot$suite-rob-").await,
+        [
+            "robot$suite-rob-auditor",
+            "robot$suite-rob-deployer",
+            "robot$suite-rob-lib+ci",
+            "robot$suite-rob-lib+idle",
+            "robot$suite-rob-other+a"
+        ]
+    );
+    // Listed records are complete.
+    let listed = store.list_robots(Some(p)).await.expect("list_robots");
+    assert_eq!(listed, vec![ci.clone(), idle.clone()]);
+    assert_eq!(store.list_robots(None).await.expect("list_robots").into_iter().find(|r| r.name == sys.name), Some(sys.clone()));
+
+    // By provider.
+    assert_eq!(robot_names_of_provider(store, idp).await, ["robot$suite-rob-lib+ci", "robot$suite-rob-other+a"]);
+    assert_eq!(robot_names_of_provider(store, "suite-rob-idp2").await, ["robot$suite-rob-auditor"]);
+    assert!(robot_names_of_provider(store, "suite-rob-nosuchidp").await.is_empty());
+    assert!(robot_names_of_provider(store, "suite-rob-idp").await.len() == 2, "provider names are exact");
+    assert_eq!(store.list_robots_by_provider(idp).await.expect("list_robots_by_provider")[0], ci);
+    // Moving a robot to another provider moves it in the listing.
+    store.put_robot(&RobotRecord { identity_provider: Some("suite-rob-idp2".into()), ..other.clone() }).await.expect("put_robot");
+    assert_eq!(robot_names_of_provider(store, idp).await, ["robot$suite-rob-lib+ci"]);
+    assert_eq!(robot_names_of_provider(store, "suite-rob-idp2").await, ["robot$suite-rob-auditor", "robot$suite-rob-other+a"]);
+    // Moving a robot to another project moves it too.
+    store.put_robot(&RobotRecord { project: Some("suite-rob-other".into()), ..idle.clone() }).await.expect("put_robot");
+    assert_eq!(robot_names(store, Some(p), "").await, ["robot$suite-rob-lib+ci"]);
+
+    // Delete.
+    assert!(store.delete_robot(&ci.name).await.expect("delete_robot"));
+    assert!(!store.delete_robot(&ci.name).await.expect("delete_robot"));
+    assert!(!store.delete_robot("robot$suite-rob-never").await.expect("delete_robot"));
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), None);
+    assert!(robot_names_of_provider(store, idp).await.is_empty());
+    assert!(store.list_robots(Some(p)).await.expect("list_robots").is_empty());
+    // A deleted robot can be created again, with a new creation time.
+    let again = RobotRecord { created_at: T0 + 1000, updated_at: T0 + 1000, ..ci.clone() };
+    store.put_robot(&again).await.expect("put_robot");
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(again));
+
+    // Clean up.
+    for r in ["robot$suite-rob-lib+ci", "robot$suite-rob-lib+idle", "robot$suite-rob-other+a", "robot$suite-rob-auditor", "robot$suite-rob-deployer"] {
+        assert!(store.delete_robot(r).await.expect("delete_robot"), "{r}");
+    }
+    for p in [p, "suite-rob-other"] {
+        assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+    }
+    for i in [idp, "suite-rob-idp2"] {
+        assert_eq!(store.delete_identity_provider(i).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    }
+}
+
+/// Identity providers: round trip, upsert keeping the creation time, list, delete (refused while
+/// a robot is federated with it).
+pub async fn identity_providers(store: &dyn MetadataStore) {
+    let gh = provider("suite-idp-github", "https://token.actions.githubusercontent.com", T0);
+    assert_eq!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider"), None);
+    store.put_identity_provider(&gh).await.expect("put_identity_provider");
+    assert_eq!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider"), Some(gh.clone()));
+
+    // Upsert: the document and update time change, the creation time stays.
+    let mut doc = gh.config.clone();
+    doc["issuer"] = serde_json::json!("https://other.example");
+    doc["nested"] = serde_json::json!({"list": [1, 2.5, null, true, "ü"], "empty": {}});
+    let gh2 = IdentityProviderRecord { config: doc, created_at: T0 + 50, updated_at: T0 + 60, ..gh.clone() };
+    store.put_identity_provider(&gh2).await.expect("put_identity_provider");
+    let want = IdentityProviderRecord { created_at: T0, ..gh2.clone() };
+    assert_eq!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider"), Some(want.clone()));
+
+    let gl = provider("suite-idp-gitlab", "https://gitlab.example", T0 + 1);
+    let k8s = provider("suite-idp-a-k8s", "https://kubernetes.default.svc", T0 + 2);
+    store.put_identity_provider(&gl).await.expect("put_identity_provider");
+    store.put_identity_provider(&k8s).await.expect("put_identity_provider");
+    let listed: Vec<IdentityProviderRecord> = store
+        .list_identity_providers()
+        .await
+        .expect("list_identity_providers")
+        .into_iter()
+        .filter(|p| p.name.starts_with("suite-idp-"))
+        .collect();
+    assert_eq!(listed, vec![k8s.clone(), want, gl.clone()]);
+    assert_eq!(store.get_identity_provider("suite-idp").await.expect("get_identity_provider"), None);
+
+    // Refused while robots are federated with it; a static-secret robot does not count.
+    store.put_robot(&robot("robot$suite-idp-secret", None, None, Some("$argon2id$s"))).await.expect("put_robot");
+    store.put_robot(&robot("robot$suite-idp-fed", None, Some(&gh.name), None)).await.expect("put_robot");
+    store.put_robot(&robot("robot$suite-idp-k8s", None, Some(&k8s.name), None)).await.expect("put_robot");
+    assert_in_use(store.delete_identity_provider(&gh.name).await.expect("delete_identity_provider"), &["robot$suite-idp-fed"]);
+    assert!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider").is_some());
+    // Once the robot leaves the provider, it can go.
+    store.put_robot(&robot("robot$suite-idp-fed", None, None, None)).await.expect("put_robot");
+    assert_eq!(store.delete_identity_provider(&gh.name).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    assert_eq!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider"), None);
+    assert_eq!(store.delete_identity_provider(&gh.name).await.expect("delete_identity_provider"), DeleteOutcome::NotFound);
+    assert_eq!(store.delete_identity_provider(&gl.name).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    // Robots can no longer refer to a deleted provider.
+    assert_conflict(store.put_robot(&robot("robot$suite-idp-fed", None, Some(&gh.name), None)).await, &[gh.name.as_str()]);
+    // A provider can be added again.
+    store.put_identity_provider(&gh).await.expect("put_identity_provider");
+    assert_eq!(store.get_identity_provider(&gh.name).await.expect("get_identity_provider"), Some(gh.clone()));
+
+    // Clean up.
+    for r in ["robot$suite-idp-secret", "robot$suite-idp-fed", "robot$suite-idp-k8s"] {
+        assert!(store.delete_robot(r).await.expect("delete_robot"));
+    }
+    for p in [&gh.name, &k8s.name] {
+        assert_eq!(store.delete_identity_provider(p).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    }
+}
+
+/// The federation generation: every write to projects, robots or identity providers increases
+/// it; reads, refused writes, writes that change nothing and other tables' writes leave it.
+pub async fn federation_generation(store: &dyn MetadataStore) {
+    async fn generation(store: &dyn MetadataStore) -> i64 {
+        store.federation_generation().await.expect("federation_generation")
+    }
+    let mut last = generation(store).await;
+    // Asserts the generation grew (`true`) or stayed (`false`) since the last check.
+    macro_rules! check {
+        ($grew:expr, $what:expr) => {{
+            let now = generation(store).await;
+            if $grew {
+                assert!(now > last, "{} must increase the generation ({last} -> {now})", $what);
+            } else {
+                assert_eq!(now, last, "{} must not change the generation", $what);
+            }
+            last = now;
+        }};
+    }
+    check!(false, "reading the generation");
+
+    let (p, idp, r) = ("suite-gen-proj", "suite-gen-idp", "robot$suite-gen-proj+ci");
+    assert!(store.create_project(&project(p, false, T0)).await.expect("create_project"));
+    check!(true, "create_project");
+    assert!(!store.create_project(&project(p, false, T0)).await.expect("create_project"));
+    check!(false, "create_project of an existing project");
+    store.put_project(&project(p, true, T0)).await.expect("put_project");
+    check!(true, "put_project (update)");
+    store.put_project(&project("suite-gen-proj2", false, T0)).await.expect("put_project");
+    check!(true, "put_project (create)");
+    store.put_identity_provider(&provider(idp, "https://gen.example", T0)).await.expect("put_identity_provider");
+    check!(true, "put_identity_provider (create)");
+    store.put_identity_provider(&provider(idp, "https://gen2.example", T0 + 1)).await.expect("put_identity_provider");
+    check!(true, "put_identity_provider (update)");
+    store.put_robot(&robot(r, Some(p), Some(idp), None)).await.expect("put_robot");
+    check!(true, "put_robot (create)");
+    store.put_robot(&RobotRecord { disabled: true, ..robot(r, Some(p), Some(idp), None) }).await.expect("put_robot");
+    check!(true, "put_robot (update)");
+
+    // Reads.
+    store.get_project(p).await.expect("get_project");
+    store.list_projects().await.expect("list_projects");
+    store.get_robot(r).await.expect("get_robot");
+    store.list_robots(None).await.expect("list_robots");
+    store.list_robots(Some(p)).await.expect("list_robots");
+    store.list_robots_by_provider(idp).await.expect("list_robots_by_provider");
+    store.get_identity_provider(idp).await.expect("get_identity_provider");
+    store.list_identity_providers().await.expect("list_identity_providers");
+    check!(false, "reads");
+
+    // Refused writes roll back whole.
+    assert!(store.put_robot(&robot("robot$suite-gen-x+y", Some("suite-gen-none"), None, None)).await.is_err());
+    assert!(store.put_robot(&robot("robot$suite-gen-z", None, Some("suite-gen-none"), None)).await.is_err());
+    assert!(store.put_robot(&robot("robot$suite-gen-z", None, Some(idp), Some("h"))).await.is_err());
+    assert!(matches!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::InUse(_)));
+    assert!(matches!(store.delete_identity_provider(idp).await.expect("delete_identity_provider"), DeleteOutcome::InUse(_)));
+    check!(false, "refused writes");
+    // Deleting what does not exist.
+    assert!(!store.delete_robot("robot$suite-gen-none").await.expect("delete_robot"));
+    assert_eq!(store.delete_project("suite-gen-none").await.expect("delete_project"), DeleteOutcome::NotFound);
+    assert_eq!(store.delete_identity_provider("suite-gen-none").await.expect("delete_identity_provider"), DeleteOutcome::NotFound);
+    check!(false, "deleting what does not exist");
+    // Other tables.
+    store.append_audit(&[audit_event(1, "token", "ok", &[r], None, Some(idp))]).await.expect("append_audit");
+    store.record_login_failure("suite-gen:key", T0).await.expect("record_login_failure");
+    store.put_user(&UserRecord { name: "suite-gen-user".into(), password_hash: "h".into(), admin: false }).await.expect("put_user");
+    store.init_setting("suite.gen", "v").await.expect("init_setting");
+    check!(false, "writes to the audit log, login failures, users and settings");
+    assert_eq!(store.prune_audit(2).await.expect("prune_audit"), 1);
+
+    // Deletes.
+    assert!(store.delete_robot(r).await.expect("delete_robot"));
+    check!(true, "delete_robot");
+    assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+    check!(true, "delete_project");
+    assert_eq!(store.delete_identity_provider(idp).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    check!(true, "delete_identity_provider");
+
+    // Concurrent writes: none is lost.
+    let writes = 8;
+    let before = last;
+    let names: Vec<String> = (0..writes).map(|i| format!("robot$suite-gen-c{i}")).collect();
+    let put = |i: usize| {
+        let r = robot(&names[i], None, None, None);
+        async move { store.put_robot(&r).await }
+    };
+    let results = tokio::join!(put(0), put(1), put(2), put(3), put(4), put(5), put(6), put(7));
+    let results = [results.0, results.1, results.2, results.3, results.4, results.5, results.6, results.7];
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let after = generation(store).await;
+    assert!(after >= before + writes, "{writes} concurrent writes moved the generation from {before} to {after}");
+    for n in &names {
+        assert!(store.delete_robot(n).await.expect("delete_robot"));
+    }
+    assert_eq!(store.delete_project("suite-gen-proj2").await.expect("delete_project"), DeleteOutcome::Deleted);
+}
+
+// ---- audit log ----
+//
+// Each part keeps to its own time window (Unix milliseconds) and bounds its queries by it, so
+// the parts can run in any order; [`audit_prune`] works far in the past, below every other window.
+
+/// An audit event with every optional field set; the principal is the robots joined, or `admin`.
+fn audit_event(t: i64, action: &str, result: &str, robots: &[&str], repository: Option<&str>, provider: Option<&str>) -> AuditEvent {
     AuditEvent {
         id: 0,
         time_ms: t,
         action: action.into(),
         result: result.into(),
-        principal: if robots.is_empty() { "admin".into() } else { robots.join(",") },
+        principal: if robots.is_empty() { "suite-admin".into() } else { robots.join(",") },
         robots: robots.iter().map(|r| r.to_string()).collect(),
         provider: provider.map(Into::into),
-        subject: Some("sub".into()),
+        subject: Some(format!("repo:org/app:ref:refs/heads/main#{t}")),
         jti: Some(format!("jti-{t}")),
-        claims: Some(serde_json::json!({"repository": "o/r"})),
-        repository: repo.map(Into::into),
+        claims: Some(serde_json::json!({"repository": "org/app", "ref": "refs/heads/main", "run": t})),
+        repository: repository.map(Into::into),
         reference: Some("v1".into()),
-        client: Some("127.0.0.1".into()),
-        message: None,
+        client: Some("192.0.2.7".into()),
+        message: (result != "ok").then(|| format!("{action} {result} at {t}")),
     }
 }
 
-async fn audit(store: &dyn MetadataStore) {
-    let events = vec![
-        event(1000, "token", "ok", &["robot$a"], None, Some("gh")),
-        event(2000, "push", "ok", &["robot$a", "robot$b"], Some("lib/app"), Some("gh")),
-        event(3000, "pull", "denied", &["robot$ab"], Some("lib/app"), Some("gl")),
-        event(4000, "pull", "ok", &[], Some("lib/web"), None),
-    ];
-    store.append_audit(&events).await.unwrap();
-    store.append_audit(&[]).await.unwrap();
-    let q = |f: AuditQuery| async move { store.query_audit(&f).await.unwrap() };
-    let all = q(AuditQuery::default()).await;
-    assert_eq!(all.len(), 4);
-    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    assert_eq!(all[3].claims, events[0].claims);
-    assert_eq!(all[2].robots, vec!["robot$a", "robot$b"]);
-    let times = |v: Vec<AuditEvent>| v.into_iter().map(|e| e.time_ms).collect::<Vec<_>>();
-    assert_eq!(times(q(AuditQuery { robot: Some("robot$a".into()), ..Default::default() }).await), vec![2000, 1000], "robot filter is exact");
-    assert_eq!(times(q(AuditQuery { robot: Some("admin".into()), ..Default::default() }).await), vec![4000], "or the principal");
-    assert_eq!(times(q(AuditQuery { repository: Some("lib/app".into()), ..Default::default() }).await), vec![3000, 2000]);
-    assert_eq!(times(q(AuditQuery { provider: Some("gl".into()), ..Default::default() }).await), vec![3000]);
-    assert_eq!(times(q(AuditQuery { result: Some("denied".into()), ..Default::default() }).await), vec![3000]);
-    assert_eq!(times(q(AuditQuery { action: Some("pull".into()), ..Default::default() }).await), vec![4000, 3000]);
-    assert_eq!(times(q(AuditQuery { since_ms: Some(2000), until_ms: Some(4000), ..Default::default() }).await), vec![3000, 2000]);
-    let page1 = q(AuditQuery { limit: 2, ..Default::default() }).await;
-    assert_eq!(times(page1.clone()), vec![4000, 3000]);
-    let page2 = q(AuditQuery { limit: 2, before_id: Some(page1[1].id), ..Default::default() }).await;
-    assert_eq!(times(page2), vec![2000, 1000]);
-    let many: Vec<AuditEvent> = (0..1100).map(|i| event(10_000 + i, "pull", "ok", &[], None, None)).collect();
-    store.append_audit(&many).await.unwrap();
-    assert_eq!(q(AuditQuery { limit: 5000, ..Default::default() }).await.len(), 1000, "limit is capped");
-    assert_eq!(store.prune_audit(10_000).await.unwrap(), 4);
-    assert_eq!(q(AuditQuery { robot: Some("robot$a".into()), ..Default::default() }).await.len(), 0);
-    assert_eq!(store.prune_audit(i64::MAX).await.unwrap(), 1100);
+/// Times of a query's events, in the order returned.
+async fn audit_times(store: &dyn MetadataStore, q: AuditQuery) -> Vec<i64> {
+    store.query_audit(&q).await.expect("query_audit").into_iter().map(|e| e.time_ms).collect()
 }
 
-async fn login_failures(store: &dyn MetadataStore) {
-    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 0);
-    assert_eq!(store.record_login_failure("addr:1", 300).await.unwrap(), 1);
-    assert_eq!(store.record_login_failure("addr:1", 300).await.unwrap(), 2);
-    assert_eq!(store.record_login_failure("addr:1", 600).await.unwrap(), 1, "a new window starts at 1");
-    assert_eq!(store.record_login_failure("account:x", 300).await.unwrap(), 1, "keys are separate");
-    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 2);
-    assert_eq!(store.prune_login_failures(600).await.unwrap(), 2);
-    assert_eq!(store.login_failures("addr:1", 300).await.unwrap(), 0);
-    assert_eq!(store.login_failures("addr:1", 600).await.unwrap(), 1);
+/// Appending, reading back every field, and each filter alone and combined.
+pub async fn audit(store: &dyn MetadataStore) {
+    const B: i64 = T0 * 1000; // this part's window: [B, B + 100_000)
+    let window = || AuditQuery { since_ms: Some(B), until_ms: Some(B + 100_000), ..AuditQuery::default() };
+    let (a, ab, b) = ("robot$suite-a", "robot$suite-ab", "robot$suite-b");
+    let events = vec![
+        audit_event(B + 1000, "token", "ok", &[a], None, Some("suite-gh")),
+        audit_event(B + 2000, "push", "ok", &[a, b], Some("suite/app"), Some("suite-gh")),
+        audit_event(B + 3000, "pull", "denied", &[ab], Some("suite/app"), Some("suite-gl")),
+        audit_event(B + 4000, "pull", "ok", &[], Some("suite/web"), None),
+        // Nothing optional.
+        AuditEvent {
+            id: 0,
+            time_ms: B + 5000,
+            action: "login".into(),
+            result: "error".into(),
+            principal: "anonymous".into(),
+            robots: vec![],
+            provider: None,
+            subject: None,
+            jti: None,
+            claims: None,
+            repository: None,
+            reference: None,
+            client: None,
+            message: None,
+        },
+        // A robot listed twice and also the principal: found once.
+        AuditEvent { principal: b.into(), ..audit_event(B + 6000, "delete", "ok", &[b, b], Some("suite/web"), Some("suite-gl")) },
+    ];
+    store.append_audit(&events).await.expect("append_audit");
+    store.append_audit(&[]).await.expect("append_audit of nothing");
+
+    // Every field round-trips; ids are assigned, increasing in append order; newest first.
+    let got = store.query_audit(&window()).await.expect("query_audit");
+    assert_eq!(got.len(), events.len());
+    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest (highest id) first");
+    for (got, want) in got.iter().rev().zip(&events) {
+        assert_eq!(got, &AuditEvent { id: got.id, ..want.clone() });
+    }
+    // Order is by id, not time: an older event appended later comes first.
+    store.append_audit(&[audit_event(B + 500, "token", "denied", &[a], None, Some("suite-gh"))]).await.expect("append_audit");
+    assert_eq!(audit_times(store, window()).await, [B + 500, B + 6000, B + 5000, B + 4000, B + 3000, B + 2000, B + 1000]);
+
+    // Time: since inclusive, until exclusive.
+    let q = AuditQuery { since_ms: Some(B + 2000), until_ms: Some(B + 4000), ..AuditQuery::default() };
+    assert_eq!(audit_times(store, q).await, [B + 3000, B + 2000]);
+    let q = AuditQuery { since_ms: Some(B + 5500), until_ms: Some(B + 100_000), ..AuditQuery::default() };
+    assert_eq!(audit_times(store, q).await, [B + 6000]);
+    let q = AuditQuery { since_ms: Some(B), until_ms: Some(B + 1000), ..AuditQuery::default() };
+    assert_eq!(audit_times(store, q).await, [B + 500]);
+    let q = AuditQuery { since_ms: Some(B + 4000), until_ms: Some(B + 4000), ..AuditQuery::default() };
+    assert!(audit_times(store, q).await.is_empty());
+
+    // Robot: an exact element of the robots, or the exact principal.
+    let robot = |r: &str| AuditQuery { robot: Some(r.into()), ..window() };
+    assert_eq!(audit_times(store, robot(a)).await, [B + 500, B + 2000, B + 1000]);
+    assert_eq!(audit_times(store, robot(ab)).await, [B + 3000]);
+    assert_eq!(audit_times(store, robot(b)).await, [B + 6000, B + 2000]);
+    assert_eq!(audit_times(store, robot("suite-admin")).await, [B + 4000]);
+    assert_eq!(audit_times(store, robot("anonymous")).await, [B + 5000]);
+    for partial in ["robot$suite", "robot$suite-", "suite-a", "robot$suite-a%", "robot$suite-_", "%", "_", "", "robot$SUITE-A"] {
+        assert!(audit_times(store, robot(partial)).await.is_empty(), "robot {partial:?} must match nothing");
+    }
+
+    // Repository, provider, result, action.
+    let q = AuditQuery { repository: Some("suite/app".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 3000, B + 2000]);
+    let q = AuditQuery { repository: Some("suite".into()), ..window() };
+    assert!(audit_times(store, q).await.is_empty(), "repository names are exact");
+    let q = AuditQuery { provider: Some("suite-gl".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 6000, B + 3000]);
+    let q = AuditQuery { provider: Some("suite-gh".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 500, B + 2000, B + 1000]);
+    let q = AuditQuery { result: Some("denied".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 500, B + 3000]);
+    let q = AuditQuery { result: Some("error".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 5000]);
+    let q = AuditQuery { action: Some("pull".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 4000, B + 3000]);
+    let q = AuditQuery { action: Some("login".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 5000]);
+
+    // Combined (AND).
+    let q = AuditQuery { robot: Some(a.into()), repository: Some("suite/app".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 2000]);
+    let q = AuditQuery { robot: Some(a.into()), result: Some("denied".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 500]);
+    let q = AuditQuery { provider: Some("suite-gl".into()), action: Some("pull".into()), result: Some("denied".into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [B + 3000]);
+    let q = AuditQuery { provider: Some("suite-gl".into()), action: Some("pull".into()), result: Some("ok".into()), ..window() };
+    assert!(audit_times(store, q).await.is_empty());
+    let q = AuditQuery { robot: Some(b.into()), since_ms: Some(B + 2001), until_ms: Some(B + 100_000), ..AuditQuery::default() };
+    assert_eq!(audit_times(store, q).await, [B + 6000]);
+    let q = AuditQuery {
+        robot: Some(b.into()),
+        repository: Some("suite/web".into()),
+        provider: Some("suite-gl".into()),
+        result: Some("ok".into()),
+        action: Some("delete".into()),
+        ..window()
+    };
+    assert_eq!(audit_times(store, q).await, [B + 6000]);
+}
+
+/// Pagination with `before_id`, the default limit and its cap, over a batch of 1,000 appended at
+/// once (the background writer's batch size).
+pub async fn audit_pages(store: &dyn MetadataStore) {
+    const B: i64 = T0 * 1000 + 1_000_000; // this part's window: [B, B + 10_000)
+    let window = || AuditQuery { since_ms: Some(B), until_ms: Some(B + 10_000), ..AuditQuery::default() };
+    let robot = "robot$suite-pager";
+    let event = |i: i64| {
+        let robots: &[&str] = if i % 3 == 0 { &[robot] } else { &[] };
+        audit_event(B + i, "pull", "ok", robots, Some(if i % 2 == 0 { "suite/even" } else { "suite/odd" }), None)
+    };
+    let first: Vec<AuditEvent> = (0..1000).map(event).collect();
+    store.append_audit(&first).await.expect("append_audit of 1000");
+    let second: Vec<AuditEvent> = (1000..1100).map(event).collect();
+    store.append_audit(&second).await.expect("append_audit");
+
+    // Limits: 0 means the default, and the cap applies.
+    let count = |q: AuditQuery| async move { store.query_audit(&q).await.expect("query_audit").len() };
+    assert_eq!(count(window()).await, crate::AUDIT_DEFAULT_LIMIT as usize);
+    assert_eq!(count(AuditQuery { limit: 1, ..window() }).await, 1);
+    assert_eq!(count(AuditQuery { limit: 1000, ..window() }).await, 1000);
+    assert_eq!(count(AuditQuery { limit: 1001, ..window() }).await, crate::AUDIT_MAX_LIMIT as usize);
+    assert_eq!(count(AuditQuery { limit: u32::MAX, ..window() }).await, crate::AUDIT_MAX_LIMIT as usize);
+    assert_eq!(audit_times(store, AuditQuery { limit: 3, ..window() }).await, [B + 1099, B + 1098, B + 1097]);
+
+    // Walking the pages finds every event once, newest first.
+    async fn walk(store: &dyn MetadataStore, q: AuditQuery) -> (Vec<i64>, usize) {
+        let (mut times, mut pages, mut before, mut last_id) = (Vec::new(), 0, None, i64::MAX);
+        loop {
+            let page = store.query_audit(&AuditQuery { before_id: before, ..q.clone() }).await.expect("query_audit");
+            assert!(page.len() <= q.limit as usize);
+            for e in &page {
+                assert!(e.id < last_id, "ids decrease across pages");
+                last_id = e.id;
+                times.push(e.time_ms);
+            }
+            if page.len() < q.limit as usize {
+                return (times, pages + usize::from(!page.is_empty()));
+            }
+            pages += 1;
+            before = page.last().map(|e| e.id);
+        }
+    }
+    let (times, pages) = walk(store, AuditQuery { limit: 300, ..window() }).await;
+    assert_eq!(times, (0..1100).rev().map(|i| B + i).collect::<Vec<_>>());
+    assert_eq!(pages, 4);
+    let (times, _) = walk(store, AuditQuery { limit: 100, robot: Some(robot.into()), ..window() }).await;
+    assert_eq!(times, (0..1100).rev().filter(|i| i % 3 == 0).map(|i| B + i).collect::<Vec<_>>());
+    let (times, _) = walk(store, AuditQuery { limit: 250, repository: Some("suite/odd".into()), ..window() }).await;
+    assert_eq!(times, (0..1100).rev().filter(|i| i % 2 == 1).map(|i| B + i).collect::<Vec<_>>());
+    let (times, _) = walk(store, AuditQuery { limit: 7, robot: Some(robot.into()), repository: Some("suite/even".into()), ..window() }).await;
+    assert_eq!(times, (0..1100).rev().filter(|i| i % 6 == 0).map(|i| B + i).collect::<Vec<_>>());
+
+    // before_id is exclusive, and pages past the oldest are empty.
+    let newest = store.query_audit(&AuditQuery { limit: 2, ..window() }).await.expect("query_audit");
+    let after_newest = store.query_audit(&AuditQuery { limit: 1, before_id: Some(newest[0].id), ..window() }).await.expect("query_audit");
+    assert_eq!(after_newest, vec![newest[1].clone()]);
+    let oldest = store.query_audit(&AuditQuery { limit: 1, since_ms: Some(B), until_ms: Some(B + 1), ..AuditQuery::default() }).await.expect("query_audit");
+    assert!(audit_times(store, AuditQuery { before_id: Some(oldest[0].id), ..window() }).await.is_empty());
+}
+
+/// Pruning by time: only older events go, with their robot index, and ids are never reused.
+///
+/// Works at times below 10,000 ms, far below every other part's window.
+pub async fn audit_prune(store: &dyn MetadataStore) {
+    let window = || AuditQuery { since_ms: Some(0), until_ms: Some(10_000), limit: 1000, ..AuditQuery::default() };
+    let robot = "robot$suite-pruned";
+    let events: Vec<AuditEvent> = (1..=10).map(|i| audit_event(i * 100, "token", "ok", &[robot], None, Some("suite-p"))).collect();
+    store.append_audit(&events).await.expect("append_audit");
+    let others_before = store.query_audit(&AuditQuery { since_ms: Some(10_000), ..AuditQuery::default() }).await.expect("query_audit");
+
+    assert_eq!(store.prune_audit(100).await.expect("prune_audit"), 0, "the boundary is exclusive");
+    assert_eq!(store.prune_audit(501).await.expect("prune_audit"), 5);
+    assert_eq!(store.prune_audit(501).await.expect("prune_audit"), 0);
+    assert_eq!(audit_times(store, window()).await, [1000, 900, 800, 700, 600]);
+    let q = AuditQuery { robot: Some(robot.into()), ..window() };
+    assert_eq!(audit_times(store, q).await, [1000, 900, 800, 700, 600], "pruned events leave the robot filter");
+    let others_after = store.query_audit(&AuditQuery { since_ms: Some(10_000), ..AuditQuery::default() }).await.expect("query_audit");
+    assert_eq!(others_before, others_after, "newer events stay");
+
+    // Ids are never reused, even when the newest events are pruned.
+    let newest = store.query_audit(&AuditQuery { limit: 1, ..AuditQuery::default() }).await.expect("query_audit");
+    let top = newest.first().map_or(0, |e| e.id);
+    store.append_audit(&[audit_event(5, "token", "ok", &[robot], None, None)]).await.expect("append_audit");
+    let pruned_id = store.query_audit(&AuditQuery { limit: 1, ..AuditQuery::default() }).await.expect("query_audit")[0].id;
+    assert!(pruned_id > top);
+    assert_eq!(store.prune_audit(10).await.expect("prune_audit"), 1);
+    store.append_audit(&[audit_event(6, "token", "ok", &[robot], None, None)]).await.expect("append_audit");
+    let fresh = store.query_audit(&AuditQuery { limit: 1, ..AuditQuery::default() }).await.expect("query_audit");
+    assert!(fresh[0].id > pruned_id, "id {} reused after pruning {pruned_id}", fresh[0].id);
+    assert_eq!(fresh[0].time_ms, 6);
+
+    // Many at once.
+    let many: Vec<AuditEvent> = (0..2500).map(|i| audit_event(2000 + i, "pull", "ok", &[robot], None, None)).collect();
+    store.append_audit(&many).await.expect("append_audit");
+    assert_eq!(store.prune_audit(10_000).await.expect("prune_audit"), 2500 + 5 + 1);
+    assert!(audit_times(store, window()).await.is_empty());
+    assert!(audit_times(store, AuditQuery { robot: Some(robot.into()), ..AuditQuery::default() }).await.is_empty());
+}
+
+// ---- failed-login counters ----
+
+/// Counting per key and window, concurrent increments, pruning by window start.
+///
+/// Uses windows at 1,000..1,400 (prunes below 1,200) and around [`T0`].
+pub async fn login_failures(store: &dyn MetadataStore) {
+    let (addr, addr10, account) = ("suite-addr:10.0.0.1", "suite-addr:10.0.0.10", "suite-account:robot$x");
+    assert_eq!(store.login_failures(addr, 1000).await.expect("login_failures"), 0);
+    assert_eq!(store.record_login_failure(addr, 1000).await.expect("record_login_failure"), 1);
+    assert_eq!(store.record_login_failure(addr, 1000).await.expect("record_login_failure"), 2);
+    assert_eq!(store.record_login_failure(addr, 1000).await.expect("record_login_failure"), 3);
+    assert_eq!(store.login_failures(addr, 1000).await.expect("login_failures"), 3);
+    // Windows and keys are separate, and keys are exact.
+    assert_eq!(store.record_login_failure(addr, 1100).await.expect("record_login_failure"), 1, "a new window starts at 1");
+    assert_eq!(store.record_login_failure(addr10, 1000).await.expect("record_login_failure"), 1);
+    assert_eq!(store.record_login_failure(account, 1000).await.expect("record_login_failure"), 1);
+    assert_eq!(store.record_login_failure(account, 1300).await.expect("record_login_failure"), 1);
+    assert_eq!(store.login_failures(addr, 1000).await.expect("login_failures"), 3);
+    assert_eq!(store.login_failures(addr, 1100).await.expect("login_failures"), 1);
+    assert_eq!(store.login_failures(addr, 1050).await.expect("login_failures"), 0);
+    assert_eq!(store.login_failures(addr10, 1000).await.expect("login_failures"), 1);
+    assert_eq!(store.login_failures("suite-addr:10.0.0", 1000).await.expect("login_failures"), 0);
+    assert_eq!(store.login_failures("SUITE-ADDR:10.0.0.1", 1000).await.expect("login_failures"), 0);
+
+    // Concurrent failures (as from several replicas) are all counted.
+    let key = "suite-addr:192.0.2.1";
+    let rec = || store.record_login_failure(key, T0);
+    let got = tokio::join!(rec(), rec(), rec(), rec(), rec(), rec(), rec(), rec(), rec(), rec());
+    let mut got = [got.0, got.1, got.2, got.3, got.4, got.5, got.6, got.7, got.8, got.9].map(|n| n.expect("record_login_failure"));
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each failure sees its own count");
+    assert_eq!(store.login_failures(key, T0).await.expect("login_failures"), 10);
+
+    // Pruning removes windows that started before the cutoff, of every key.
+    assert_eq!(store.prune_login_failures(1000).await.expect("prune_login_failures"), 0, "the cutoff is exclusive");
+    assert_eq!(store.prune_login_failures(1200).await.expect("prune_login_failures"), 4);
+    assert_eq!(store.prune_login_failures(1200).await.expect("prune_login_failures"), 0);
+    for (k, w) in [(addr, 1000), (addr, 1100), (addr10, 1000), (account, 1000)] {
+        assert_eq!(store.login_failures(k, w).await.expect("login_failures"), 0, "{k} at {w}");
+    }
+    assert_eq!(store.login_failures(account, 1300).await.expect("login_failures"), 1);
+    assert_eq!(store.login_failures(key, T0).await.expect("login_failures"), 10);
+    // A pruned window counts from 1 again.
+    assert_eq!(store.record_login_failure(addr, 1000).await.expect("record_login_failure"), 1);
+    assert_eq!(store.prune_login_failures(1400).await.expect("prune_login_failures"), 2);
 }
