@@ -1,6 +1,7 @@
 //! The metadata store: repositories, blob records and their links to repositories, manifests
-//! (raw bytes + what validation extracted), tags, upload sessions, local users, projects, robot
-//! accounts, identity providers, the audit log and failed-login counters.
+//! (raw bytes + what validation extracted), tags, upload sessions, local users and settings; and,
+//! for workload identity federation, projects, robot accounts, identity providers, the audit log
+//! and failed-login counters.
 //!
 //! One narrow trait, [`MetadataStore`], with the SQLite backend in [`sqlite`]; a PostgreSQL backend
 //! joins it later and runs the same test suite ([`testsuite`]). Every operation that must be atomic
@@ -10,6 +11,19 @@
 //! Architecture invariant: blob *records* point to storage keys; a storage key is written once and
 //! never reused. So a garbage collection that deletes a record (and then its object) can never
 //! race a concurrent upload of the same digest: that upload writes a fresh key.
+//!
+//! Federation state is shared by replicas through the store:
+//! - Projects, robots and identity providers are plain records; their JSON documents (claim rules,
+//!   permission entries, provider configs) are stored as given and validated by higher layers, but
+//!   the store enforces the facts between rows: a robot's project and provider exist (else
+//!   [`MetaError::Conflict`] naming the missing one), a robot has a static secret or a provider but
+//!   not both, and a project or provider is not deleted while robots refer to it
+//!   ([`DeleteOutcome::InUse`]).
+//! - Every change to them increases the [federation generation](MetadataStore::federation_generation)
+//!   in the same transaction; each process keeps a compiled snapshot and reloads it when the
+//!   generation moves.
+//! - The audit log is appended in batches and queried newest first with exact filters
+//!   ([`AuditQuery`]); the failed-login counters count per opaque key and fixed window.
 
 use async_trait::async_trait;
 use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
@@ -321,54 +335,72 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// True if some blob record points at `key` (used to sweep orphaned objects).
     async fn key_in_use(&self, key: &str) -> Result<bool>;
 
-    // ---- projects, robots, identity providers (each write bumps the federation generation) ----
+    // ---- projects, robots, identity providers (workload identity federation) ----
+    //
+    // Every call that changes one of these rows increases the federation generation in the same
+    // transaction; a call that changes nothing (creating an existing project, deleting something
+    // absent, a refused write) leaves it. The store enforces the references between them; the
+    // JSON documents (rules, permissions, provider configs) are validated by higher layers.
 
-    /// Creates a project; false if it already exists.
+    /// Creates a project; false (and nothing changes) if it already exists.
     async fn create_project(&self, project: &ProjectRecord) -> Result<bool>;
     /// Creates or updates a project (an existing project keeps its creation time).
     async fn put_project(&self, project: &ProjectRecord) -> Result<()>;
     async fn get_project(&self, name: &str) -> Result<Option<ProjectRecord>>;
+    /// All projects, by name.
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
-    /// Deletes a project unless robots belong to it. Its repositories stay (they simply are no
-    /// longer in a project).
+    /// Deletes a project, or refuses with [`DeleteOutcome::InUse`] (naming some of them) while
+    /// robots belong to it. Repositories do not block it: they are not rows of the project and
+    /// simply are no longer in one.
     async fn delete_project(&self, name: &str) -> Result<DeleteOutcome>;
 
-    /// Creates or replaces a robot (keeping the creation time). A robot of an unknown project or
-    /// identity provider, or with both a secret and a provider, is a [`MetaError::Conflict`].
+    /// Creates or replaces a robot by name (an existing robot keeps its creation time). A robot of
+    /// an unknown project or identity provider is a [`MetaError::Conflict`] whose message names
+    /// what is missing; so is one with both a secret and a provider. A refused write stores
+    /// nothing.
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()>;
     async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>>;
-    /// All robots, or those of one project, by name.
+    /// All robots (None) or those of one project, by name.
     async fn list_robots(&self, project: Option<&str>) -> Result<Vec<RobotRecord>>;
-    /// The robots federated with one identity provider.
+    /// The robots federated with one identity provider, by name (to build its matcher).
     async fn list_robots_by_provider(&self, provider: &str) -> Result<Vec<RobotRecord>>;
+    /// Deletes a robot; false if there was none.
     async fn delete_robot(&self, name: &str) -> Result<bool>;
 
-    /// Creates or replaces an identity provider (keeping the creation time).
+    /// Creates or replaces an identity provider (an existing one keeps its creation time).
     async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()>;
     async fn get_identity_provider(&self, name: &str) -> Result<Option<IdentityProviderRecord>>;
+    /// All identity providers, by name.
     async fn list_identity_providers(&self) -> Result<Vec<IdentityProviderRecord>>;
-    /// Deletes an identity provider unless robots are federated with it.
+    /// Deletes an identity provider, or refuses with [`DeleteOutcome::InUse`] (naming some of
+    /// them) while robots are federated with it.
     async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome>;
 
-    /// A counter that every write to projects, robots or identity providers increases, in the
-    /// same transaction. Replicas poll it to know when to reload their compiled rules.
+    /// A counter that every change to projects, robots or identity providers increases, in the
+    /// same transaction. Replicas poll it (one single-row read) to know when to reload their
+    /// compiled rules.
     async fn federation_generation(&self) -> Result<i64>;
 
     // ---- audit log ----
 
-    /// Appends events in one transaction.
+    /// Appends events in one transaction (the background writer's batches, up to ~1,000). Ids
+    /// are assigned by the store, increasing and never reused; the `id` of each event is ignored.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
-    /// Events matching the query, newest first.
+    /// Events matching the query, newest (highest id) first.
     async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
-    /// Deletes events older than `before_ms`; returns how many.
+    /// Deletes events whose time is before `before_ms`; returns how many. Large prunes are done in
+    /// several short transactions.
     async fn prune_audit(&self, before_ms: i64) -> Result<u64>;
 
     // ---- failed-login counters (rate limiting, shared by replicas) ----
+    //
+    // Keys are opaque (`addr:<ip>`, `account:<name>`); windows are identified by their start.
 
-    /// Counts one failure for `key` in the window starting at `window_start`; returns the count.
+    /// Counts one failure for `key` in the window starting at `window_start`, atomically, and
+    /// returns the count including it.
     async fn record_login_failure(&self, key: &str, window_start: UnixTime) -> Result<u32>;
-    /// The failures counted for `key` in the window starting at `window_start`.
+    /// The failures counted for `key` in the window starting at `window_start` (0 if none).
     async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32>;
-    /// Forgets windows that started before `before`.
+    /// Forgets windows that started before `before` (of every key); returns how many.
     async fn prune_login_failures(&self, before: UnixTime) -> Result<u64>;
 }

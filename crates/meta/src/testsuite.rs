@@ -4,6 +4,12 @@
 //! keys, so they can also run one by one. Timestamps: every part uses times around [`T0`] except
 //! [`gc`] and [`gc_many`], which work far in the past so that its cutoffs touch nothing else; repository names
 //! starting with `zzzz/` are reserved for [`list_repositories`].
+//!
+//! The federation parts ([`projects`], [`robots`], [`identity_providers`],
+//! [`federation_generation`]) name their rows `suite-…`/`robot$suite-…`, compare listings after
+//! keeping only their own names, and delete what they created. The audit parts each keep to a
+//! window of event times and bound their queries by it; [`audit_prune`] works below every other
+//! window. [`login_failures`] prunes only windows below [`T0`] that it created.
 
 // A test suite: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
