@@ -1,56 +1,51 @@
-//! JSON Web Keys (RFC 7517/7518/8037) for signature verification: parsing a key set, refusing
-//! weak or unusable keys one by one (with a reason, so one bad key does not kill the set), and
-//! verifying signatures with aws-lc-rs. Parsed keys are cached inside the [`Jwk`].
+//! JSON Web Keys (RFC 7517, 7518 §6, 8037 §2) for signature verification: parsing a key set key
+//! by key, refusing weak or unusable keys one at a time with a reason (one bad key must not take
+//! the whole set down, and the reason is kept for diagnostics), and verifying signatures with
+//! aws-lc-rs. The parsed aws-lc-rs key is cached inside the [`Jwk`], per algorithm, so a
+//! verification does not re-parse the key.
+//!
+//! Rules: RSA moduli of 2048-8192 bits, odd exponent > 1 (at most 32 bits), no ROCA fingerprint;
+//! EC keys on P-256/P-384/P-521 with coordinates of the exact length and a point on the curve;
+//! Ed25519 keys of 32 bytes. `use` absent or `sig`; `key_ops` absent or containing `verify`;
+//! `alg` absent or a supported algorithm that fits the key. Symmetric (`oct`) keys are always
+//! skipped. A key that carries private members (`d`, `p`, `q`, ...) is skipped too: a published
+//! private key lets anyone sign tokens, so it proves nothing.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
-use aws_lc_rs::signature::{self, ParsedPublicKey, VerificationAlgorithm};
-use serde_json::Value;
+use aws_lc_rs::signature::ParsedPublicKey;
+use serde_json::{Map, Value};
 
-use crate::{b64url_decode, json, Algorithm, JoseError};
+use crate::{b64url_decode, json, Algorithm, Curve, JoseError, KeyType, OkpCurve};
 
-/// What kind of key a JWK is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyType {
-    Rsa,
-    EcP256,
-    EcP384,
-    EcP521,
-    Ed25519,
-}
+/// Smallest and largest accepted RSA modulus, in bits.
+pub const RSA_MIN_BITS: usize = 2048;
+pub const RSA_MAX_BITS: usize = 8192;
 
-impl KeyType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyType::Rsa => "RSA",
-            KeyType::EcP256 => "EC P-256",
-            KeyType::EcP384 => "EC P-384",
-            KeyType::EcP521 => "EC P-521",
-            KeyType::Ed25519 => "OKP Ed25519",
-        }
-    }
-}
-
-const RSA_ALGS: [Algorithm; 6] = [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
-
-/// A public key usable for verification.
+/// A public key usable for signature verification.
 pub struct Jwk {
     pub kid: Option<String>,
-    /// The key's own `alg`, if it names one: then only that algorithm is accepted with it.
+    /// The key's own `alg`: when present, the key verifies that algorithm only.
     pub alg: Option<Algorithm>,
     pub key_type: KeyType,
     /// RSA modulus size in bits (0 for other keys).
     pub bits: usize,
     /// PKCS#1 RSAPublicKey DER, an uncompressed EC point, or the raw Ed25519 key.
-    bytes: Vec<u8>,
-    /// Parsed keys per algorithm (RSA keys serve six algorithms).
-    parsed: [OnceLock<Option<ParsedPublicKey>>; 6],
+    public_key: Vec<u8>,
+    /// Parsed aws-lc-rs keys by algorithm (an RSA key may serve six algorithms).
+    cache: [OnceLock<Option<ParsedPublicKey>>; 10],
 }
 
 impl Clone for Jwk {
     fn clone(&self) -> Self {
-        Jwk { kid: self.kid.clone(), alg: self.alg, key_type: self.key_type, bits: self.bits, bytes: self.bytes.clone(), parsed: Default::default() }
+        let cache: [OnceLock<Option<ParsedPublicKey>>; 10] = Default::default();
+        for (new, old) in cache.iter().zip(&self.cache) {
+            if let Some(k) = old.get() {
+                let _ = new.set(k.clone());
+            }
+        }
+        Jwk { kid: self.kid.clone(), alg: self.alg, key_type: self.key_type, bits: self.bits, public_key: self.public_key.clone(), cache }
     }
 }
 
@@ -60,9 +55,10 @@ impl std::fmt::Debug for Jwk {
     }
 }
 
-/// A key that was left out of a set, and why.
+/// A key left out of a set, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedKey {
+    /// Position in the set's `keys` array.
     pub index: usize,
     pub kid: Option<String>,
     pub reason: String,
@@ -74,102 +70,120 @@ impl std::fmt::Display for SkippedKey {
     }
 }
 
-/// A key set: the usable keys, the skipped ones, and key ids that appear more than once.
+/// A parsed key set: the usable keys, the skipped ones with their reasons, and the key ids used by
+/// more than one key.
 #[derive(Debug, Clone, Default)]
 pub struct JwkSet {
     pub keys: Vec<Jwk>,
     pub skipped: Vec<SkippedKey>,
-    /// Key ids used by more than one key (usable or not): tokens naming them are refused.
+    /// Key ids used by more than one key of the set (usable or not): a token naming one of them
+    /// is refused as ambiguous.
     pub duplicate_kids: HashSet<String>,
 }
 
-fn verification_algorithm(alg: Algorithm) -> &'static dyn VerificationAlgorithm {
-    match alg {
-        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-        Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
-        Algorithm::EdDSA => &signature::ED25519,
-    }
-}
-
-fn slot(alg: Algorithm) -> usize {
-    RSA_ALGS.iter().position(|a| *a == alg).unwrap_or(0)
-}
-
 impl Jwk {
-    /// A one-line description (`RSA 2048`, `EC P-256`).
-    pub fn describe(&self) -> String {
-        match self.key_type {
-            KeyType::Rsa => format!("RSA {} bits{}", self.bits, self.alg.map(|a| format!(", alg {a}")).unwrap_or_default()),
-            t => format!("{}{}", t.as_str(), self.alg.map(|a| format!(", alg {a}")).unwrap_or_default()),
-        }
-    }
-
-    /// Whether this key may verify `alg`.
-    pub fn check_alg(&self, alg: Algorithm) -> Result<(), JoseError> {
-        let kid = self.kid.clone().unwrap_or_default();
-        if alg.key_type() != self.key_type {
-            return Err(JoseError::KeyMismatch { kid, alg: alg.to_string(), why: format!("it is a {} key", self.key_type.as_str()) });
-        }
-        // A key that names its algorithm is used with that algorithm only (RFC 8725 §3.1: one key,
-        // one algorithm).
-        if let Some(own) = self.alg {
-            if own != alg {
-                return Err(JoseError::KeyMismatch { kid, alg: alg.to_string(), why: format!("the key is for {own} only") });
-            }
-        }
-        Ok(())
-    }
-
-    /// Verifies `signature` over `message` with `alg` (which must fit the key).
-    pub fn verify_signature(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> bool {
-        if self.check_alg(alg).is_err() {
-            return false;
-        }
-        let parsed = self.parsed[slot(alg)].get_or_init(|| ParsedPublicKey::new(verification_algorithm(alg), &self.bytes).ok());
-        match parsed {
-            Some(k) => k.verify_sig(message, sig).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Builds a key from its parts (tests; wycheproof primitive vectors).
-    pub fn from_parts(key_type: KeyType, bytes: Vec<u8>, bits: usize) -> Jwk {
-        Jwk { kid: None, alg: None, key_type, bits, bytes, parsed: Default::default() }
-    }
-
-    /// An RSA key from big-endian modulus and exponent.
-    pub fn rsa(n: &[u8], e: &[u8]) -> Result<Jwk, String> {
+    /// An RSA key from its big-endian modulus and exponent (leading zero bytes are tolerated).
+    pub fn rsa(n: &[u8], e: &[u8]) -> Result<Jwk, JoseError> {
         let n = strip_zeros(n);
         let e = strip_zeros(e);
         let bits = bit_len(n);
-        if bits < 2048 {
-            return Err(format!("RSA modulus of {bits} bits is too small (at least 2048)"));
+        if bits < RSA_MIN_BITS {
+            return Err(bad(format!("RSA modulus of {bits} bits is too small (at least {RSA_MIN_BITS})")));
         }
-        if bits > 8192 {
-            return Err(format!("RSA modulus of {bits} bits is too large (at most 8192)"));
-        }
-        if e.is_empty() || e.len() > 4 {
-            return Err("RSA exponent is not a sane value".into());
-        }
-        let ev = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        if ev < 3 || ev % 2 == 0 {
-            return Err(format!("RSA exponent {ev} is not allowed (must be odd and at least 3)"));
+        if bits > RSA_MAX_BITS {
+            return Err(bad(format!("RSA modulus of {bits} bits is too large (at most {RSA_MAX_BITS})")));
         }
         if n.last().is_some_and(|b| b % 2 == 0) {
-            return Err("RSA modulus is even".into());
+            return Err(bad("RSA modulus is even".into()));
+        }
+        if e.len() > 4 {
+            return Err(bad("RSA exponent is longer than 32 bits".into()));
+        }
+        let ev = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        if ev <= 1 || ev % 2 == 0 {
+            return Err(bad(format!("RSA exponent {ev} is not allowed (it must be odd and greater than 1)")));
         }
         if roca_vulnerable(n) {
-            return Err("RSA modulus has the ROCA fingerprint (CVE-2017-15361): the private key can be recovered".into());
+            return Err(bad("RSA modulus has the ROCA fingerprint (CVE-2017-15361): its private key can be computed".into()));
         }
-        Ok(Jwk::from_parts(KeyType::Rsa, rsa_public_key_der(n, e), bits))
+        Jwk::parsed(KeyType::Rsa, rsa_public_key_der(n, e), bits, Algorithm::RS256)
     }
+
+    /// An EC key from its uncompressed point `0x04 || x || y`; the point must be on the curve.
+    pub fn ec(curve: Curve, uncompressed: &[u8]) -> Result<Jwk, JoseError> {
+        let len = curve.coordinate_len();
+        if uncompressed.len() != 1 + 2 * len || uncompressed[0] != 4 {
+            return Err(bad(format!("an uncompressed {} point is 0x04 followed by two {len}-byte coordinates", curve.as_str())));
+        }
+        Jwk::parsed(KeyType::Ec(curve), uncompressed.to_vec(), 0, curve.algorithm())
+    }
+
+    /// An Ed25519 key from its 32 bytes.
+    pub fn ed25519(x: &[u8]) -> Result<Jwk, JoseError> {
+        if x.len() != 32 {
+            return Err(bad(format!("Ed25519 public keys are 32 bytes, not {}", x.len())));
+        }
+        Jwk::parsed(KeyType::Okp(OkpCurve::Ed25519), x.to_vec(), 0, Algorithm::EdDSA)
+    }
+
+    /// Lets aws-lc-rs parse the key once (it checks that an EC point is on its curve) and keeps
+    /// the result in the cache.
+    fn parsed(key_type: KeyType, public_key: Vec<u8>, bits: usize, alg: Algorithm) -> Result<Jwk, JoseError> {
+        let parsed = ParsedPublicKey::new(alg.verification(), &public_key).map_err(|e| {
+            bad(match key_type {
+                KeyType::Ec(c) => format!("the point is not on curve {} ({e})", c.as_str()),
+                t => format!("the {t} key was refused by the crypto library ({e})"),
+            })
+        })?;
+        let jwk = Jwk { kid: None, alg: None, key_type, bits, public_key, cache: Default::default() };
+        let _ = jwk.cache[alg.index()].set(Some(parsed));
+        Ok(jwk)
+    }
+
+    /// A one-line description for diagnostics (`RSA 2048 bits, alg RS256`).
+    pub fn describe(&self) -> String {
+        let alg = self.alg.map(|a| format!(", alg {a}")).unwrap_or_default();
+        match self.key_type {
+            KeyType::Rsa => format!("RSA {} bits{alg}", self.bits),
+            t => format!("{t}{alg}"),
+        }
+    }
+
+    /// The public key bytes: PKCS#1 RSAPublicKey DER, an uncompressed EC point, or the raw
+    /// Ed25519 key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// Whether this key may verify `alg`: the key type and curve must fit, and so must the key's
+    /// own `alg` if it names one (RFC 8725 §3.1: one key, one algorithm). This is what defeats
+    /// algorithm confusion.
+    pub fn check_alg(&self, alg: Algorithm) -> Result<(), JoseError> {
+        let why = if alg.key_type() != self.key_type {
+            format!("{alg} needs an {} key", alg.key_type())
+        } else {
+            match self.alg {
+                Some(own) if own != alg => format!("the key is for {own} only"),
+                _ => return Ok(()),
+            }
+        };
+        Err(JoseError::KeyMismatch { kid: self.kid.clone(), key: self.describe(), alg, why })
+    }
+
+    /// Verifies `signature` over `message` (the JWS signing input) with `alg`, which must fit the
+    /// key ([`Jwk::check_alg`]).
+    pub fn verify_signature(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+        self.check_alg(alg)?;
+        let parsed = self.cache[alg.index()].get_or_init(|| ParsedPublicKey::new(alg.verification(), &self.public_key).ok());
+        match parsed {
+            Some(k) if k.verify_sig(message, signature).is_ok() => Ok(()),
+            _ => Err(JoseError::BadSignature),
+        }
+    }
+}
+
+fn bad(reason: String) -> JoseError {
+    JoseError::BadKey(reason)
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
@@ -195,6 +209,7 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// A DER INTEGER from a minimal big-endian unsigned value.
 fn der_uint(out: &mut Vec<u8>, v: &[u8]) {
     out.push(0x02);
     let pad = v.first().is_some_and(|b| b & 0x80 != 0);
@@ -205,7 +220,8 @@ fn der_uint(out: &mut Vec<u8>, v: &[u8]) {
     out.extend_from_slice(v);
 }
 
-/// PKCS#1 RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }.
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`, the form
+/// aws-lc-rs parses for RSA verification.
 fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(n.len() + e.len() + 16);
     der_uint(&mut body, n);
@@ -216,8 +232,10 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The ROCA test (Nemec et al., CCS 2017): moduli made by the vulnerable Infineon library are,
-/// modulo each of these small primes, in the subgroup generated by 65537.
+/// The ROCA fingerprint (Nemec et al., "The Return of Coppersmith's Attack", CCS 2017): moduli
+/// made by the vulnerable Infineon library are `65537^k mod M`-shaped, so modulo each of these
+/// small primes the modulus lies in the multiplicative subgroup generated by 65537. A random
+/// modulus passes all 38 tests with probability about 2^-154.
 fn roca_vulnerable(n: &[u8]) -> bool {
     const PRIMES: [u32; 38] = [
         3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131,
@@ -226,112 +244,111 @@ fn roca_vulnerable(n: &[u8]) -> bool {
     PRIMES.iter().all(|&p| {
         let r = n.iter().fold(0u32, |acc, b| (acc * 256 + u32::from(*b)) % p);
         let g = 65537 % p;
-        let mut x = 1 % p;
+        // Walk the subgroup <g> = {1, g, g^2, ...}; its order divides p - 1.
+        let mut x = 1;
         for _ in 0..p {
             if x == r {
                 return true;
             }
             x = x * g % p;
+            if x == 1 {
+                break;
+            }
         }
         false
     })
 }
 
-fn field<'a>(obj: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, String> {
+fn string<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, JoseError> {
     match obj.get(name) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!("{name} is not a string")),
-        None => Err(format!("{name} is missing")),
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(bad(format!("{name} is not a string"))),
     }
 }
 
-fn b64(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    b64url_decode(name, field(obj, name)?).map_err(|e| e.to_string())
+fn required<'a>(obj: &'a Map<String, Value>, name: &str) -> Result<&'a str, JoseError> {
+    string(obj, name)?.ok_or_else(|| bad(format!("{name} is missing")))
 }
 
-fn parse_key(obj: &serde_json::Map<String, Value>) -> Result<Jwk, String> {
+fn b64(obj: &Map<String, Value>, name: &str) -> Result<Vec<u8>, JoseError> {
+    b64url_decode(name, required(obj, name)?).map_err(|_| bad(format!("{name} is not base64url without padding")))
+}
+
+/// Private members by key type (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "oth"];
+
+fn parse_key(obj: &Map<String, Value>) -> Result<Jwk, JoseError> {
+    let kty = required(obj, "kty")?;
+    if kty == "oct" {
+        return Err(bad("symmetric (oct) key: HMAC is never accepted for federated tokens".into()));
+    }
+    let kid = string(obj, "kid")?.map(str::to_owned);
     if let Some(u) = obj.get("use") {
         if u.as_str() != Some("sig") {
-            return Err(format!("use is {u}, not \"sig\""));
+            return Err(bad(format!("use is {u}, not \"sig\"")));
         }
     }
     if let Some(ops) = obj.get("key_ops") {
-        let ops = ops.as_array().ok_or("key_ops is not an array")?;
+        let ops = ops.as_array().ok_or_else(|| bad("key_ops is not an array".into()))?;
         if !ops.iter().any(|o| o.as_str() == Some("verify")) {
-            return Err("key_ops does not include \"verify\"".into());
+            return Err(bad("key_ops does not include \"verify\"".into()));
         }
     }
-    let alg = match obj.get("alg") {
+    let alg = match string(obj, "alg")? {
         None => None,
-        // "ES521" is a common misspelling of ES512 (the RFC 7520 P-521 key as Wycheproof carries it).
-        Some(Value::String(a)) if a == "ES521" => Some(Algorithm::ES512),
-        Some(Value::String(a)) => Some(a.parse::<Algorithm>().map_err(|_| format!("alg {a:?} is not a supported signature algorithm"))?),
-        Some(_) => return Err("alg is not a string".into()),
+        Some(a) => Some(a.parse::<Algorithm>().map_err(|e| bad(format!("alg: {e}")))?),
     };
-    let kty = field(obj, "kty")?;
+    if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
+        return Err(bad(format!("the key contains private key material ({m}); a published private key lets anyone sign tokens")));
+    }
     let mut key = match kty {
         "RSA" => Jwk::rsa(&b64(obj, "n")?, &b64(obj, "e")?)?,
         "EC" => {
-            let (kt, len) = match field(obj, "crv")? {
-                "P-256" => (KeyType::EcP256, 32),
-                "P-384" => (KeyType::EcP384, 48),
-                "P-521" => (KeyType::EcP521, 66),
-                other => return Err(format!("curve {other:?} is not supported")),
-            };
+            let crv = required(obj, "crv")?;
+            let curve = Curve::from_jwk(crv).ok_or_else(|| bad(format!("EC curve {crv:?} is not supported (P-256, P-384, P-521)")))?;
             let (x, y) = (b64(obj, "x")?, b64(obj, "y")?);
+            let len = curve.coordinate_len();
             if x.len() != len || y.len() != len {
-                return Err(format!("EC coordinates must be {len} bytes"));
+                return Err(bad(format!("{crv} coordinates are {len} bytes, not {} and {}", x.len(), y.len())));
             }
-            let mut point = vec![4u8];
+            let mut point = Vec::with_capacity(1 + 2 * len);
+            point.push(4);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let alg_for = match kt {
-                KeyType::EcP256 => Algorithm::ES256,
-                KeyType::EcP384 => Algorithm::ES384,
-                _ => Algorithm::ES512,
-            };
-            ParsedPublicKey::new(verification_algorithm(alg_for), &point).map_err(|_| "the EC point is not on its curve".to_owned())?;
-            Jwk::from_parts(kt, point, 0)
+            Jwk::ec(curve, &point)?
         }
         "OKP" => {
-            let crv = field(obj, "crv")?;
+            let crv = required(obj, "crv")?;
             if crv != "Ed25519" {
-                return Err(format!("OKP curve {crv:?} is not supported (Ed25519 only)"));
+                return Err(bad(format!("OKP curve {crv:?} is not supported for signatures (Ed25519 only)")));
             }
-            let x = b64(obj, "x")?;
-            if x.len() != 32 {
-                return Err("Ed25519 keys are 32 bytes".into());
-            }
-            Jwk::from_parts(KeyType::Ed25519, x, 0)
+            Jwk::ed25519(&b64(obj, "x")?)?
         }
-        "oct" => return Err("symmetric (oct) keys are never used: HMAC is not accepted for federated tokens".into()),
-        other => return Err(format!("key type {other:?} is not supported")),
+        other => return Err(bad(format!("key type {other:?} is not supported (RSA, EC, OKP)"))),
     };
     if let Some(a) = alg {
         if a.key_type() != key.key_type {
-            return Err(format!("alg {a} does not fit a {} key", key.key_type.as_str()));
+            return Err(bad(format!("alg {a} does not fit an {} key", key.key_type)));
         }
     }
     key.alg = alg;
-    key.kid = match obj.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err("kid is not a string".into()),
-    };
+    key.kid = kid;
     Ok(key)
 }
 
-/// Parses a JWKS (`{"keys": [...]}`) or a single JWK. Private members are ignored: only the public
-/// part of a key is used.
+/// Parses a JWK set (`{"keys": [...]}`) or a single JWK object. The JSON must be valid with no
+/// duplicate member names; each key is then checked on its own, and a key that fails lands in
+/// [`JwkSet::skipped`] with its reason.
 pub fn parse_jwk_set(bytes: &[u8]) -> Result<JwkSet, JoseError> {
-    let v = json::parse_strict(bytes).map_err(|e| JoseError::Malformed(format!("JWKS: {e}")))?;
+    let v = json::parse_strict(bytes).map_err(|e| JoseError::Malformed(format!("JWK set: {e}")))?;
     let list: Vec<Value> = match v {
         Value::Object(mut o) if o.contains_key("keys") => match o.remove("keys") {
             Some(Value::Array(a)) => a,
-            _ => return Err(JoseError::Malformed("JWKS: keys is not an array".into())),
+            _ => return Err(JoseError::Malformed("JWK set: keys is not an array".into())),
         },
         Value::Object(o) if o.contains_key("kty") => vec![Value::Object(o)],
-        _ => return Err(JoseError::Malformed("JWKS: expected {\"keys\": [...]} or one JWK".into())),
+        _ => return Err(JoseError::Malformed("JWK set: expected {\"keys\": [...]} or one JWK object".into())),
     };
     let mut set = JwkSet::default();
     let mut seen = HashSet::new();
@@ -342,10 +359,14 @@ pub fn parse_jwk_set(bytes: &[u8]) -> Result<JwkSet, JoseError> {
                 set.duplicate_kids.insert(id.clone());
             }
         }
-        let result = k.as_object().ok_or_else(|| "not a JSON object".to_owned()).and_then(parse_key);
-        match result {
+        let parsed = match k {
+            Value::Object(o) => parse_key(o),
+            _ => Err(bad("not a JSON object".into())),
+        };
+        match parsed {
             Ok(key) => set.keys.push(key),
-            Err(reason) => set.skipped.push(SkippedKey { index, kid, reason }),
+            Err(JoseError::BadKey(reason)) => set.skipped.push(SkippedKey { index, kid, reason }),
+            Err(other) => set.skipped.push(SkippedKey { index, kid, reason: other.to_string() }),
         }
     }
     Ok(set)
@@ -362,5 +383,131 @@ mod tests {
         der_len(&mut v, 200);
         der_len(&mut v, 300);
         assert_eq!(v, vec![5, 0x81, 200, 0x82, 1, 44]);
+        let mut v = Vec::new();
+        der_uint(&mut v, &[0x80]);
+        der_uint(&mut v, &[0x01, 0x00, 0x01]);
+        assert_eq!(v, vec![2, 2, 0, 0x80, 2, 3, 1, 0, 1]);
+    }
+
+    /// The predicate on its definition: any power of 65537 is in the subgroup modulo every prime,
+    /// so it is flagged; a number with a residue outside the subgroup for one prime is not. (The
+    /// Wycheproof JWK vectors hold a real ROCA modulus: tests/vectors.rs.)
+    #[test]
+    fn roca_fingerprint() {
+        // Big-endian bytes of 65537^k by schoolbook multiplication.
+        fn pow(k: u32) -> Vec<u8> {
+            let mut n = vec![1u8];
+            for _ in 0..k {
+                let mut carry = 0u32;
+                for b in n.iter_mut().rev() {
+                    let v = u32::from(*b) * 65537 + carry;
+                    *b = (v & 0xff) as u8;
+                    carry = v >> 8;
+                }
+                while carry > 0 {
+                    n.insert(0, (carry & 0xff) as u8);
+                    carry >>= 8;
+                }
+            }
+            n
+        }
+        for k in [1, 2, 17, 200] {
+            assert!(roca_vulnerable(&pow(k)), "65537^{k}");
+        }
+        // A multiple of 7 is 0 modulo 7: outside every multiplicative group.
+        assert!(!roca_vulnerable(&[14]));
+        assert!(!roca_vulnerable(&[7]));
+        // A product of two numbers: 65537^3 * 11 fails mod 11 (residue 0).
+        let mut n = pow(3);
+        let mut carry = 0u32;
+        for b in n.iter_mut().rev() {
+            let v = u32::from(*b) * 11 + carry;
+            *b = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        n.insert(0, carry as u8);
+        assert!(!roca_vulnerable(&n));
+    }
+
+    #[test]
+    fn key_rules() {
+        let n = {
+            let mut n = vec![0xc5u8; 256];
+            n[255] = 0x01;
+            n
+        };
+        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+            (n[..128].to_vec(), vec![1, 0, 1], "1024 bits is too small"),
+            (vec![0xff; 1025], vec![1, 0, 1], "8200 bits is too large"),
+            (n.clone(), vec![1], "exponent 1 is not allowed"),
+            (n.clone(), vec![1, 0, 0], "exponent 65536 is not allowed"),
+            (n.clone(), vec![1, 0, 0, 0, 1], "longer than 32 bits"),
+            ({
+                let mut m = n.clone();
+                m[255] = 2;
+                m
+            }, vec![3], "even"),
+        ];
+        for (n, e, want) in cases {
+            let err = Jwk::rsa(&n, &e).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        assert!(Jwk::ec(Curve::P256, &[4; 65]).unwrap_err().to_string().contains("not on curve P-256"));
+        assert!(Jwk::ec(Curve::P256, &[4; 97]).is_err());
+        assert!(Jwk::ed25519(&[0; 31]).is_err());
+    }
+
+    #[test]
+    fn set_rules() {
+        let set = parse_jwk_set(
+            br#"{"keys":[
+                {"kty":"oct","k":"c2VjcmV0","kid":"h"},
+                {"kty":"EC","crv":"P-256","x":"AA","y":"AA","kid":"short"},
+                {"kty":"EC","crv":"secp256k1","x":"AA","y":"AA"},
+                {"kty":"OKP","crv":"X25519","x":"AA"},
+                {"kty":"RSA","n":"AQAB","e":"AQAB","use":"enc"},
+                {"kty":"RSA","n":"AQAB","e":"AQAB","key_ops":["sign"]},
+                {"kty":"RSA","n":"AQAB","e":"AQAB","alg":"RSA-OAEP"},
+                {"kty":"RSA","n":"AQAB","e":"AQAB","alg":"HS256"},
+                {"kty":"RSA","n":"AQAB","e":"AQAB","d":"AQAB"},
+                {"kty":"RSA","n":"AQAB=","e":"AQAB"},
+                {"kty":"RSA","e":"AQAB"},
+                {"kty":"DSA"},
+                {"kid":5,"kty":"RSA"},
+                "key",
+                {"kid":"h","kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"ES256"}
+            ]}"#,
+        )
+        .unwrap();
+        assert!(set.keys.is_empty());
+        let reasons: Vec<String> = set.skipped.iter().map(ToString::to_string).collect();
+        let want = [
+            "key 0 (h): symmetric (oct) key: HMAC is never accepted",
+            "key 1 (short): P-256 coordinates are 32 bytes, not 1 and 1",
+            "key 2 (no kid): EC curve \"secp256k1\" is not supported",
+            "key 3 (no kid): OKP curve \"X25519\" is not supported",
+            "key 4 (no kid): use is \"enc\", not \"sig\"",
+            "key 5 (no kid): key_ops does not include \"verify\"",
+            "key 6 (no kid): alg: algorithm \"RSA-OAEP\" is not supported",
+            "key 7 (no kid): alg: algorithm HS256 is not allowed: HMAC",
+            "key 8 (no kid): the key contains private key material (d)",
+            "key 9 (no kid): n is not base64url",
+            "key 10 (no kid): n is missing",
+            "key 11 (no kid): key type \"DSA\" is not supported",
+            "key 12 (no kid): kid is not a string",
+            "key 13 (no kid): not a JSON object",
+            "key 14 (h): alg ES256 does not fit an OKP Ed25519 key",
+        ];
+        assert_eq!(reasons.len(), want.len(), "{reasons:#?}");
+        for (got, want) in reasons.iter().zip(want) {
+            assert!(got.starts_with(want), "{got} / {want}");
+        }
+        assert!(set.duplicate_kids.contains("h"));
+
+        let one = parse_jwk_set(br#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"e"}"#).unwrap();
+        assert_eq!((one.keys.len(), one.keys[0].kid.as_deref(), one.keys[0].describe()), (1, Some("e"), "OKP Ed25519".to_owned()));
+        for bad in [&b"[]"[..], b"{}", br#"{"keys":{}}"#, br#"{"keys":[],"keys":[]}"#, b"{"] {
+            assert!(matches!(parse_jwk_set(bad), Err(JoseError::Malformed(_))), "{}", String::from_utf8_lossy(bad));
+        }
     }
 }
