@@ -111,6 +111,9 @@ pub struct IssuerOptions {
     pub port: u16,
     /// The JWKS path under the issuer URL; None: the flavour's [`Flavor::jwks_path`].
     pub jwks_path: Option<String>,
+    /// Generate every RSA key instead of taking the crate's fixed test keys first
+    /// ([`Key::generate_fresh`]), so that issuers of different processes never share a key.
+    pub fresh_keys: bool,
 }
 
 impl IssuerOptions {
@@ -163,6 +166,7 @@ struct Keys {
 
 struct Shared {
     flavor: Flavor,
+    fresh_keys: bool,
     issuer: String,
     jwks_uri: String,
     keys: Mutex<Keys>,
@@ -291,9 +295,10 @@ impl TestIssuer {
         let path = normalize_path(&opts.path);
         let issuer = format!("{scheme}://{addr}{path}");
         let jwks_path = normalize_path(opts.jwks_path.as_deref().unwrap_or(opts.flavor.jwks_path()));
-        let first = Arc::new(new_key(opts.flavor, opts.key.unwrap_or(opts.flavor.default_key())));
+        let first = Arc::new(new_key(opts.flavor, opts.key.unwrap_or(opts.flavor.default_key()), opts.fresh_keys));
         let shared = Arc::new(Shared {
             flavor: opts.flavor,
+            fresh_keys: opts.fresh_keys,
             jwks_uri: format!("{issuer}{jwks_path}"),
             issuer,
             keys: Mutex::new(Keys { all: vec![KeyEntry { key: first.clone(), published: true }], signing: first }),
@@ -360,7 +365,7 @@ impl TestIssuer {
     /// Adds and publishes a new key (not the signing key; see [`TestIssuer::set_signing_key`]);
     /// returns its kid.
     pub fn add_key(&self, kind: KeyKind) -> String {
-        self.insert_key(new_key(self.shared.flavor, kind))
+        self.insert_key(new_key(self.shared.flavor, kind, self.shared.fresh_keys))
     }
 
     /// Adds and publishes a key made by the caller (e.g. one whose kid collides with another's);
@@ -375,7 +380,7 @@ impl TestIssuer {
     /// (its private key stays usable with [`TestIssuer::mint_with`]). Returns the new kid. To keep
     /// the old key published: `let kid = add_key(kind); set_signing_key(&kid);`.
     pub fn rotate(&self, kind: KeyKind) -> String {
-        let key = Arc::new(new_key(self.shared.flavor, kind));
+        let key = Arc::new(new_key(self.shared.flavor, kind, self.shared.fresh_keys));
         let kid = key.kid().to_owned();
         let mut keys = lock(&self.shared.keys);
         let old = keys.signing.clone();
@@ -526,8 +531,8 @@ impl Drop for TestIssuer {
 }
 
 /// A key for a flavour, with the flavour's kid shape.
-fn new_key(flavor: Flavor, kind: KeyKind) -> Key {
-    let key = Key::generate(kind);
+fn new_key(flavor: Flavor, kind: KeyKind, fresh: bool) -> Key {
+    let key = if fresh { Key::generate_fresh(kind) } else { Key::generate(kind) };
     match flavor {
         Flavor::GitHub => {
             let kid = uuid_kid(&key);

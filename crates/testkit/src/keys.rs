@@ -135,15 +135,31 @@ fn err(what: impl fmt::Display) -> KeyError {
 
 impl Key {
     /// A new key of this kind whose kid is its RFC 7638 thumbprint. RSA keys come from the fixed
-    /// test keys until they are used up, then from aws-lc-rs (slow: about a second for 3072 bits).
+    /// test keys (`testdata/`) until this process has used them all, then from aws-lc-rs.
     ///
     /// # Panics
     /// If aws-lc-rs fails to generate a key (it does not in practice).
     pub fn generate(kind: KeyKind) -> Key {
+        Key::make(kind, false)
+    }
+
+    /// A new key of this kind, never one of the fixed test keys (RSA generation takes about
+    /// 0.1 s for 2048 bits and 0.7 s for 3072). For long-running issuers such as the binary's.
+    pub fn generate_fresh(kind: KeyKind) -> Key {
+        Key::make(kind, true)
+    }
+
+    fn make(kind: KeyKind, fresh: bool) -> Key {
         let rng = SystemRandom::new();
         let pkcs8 = match kind {
-            KeyKind::Rsa2048 => fixed_or_generated(&RSA2048, &NEXT_RSA2048, KeySize::Rsa2048),
-            KeyKind::Rsa3072 => fixed_or_generated(&RSA3072, &NEXT_RSA3072, KeySize::Rsa3072),
+            KeyKind::Rsa2048 => {
+                let fixed = if fresh { None } else { fixed_rsa(&RSA2048, &NEXT_RSA2048) };
+                fixed.unwrap_or_else(|| generated_rsa(KeySize::Rsa2048))
+            }
+            KeyKind::Rsa3072 => {
+                let fixed = if fresh { None } else { fixed_rsa(&RSA3072, &NEXT_RSA3072) };
+                fixed.unwrap_or_else(|| generated_rsa(KeySize::Rsa3072))
+            }
             KeyKind::EcP256 => generated(EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)),
             KeyKind::EcP384 => generated(EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)),
             KeyKind::Ed25519 => generated(Ed25519KeyPair::generate_pkcs8v1(&rng)),
@@ -377,13 +393,16 @@ fn generated(doc: Result<aws_lc_rs::pkcs8::Document, aws_lc_rs::error::Unspecifi
     }
 }
 
-fn fixed_or_generated(fixed: &[&str], next: &AtomicUsize, size: KeySize) -> Vec<u8> {
-    let i = next.fetch_add(1, Ordering::Relaxed);
-    if let Some(pem) = fixed.get(i) {
-        if let Ok(PrivateKeyDer::Pkcs8(der)) = PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
-            return der.secret_pkcs8_der().to_vec();
-        }
+/// The next unused fixed key of a pool, if any is left.
+fn fixed_rsa(pool: &[&str], next: &AtomicUsize) -> Option<Vec<u8>> {
+    let pem = pool.get(next.fetch_add(1, Ordering::Relaxed))?;
+    match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs8(der)) => Some(der.secret_pkcs8_der().to_vec()),
+        _ => None,
     }
+}
+
+fn generated_rsa(size: KeySize) -> Vec<u8> {
     let pair = match RsaKeyPair::generate(size) {
         Ok(pair) => pair,
         Err(e) => panic!("RSA key generation failed: {e}"),
@@ -439,6 +458,12 @@ mod tests {
         assert_ne!(a.thumbprint(), b.thumbprint());
         assert_eq!(uuid_kid(&a), uuid_kid(&a));
         assert_eq!(uuid_kid(&a).len(), 36);
+        let fresh = Key::generate_fresh(KeyKind::Rsa2048);
+        for pem in RSA2048 {
+            let fixed = Key::from_pkcs8_pem(KeyKind::Rsa2048, pem, None).unwrap();
+            assert_ne!(fixed.thumbprint(), fresh.thumbprint());
+        }
+        assert!(Key::from_pkcs8_pem(KeyKind::Rsa3072, RSA2048[0], None).is_err(), "the size is checked");
     }
 
     #[test]
