@@ -32,7 +32,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Serve HTTPS with a fresh CA (its certificate is written to <state-dir>/ca.pem).
+    /// Serve HTTPS with a fresh CA (its certificate is written to STATE_DIR/ca.pem).
     #[arg(long)]
     https: bool,
     /// Port on 127.0.0.1 (0: any free port).
