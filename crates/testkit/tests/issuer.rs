@@ -261,17 +261,17 @@ async fn counters_and_delays() {
     iss.reset_counts();
     assert_eq!(iss.fetch_count(), (0, 0));
 
-    iss.set_jwks_delay(Duration::from_millis(800));
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
+    iss.set_jwks_delay(Duration::from_millis(1500));
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
     let err = impatient.get(iss.jwks_uri()).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     let start = std::time::Instant::now();
     get_json(&client, &iss.jwks_uri()).await;
-    assert!(start.elapsed() >= Duration::from_millis(800));
+    assert!(start.elapsed() >= Duration::from_millis(1500));
     // Discovery is not delayed by the JWKS delay.
     get_json(&impatient, &iss.discovery_url()).await;
     iss.set_jwks_delay(Duration::ZERO);
-    iss.set_discovery_delay(Duration::from_millis(500));
+    iss.set_discovery_delay(Duration::from_millis(1500));
     assert!(impatient.get(iss.discovery_url()).send().await.unwrap_err().is_timeout());
     get_json(&impatient, &iss.jwks_uri()).await;
     assert_eq!(iss.fetch_count(), (2, 3));
