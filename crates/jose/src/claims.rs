@@ -57,7 +57,7 @@ pub enum ClaimsError {
     AudienceMismatch { expected: Vec<String>, got: Vec<String> },
     #[error("token expired at {} (now {}, allowed clock skew {skew}s)", time(*.exp), time(*.now))]
     Expired { exp: u64, now: u64, skew: u64 },
-    #[error("token not valid before {} (now {}, allowed clock skew {skew}s); check the clocks", time(*.nbf), time(*.now))]
+    #[error("token not yet valid: not before {} (now {}, allowed clock skew {skew}s); check the clocks", time(*.nbf), time(*.now))]
     NotYetValid { nbf: u64, now: u64, skew: u64 },
     #[error("token issued in the future at {} (now {}, allowed clock skew {skew}s); check the clocks", time(*.iat), time(*.now))]
     IssuedInFuture { iat: u64, now: u64, skew: u64 },
@@ -233,7 +233,7 @@ mod tests {
                 Err("token expired at 2026-11-24T10:00:00Z (now 2026-11-24T10:05:00Z, allowed clock skew 60s)")),
             ("nbf within skew", json!({"iat": null}), T - 360, Ok(())),
             ("nbf past skew", json!({"iat": null}), T - 361,
-                Err("token not valid before 2026-11-24T09:55:00Z (now 2026-11-24T09:53:59Z, allowed clock skew 60s)")),
+                Err("token not yet valid: not before 2026-11-24T09:55:00Z (now 2026-11-24T09:53:59Z, allowed clock skew 60s)")),
             ("iat within skew", json!({"nbf": null}), T - 360, Ok(())),
             ("iat in the future", json!({"nbf": null}), T - 361, Err("token issued in the future at 2026-11-24T09:55:00Z")),
             ("lifetime exactly max", json!({"iat": T - 3600, "nbf": null}), T - 60, Ok(())),
