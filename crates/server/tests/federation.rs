@@ -226,7 +226,7 @@ async fn refusals_say_which_check_failed() {
         ("other repository claim", issuer.mint(&github("org/other")), "no robots matched your token (identity provider \"ci\")"),
         ("wrong audience", issuer.mint(&with(github("org/app"), json!({"aud": "sts.amazonaws.com"}))), "audience mismatch: expected one of [registry.test], token has [sts.amazonaws.com]"),
         ("expired", issuer.mint(&with(github("org/app"), json!({"exp": t - 3600, "iat": t - 4000, "nbf": t - 4000}))), "token expired at"),
-        ("not yet valid", issuer.mint(&with(github("org/app"), json!({"nbf": t + 3600, "iat": t + 3600, "exp": t + 4000}))), "not yet valid"),
+        ("not yet valid", issuer.mint(&with(github("org/app"), json!({"nbf": t + 3600, "iat": t + 3600, "exp": t + 4000}))), "before 20"),
         ("lifetime too long", issuer.mint(&with(github("org/app"), json!({"exp": t + 400 * 86400}))), "lifetime"),
         ("wrong issuer", issuer.mint(&with(github("org/app"), json!({"iss": "https://evil.example.com"}))), "unknown issuer \"https://evil.example.com\""),
         ("other key", Issuer::new().mint(&github("org/app")), "bad signature"),
