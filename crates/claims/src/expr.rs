@@ -21,11 +21,14 @@
 //! token decides (a macro over a string claim: `claims.sub.exists(c, true)`); evaluation runs
 //! under `catch_unwind` so such a token fails the rule instead of the request.
 
-use std::collections::HashMap;
+use std::cell::{Cell, OnceCell};
+use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use cel::common::ast::operators::INDEX;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::value::CelVal;
 use serde_json::{Map, Value};
 
 use crate::text::cut;
@@ -54,6 +57,47 @@ pub enum ExpressionError {
 pub(crate) struct Expression {
     source: String,
     program: cel::Program,
+    /// The claims the expression reads, when it reads `claims` only as `claims.x` or
+    /// `claims['x']` with literal keys: then `claims` may be bound to a map of just those
+    /// claims, which gives the same results as the whole map (nothing observes the rest) and
+    /// costs a few conversions instead of one per claim. `None`: it uses `claims` otherwise
+    /// (`size(claims)`, `'x' in claims`, `claims[value]`, a macro over it) and needs the whole
+    /// map. See [`Token`].
+    keys: Option<Vec<String>>,
+}
+
+/// How many expressions on one token get a map of just the claims they read before the token's
+/// whole claims are converted once and shared (a clone of a converted map is a reference count).
+const PARTIAL_MAPS_PER_TOKEN: u32 = 4;
+
+/// The claims of one token, as CEL sees them: the first few expressions get small maps of the
+/// claims they read; after that, the whole map is converted once and shared by the rest.
+/// Either way an expression sees the same values.
+pub(crate) struct Token<'c> {
+    pub(crate) claims: &'c Map<String, Value>,
+    whole: OnceCell<cel::Value>,
+    partial_maps: Cell<u32>,
+}
+
+impl<'c> Token<'c> {
+    pub(crate) fn new(claims: &'c Map<String, Value>) -> Token<'c> {
+        Token { claims, whole: OnceCell::new(), partial_maps: Cell::new(0) }
+    }
+
+    /// `claims` for an expression that reads `keys` (`None`: it needs the whole map).
+    fn for_keys(&self, keys: Option<&[String]>) -> cel::Value {
+        if let Some(keys) = keys {
+            if self.whole.get().is_none() && self.partial_maps.get() < PARTIAL_MAPS_PER_TOKEN {
+                self.partial_maps.set(self.partial_maps.get() + 1);
+                let map: HashMap<cel::objects::Key, cel::Value> = keys
+                    .iter()
+                    .filter_map(|k| self.claims.get(k).map(|v| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v))))
+                    .collect();
+                return cel::Value::Map(cel::objects::Map { map: Arc::new(map) });
+            }
+        }
+        self.whole.get_or_init(|| claims_to_cel(self.claims)).clone()
+    }
 }
 
 /// The result of one evaluation.
@@ -77,19 +121,20 @@ impl Expression {
         let program = catch_unwind(|| cel::Program::compile(source))
             .map_err(|_| ExpressionError::Parse { expression: source.to_owned(), message: "the parser failed".into() })?
             .map_err(|e| ExpressionError::Parse { expression: source.to_owned(), message: e.to_string() })?;
-        check_tree(program.expression(), source)?;
-        Ok(Expression { source: source.to_owned(), program })
+        let keys = check_tree(program.expression(), source)?;
+        Ok(Expression { source: source.to_owned(), program, keys })
     }
 
     pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
-    /// Evaluates with `claims` (already converted, see [`claims_to_cel`]) and, if given, `value`.
-    pub(crate) fn run(&self, claims: &cel::Value, value: Option<&Value>) -> Eval {
+    /// Evaluates on a token's claims and, if given, `value`.
+    pub(crate) fn run(&self, token: &Token<'_>, value: Option<&Value>) -> Eval {
+        let claims = token.for_keys(self.keys.as_deref());
         ROOT.with(|root| {
             let mut ctx = root.new_inner_scope();
-            ctx.add_variable_from_value("claims", claims.clone());
+            ctx.add_variable_from_value("claims", claims);
             if let Some(v) = value {
                 ctx.add_variable_from_value("value", to_cel(v));
             }
@@ -175,8 +220,11 @@ fn bracket_depth(source: &str) -> usize {
 }
 
 /// Checks the syntax tree (iteratively, so a deep tree cannot overflow this check): depth,
-/// macros inside macro bodies, struct literals.
-fn check_tree(root: &IdedExpr, source: &str) -> Result<(), ExpressionError> {
+/// macros inside macro bodies, struct literals. Returns the claims read as `claims.x` or
+/// `claims['x']`, or `None` if `claims` is used any other way.
+fn check_tree(root: &IdedExpr, source: &str) -> Result<Option<Vec<String>>, ExpressionError> {
+    let mut keys = BTreeSet::new();
+    let mut whole = false;
     // (node, depth, inside a macro body)
     let mut stack: Vec<(&IdedExpr, usize, bool)> = vec![(root, 1, false)];
     while let Some((node, depth, in_body)) = stack.pop() {
@@ -188,7 +236,16 @@ fn check_tree(root: &IdedExpr, source: &str) -> Result<(), ExpressionError> {
             Expr::Unspecified => {
                 return Err(ExpressionError::Parse { expression: source.to_owned(), message: "incomplete expression".into() })
             }
-            Expr::Ident(_) | Expr::Literal(_) => {}
+            Expr::Ident(name) => whole |= name == "claims",
+            Expr::Literal(_) => {}
+            Expr::Call(call) if call.func_name == INDEX && call.target.is_none() && call.args.len() == 2 => {
+                match (&call.args[0].expr, &call.args[1].expr) {
+                    (Expr::Ident(name), Expr::Literal(CelVal::String(key))) if name == "claims" => {
+                        keys.insert(key.clone());
+                    }
+                    _ => stack.extend(call.args.iter().map(|a| (a, d, in_body))),
+                }
+            }
             Expr::Call(call) => {
                 if let Some(t) = &call.target {
                     stack.push((t, d, in_body));
@@ -217,9 +274,14 @@ fn check_tree(root: &IdedExpr, source: &str) -> Result<(), ExpressionError> {
                     }
                 }
             }
-            Expr::Select(s) => stack.push((&s.operand, d, in_body)),
+            Expr::Select(s) => match &s.operand.expr {
+                Expr::Ident(name) if name == "claims" => {
+                    keys.insert(s.field.clone());
+                }
+                _ => stack.push((&s.operand, d, in_body)),
+            },
             Expr::Struct(_) => return Err(ExpressionError::Struct(source.to_owned())),
         }
     }
-    Ok(())
+    Ok(if whole { None } else { Some(keys.into_iter().collect()) })
 }

@@ -1,15 +1,19 @@
 //! The [`Matcher`]: all robots of one identity provider, indexed so that matching a token costs
 //! a few hash lookups however many robots there are.
 //!
-//! **Index.** Each robot with rules gets one key from an indexable rule: its first `equals` rule,
-//! else its `oneOf` rule with the fewest values (one key per value). The index maps a claim path
-//! to the values robots pin it to: `path -> value -> robots`. Robots whose rules are all `glob` or
-//! `expression` are kept in a list that every token checks one by one. To match a token, for each
-//! distinct indexed path, the token's texts at that path (the same texts `equals` compares:
-//! strings, numbers and booleans as JSON text, each element of an array) are looked up; the
-//! robots found, plus the unindexed ones, are the candidates, and only the candidates' rules are
-//! evaluated. A robot that is not a candidate cannot match: its key rule does not hold. So the
-//! index changes the cost, never the answer.
+//! **Index.** Each robot with rules gets one key from one of its rules, by preference: its first
+//! `equals` (the value); else its `oneOf` with the fewest values (each value); else its `glob`
+//! with the longest literal prefix, the part before the first wildcard (`refs/heads/` for
+//! `refs/heads/*`), if that is not empty. Per claim path, the index maps values to robots and
+//! prefixes to robots. Robots with no such rule (only expressions, or globs that start with a
+//! wildcard) are kept in a list that every token checks one by one.
+//!
+//! To match a token, for each distinct indexed path, the token's texts at that path (the texts
+//! `equals` compares: strings, numbers and booleans as JSON text, each element of an array) are
+//! looked up: whole, in the value map, and cut at each distinct prefix length, in the prefix map.
+//! The robots found, plus the unindexed ones, are the candidates, and only the candidates' rules
+//! are evaluated. A robot that is not a candidate cannot match: its key rule does not hold. So
+//! the index changes the cost, never the answer.
 //!
 //! A robot without rules never matches and is never a candidate.
 
@@ -39,13 +43,49 @@ pub struct RobotExplanation {
     pub rules: Vec<(String, Outcome)>,
 }
 
+/// The robots keyed on one claim path.
+#[derive(Debug)]
+struct PathIndex {
+    path: ClaimPath,
+    /// value -> robots whose `equals`/`oneOf` key rule accepts it.
+    values: HashMap<String, Vec<u32>>,
+    /// literal glob prefix -> robots whose key glob starts with it.
+    prefixes: HashMap<String, Vec<u32>>,
+    /// The distinct lengths (bytes) of the keys of `prefixes`, ascending.
+    prefix_lens: Vec<usize>,
+}
+
+impl PathIndex {
+    fn new(path: ClaimPath) -> PathIndex {
+        PathIndex { path, values: HashMap::new(), prefixes: HashMap::new(), prefix_lens: Vec::new() }
+    }
+
+    /// Adds the robots keyed by `text` to `out`.
+    fn candidates(&self, text: &str, out: &mut Vec<u32>) {
+        if let Some(robots) = self.values.get(text) {
+            out.extend_from_slice(robots);
+        }
+        for &len in &self.prefix_lens {
+            let Some(prefix) = text.get(..len) else {
+                if len > text.len() {
+                    break;
+                }
+                continue; // not a character boundary: no prefix of that length
+            };
+            if let Some(robots) = self.prefixes.get(prefix) {
+                out.extend_from_slice(robots);
+            }
+        }
+    }
+}
+
 /// All robots of ONE identity provider, indexed for matching.
 #[derive(Debug, Default)]
 pub struct Matcher {
     /// Sorted by name, so sorted indices give sorted names.
     robots: Vec<RobotRules>,
-    /// path -> value -> indices of the robots whose key rule pins the path to the value.
-    index: Vec<(ClaimPath, HashMap<String, Vec<u32>>)>,
+    /// One entry per claim path that some robot's key rule is about.
+    index: Vec<PathIndex>,
     /// Robots with rules but no indexable rule: candidates for every token.
     unindexed: Vec<u32>,
 }
@@ -54,28 +94,38 @@ impl Matcher {
     /// Indexes the robots of one provider.
     pub fn new(mut robots: Vec<RobotRules>) -> Matcher {
         robots.sort_by(|a, b| a.robot.cmp(&b.robot));
-        let mut index: HashMap<ClaimPath, HashMap<String, Vec<u32>>> = HashMap::new();
+        let mut index: HashMap<ClaimPath, PathIndex> = HashMap::new();
         let mut unindexed = Vec::new();
         for (i, robot) in robots.iter().enumerate() {
             let i = u32::try_from(i).unwrap_or(u32::MAX);
             if robot.rules.is_empty() {
                 continue;
             }
-            let (path, values): (&ClaimPath, Vec<&str>) = match key_rule(&robot.rules) {
-                Some(IndexKey::Equals(path, value)) => (path, vec![value]),
-                Some(IndexKey::OneOf(path, values)) => (path, values.iter().map(String::as_str).collect()),
-                None => {
-                    unindexed.push(i);
-                    continue;
-                }
+            let Some(key) = key_rule(&robot.rules) else {
+                unindexed.push(i);
+                continue;
             };
-            let by_value = index.entry(path.clone()).or_default();
-            for v in values {
-                by_value.entry(v.to_owned()).or_default().push(i);
+            let path = match &key {
+                IndexKey::Equals(p, _) | IndexKey::OneOf(p, _) | IndexKey::Prefix(p, _) => *p,
+            };
+            let entry = index.entry(path.clone()).or_insert_with(|| PathIndex::new(path.clone()));
+            match key {
+                IndexKey::Equals(_, v) => entry.values.entry(v.to_owned()).or_default().push(i),
+                IndexKey::OneOf(_, values) => {
+                    for v in values {
+                        entry.values.entry(v.clone()).or_default().push(i);
+                    }
+                }
+                IndexKey::Prefix(_, prefix) => entry.prefixes.entry(prefix.to_owned()).or_default().push(i),
             }
         }
-        let mut index: Vec<_> = index.into_iter().collect();
-        index.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut index: Vec<PathIndex> = index.into_values().collect();
+        for entry in &mut index {
+            entry.prefix_lens = entry.prefixes.keys().map(String::len).collect();
+            entry.prefix_lens.sort_unstable();
+            entry.prefix_lens.dedup();
+        }
+        index.sort_by(|a, b| a.path.cmp(&b.path));
         Matcher { robots, index, unindexed }
     }
 
@@ -88,7 +138,8 @@ impl Matcher {
         self.robots.is_empty()
     }
 
-    /// How many robots are checked for every token because none of their rules is indexable.
+    /// How many robots are checked for every token because none of their rules is indexable
+    /// (only expressions, or globs that start with a wildcard).
     pub fn unindexed_len(&self) -> usize {
         self.unindexed.len()
     }
@@ -98,13 +149,11 @@ impl Matcher {
     pub fn matches(&self, claims: &Map<String, Value>) -> Vec<String> {
         let token = Token::new(claims);
         let mut candidates: Vec<u32> = self.unindexed.clone();
-        for (path, by_value) in &self.index {
-            if let Some(v) = path.lookup(claims) {
+        for entry in &self.index {
+            if let Some(v) = entry.path.lookup(claims) {
                 let mut seen = 0;
                 any_text(v, &mut seen, |t| {
-                    if let Some(robots) = by_value.get(t) {
-                        candidates.extend_from_slice(robots);
-                    }
+                    entry.candidates(t, &mut candidates);
                     false
                 });
             }
@@ -143,15 +192,21 @@ impl Matcher {
     }
 }
 
-/// The rule a robot is indexed by: the first `equals`, else the `oneOf` with the fewest values.
+/// The rule a robot is indexed by: the first `equals`, else the `oneOf` with the fewest values,
+/// else the glob with the longest literal prefix.
 fn key_rule(rules: &[Rule]) -> Option<IndexKey<'_>> {
     let mut best: Option<IndexKey<'_>> = None;
     for key in rules.iter().filter_map(Rule::index_key) {
-        match (&best, &key) {
+        let better = match (&best, &key) {
             (_, IndexKey::Equals(..)) => return Some(key),
-            (None, _) => best = Some(key),
-            (Some(IndexKey::OneOf(_, old)), IndexKey::OneOf(_, new)) if new.len() < old.len() => best = Some(key),
-            _ => {}
+            (None, _) => true,
+            (Some(IndexKey::Prefix(..)), IndexKey::OneOf(..)) => true,
+            (Some(IndexKey::OneOf(_, old)), IndexKey::OneOf(_, new)) => new.len() < old.len(),
+            (Some(IndexKey::Prefix(_, old)), IndexKey::Prefix(_, new)) => new.len() > old.len(),
+            _ => false,
+        };
+        if better {
+            best = Some(key);
         }
     }
     best

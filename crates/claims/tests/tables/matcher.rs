@@ -58,30 +58,35 @@ fn mixed() -> Matcher {
         robot("dup", vec![json!({"claim": "iss", "equals": "https://gitlab.com"})]),
         robot("dup", vec![json!({"claim": "iss", "glob": "https://gitlab.*"})]),
         robot("a-no-rules", vec![]),
+        robot("gh-suffix-glob", vec![json!({"claim": "sub", "glob": "*:ref:refs/heads/main"})]),
+        robot("k8s-ns-glob", vec![json!({"claim": "kubernetes.io.namespace", "glob": "def*"}), json!({"claim": "aud", "glob": "*8gears.ch"})]),
+        robot("gl-runner-glob", vec![json!({"claim": "runner_id", "glob": "4756117?"})]),
     ])
 }
 
 #[test]
 fn mixed_table() {
     let m = mixed();
-    assert_eq!(m.len(), 20);
+    assert_eq!(m.len(), 23);
+    // gh-cel, gh-cel-false, zot-flux-cel, gh-suffix-glob
+    assert_eq!(m.unindexed_len(), 4);
     #[rustfmt::skip]
     let cases: Vec<(&str, Map<String, Value>, Vec<&str>)> = vec![
-        ("github", github(), vec!["aud-everywhere", "gh-cel", "gh-glob-only", "gh-owner-and-actor", "gh-owner-oneof", "gh-repo-main"]),
-        ("gitlab", gitlab(), vec!["aud-everywhere", "dup", "gl-project", "gl-runner"]),
-        ("kubernetes", kubernetes(), vec!["aud-everywhere", "k8s-any-sa", "k8s-default-sa", "k8s-ns"]),
+        ("github", github(), vec!["aud-everywhere", "gh-cel", "gh-glob-only", "gh-owner-and-actor", "gh-owner-oneof", "gh-repo-main", "gh-suffix-glob"]),
+        ("gitlab", gitlab(), vec!["aud-everywhere", "dup", "gl-project", "gl-runner", "gl-runner-glob"]),
+        ("kubernetes", kubernetes(), vec!["aud-everywhere", "k8s-any-sa", "k8s-default-sa", "k8s-ns", "k8s-ns-glob"]),
         ("zot", zot(), vec!["aud-everywhere", "k8s-any-sa", "zot-flux", "zot-flux-cel"]),
         ("empty token", claims(json!({})), vec![]),
         ("release branch", {
             let mut c = github();
             c.insert("ref".into(), json!("refs/heads/release-1"));
             c
-        }, vec!["aud-everywhere", "gh-cel", "gh-glob-only", "gh-owner-and-actor", "gh-owner-oneof", "gh-repo-main", "gh-repo-release"]),
+        }, vec!["aud-everywhere", "gh-cel", "gh-glob-only", "gh-owner-and-actor", "gh-owner-oneof", "gh-repo-main", "gh-repo-release", "gh-suffix-glob"]),
         ("another actor: one rule of two fails", {
             let mut c = github();
             c.insert("actor".into(), json!("someone"));
             c
-        }, vec!["aud-everywhere", "gh-glob-only", "gh-owner-oneof", "gh-repo-main"]),
+        }, vec!["aud-everywhere", "gh-glob-only", "gh-owner-oneof", "gh-repo-main", "gh-suffix-glob"]),
     ];
     for (name, c, want) in cases {
         assert_eq!(m.matches(&c), want, "{name}");
@@ -146,7 +151,7 @@ fn index_prefers_equals_and_keeps_unindexable_robots() {
         robot("g", vec![json!({"claim": "repository", "glob": "o/*"})]),
         robot("e", vec![json!({"expression": "claims.repository.endsWith('/r')"})]),
     ]);
-    assert_eq!(m.unindexed_len(), 2);
+    assert_eq!(m.unindexed_len(), 1, "only the expression robot");
     assert_eq!(m.matches(&claims(json!({"ref_type": "branch", "repository": "o/r"}))), vec!["e", "g", "r"]);
     assert_eq!(m.matches(&claims(json!({"ref_type": "branch", "repository": "o/x"}))), vec!["g"]);
     assert_eq!(m.matches(&claims(json!({"ref_type": "tag"}))), Vec::<String>::new());
@@ -160,6 +165,65 @@ fn index_prefers_equals_and_keeps_unindexable_robots() {
     assert_eq!(m.matches(&claims(json!({"aud": ["a", "b", "b"], "n": 8, "flag": true}))), vec!["aud", "bool", "num"]);
     assert_eq!(m.matches(&claims(json!({"aud": "b", "n": "7", "flag": "true"}))), vec!["aud", "bool", "num"]);
     assert_eq!(m.matches(&claims(json!({"aud": [["b"]], "n": {"x": 7}, "flag": null}))), Vec::<String>::new());
+}
+
+#[test]
+fn glob_prefix_index() {
+    let m = Matcher::new(vec![
+        robot("short", vec![json!({"claim": "sub", "glob": "s*"})]),
+        robot("team-a", vec![json!({"claim": "sub", "glob": "system:serviceaccount:team-a:*"})]),
+        robot("team-ab", vec![json!({"claim": "sub", "glob": "system:serviceaccount:team-ab:*"})]),
+        robot("any", vec![json!({"claim": "sub", "glob": "system:serviceaccount:*:*"})]),
+        robot("exact-glob", vec![json!({"claim": "sub", "glob": "system:serviceaccount:team-a:puller"})]),
+        robot("class", vec![json!({"claim": "sub", "glob": "system:serviceaccount:team-[ab]:*"})]),
+        robot("leading-star", vec![json!({"claim": "sub", "glob": "*:puller"})]),
+        robot("oneof-wins", vec![json!({"claim": "sub", "glob": "system:*"}), json!({"claim": "aud", "oneOf": ["x"]})]),
+        robot("longest-prefix", vec![json!({"claim": "sub", "glob": "sys*"}), json!({"claim": "aud", "glob": "x*y"})]),
+        robot("unicode", vec![json!({"claim": "u", "glob": "é*"})]),
+        robot("number", vec![json!({"claim": "n", "glob": "47*"})]),
+    ]);
+    assert_eq!(m.unindexed_len(), 1, "only leading-star");
+    #[rustfmt::skip]
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({"sub": "system:serviceaccount:team-a:puller"}), vec!["any", "class", "exact-glob", "leading-star", "short", "team-a"]),
+        (json!({"sub": "system:serviceaccount:team-ab:puller"}), vec!["any", "leading-star", "short", "team-ab"]),
+        (json!({"sub": "system:serviceaccount:team-b:x", "aud": ["x", "xzy"]}), vec!["any", "class", "longest-prefix", "oneof-wins", "short"]),
+        (json!({"sub": ["other", "system:serviceaccount:team-a:x"]}), vec!["any", "class", "short", "team-a"]),
+        (json!({"sub": "s"}), vec!["short"]),
+        (json!({"sub": ""}), vec![]),
+        (json!({"sub": "é"}), vec![]),
+        (json!({"u": "é"}), vec!["unicode"]),
+        (json!({"u": "e"}), vec![]),
+        (json!({"u": "ée"}), vec!["unicode"]),
+        (json!({"n": 47561171}), vec!["number"]),
+        (json!({"n": [1, 470]}), vec!["number"]),
+    ];
+    for (c, want) in cases {
+        let c = claims(c);
+        assert_eq!(m.matches(&c), want, "{c:?}");
+        assert_eq!(explained(&m, &c), want, "{c:?}: explain agrees");
+    }
+}
+
+#[test]
+fn many_expressions_on_one_token() {
+    // More expressions than get small maps of their claims: later ones share the whole map.
+    let mut robots = Vec::new();
+    for i in 0..6 {
+        robots.push(robot(&format!("keys-{i}"), vec![json!({"expression": format!("claims.run_attempt == '1' && {i} >= 0")})]));
+        robots.push(robot(&format!("whole-{i}"), vec![json!({"expression": format!("size(claims) == 31 && {i} >= 0")})]));
+        robots.push(robot(&format!("keys-false-{i}"), vec![json!({"expression": format!("claims.run_attempt == '{i}2'")})]));
+        robots.push(robot(&format!("missing-{i}"), vec![json!({"expression": "claims.nope == 1"})]));
+    }
+    let m = Matcher::new(robots);
+    let mut want: Vec<String> = (0..6).flat_map(|i| [format!("keys-{i}"), format!("whole-{i}")]).collect();
+    want.sort();
+    assert_eq!(m.matches(&github()), want);
+    assert_eq!(explained(&m, &github()), want);
+    let ex = m.explain(&github());
+    for r in ex.iter().filter(|r| r.robot.starts_with("missing-")) {
+        assert_eq!(r.rules[0].1.reason, "expression failed: No such key: nope");
+    }
 }
 
 fn ten_thousand() -> Matcher {
@@ -199,5 +263,30 @@ fn ten_thousand_robots() {
     }
     let per = t.elapsed() / n;
     println!("10,000 robots, seed GitHub token, one match: {} ns per token (test profile)", per.as_nanos());
+    assert!(per.as_micros() < 50, "{per:?} per token");
+}
+
+#[test]
+fn ten_thousand_glob_robots() {
+    // Kubernetes style: one robot per namespace, `sub glob system:serviceaccount:<ns>:*`.
+    let m = Matcher::new(
+        (0..10_000)
+            .map(|i| robot(&format!("ns-{i:05}"), vec![json!({"claim": "sub", "glob": format!("system:serviceaccount:ns-{i}:*")})]))
+            .collect(),
+    );
+    assert_eq!(m.unindexed_len(), 0);
+    let mut c = kubernetes();
+    for i in [0, 7, 77, 777, 7777] {
+        c.insert("sub".into(), json!(format!("system:serviceaccount:ns-{i}:default")));
+        assert_eq!(m.matches(&c), vec![format!("ns-{i:05}")]);
+    }
+    assert!(m.matches(&kubernetes()).is_empty());
+    let n: u32 = 20_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(m.matches(std::hint::black_box(&c)));
+    }
+    let per = t.elapsed() / n;
+    println!("10,000 glob robots, Kubernetes token, one match: {} ns per token (test profile)", per.as_nanos());
     assert!(per.as_micros() < 50, "{per:?} per token");
 }

@@ -125,6 +125,13 @@ fn operator_table() {
         ("cel size", &k8s, json!({"expression": "size(claims.aud) == 1"}), true, Is("expression returned true")),
         ("cel matches regex", &gh, json!({"expression": "claims.sub.matches('^repo:container-registry/.*:ref:refs/heads/main$')"}), true, Is("expression returned true")),
         ("cel zot username form", &z, json!({"expression": "claims.iss + '/' + claims.sub == 'https://kubernetes.default.svc.cluster.local/system:serviceaccount:flux-system:source-controller'"}), true, Is("expression returned true")),
+        // Expressions that observe the whole claims map (not only claims.x / claims['x']).
+        ("cel size(claims)", &z, json!({"expression": "size(claims) == 7"}), true, Is("expression returned true")),
+        ("cel key in claims", &z, json!({"expression": "'sub' in claims && !('nope' in claims)"}), true, Is("expression returned true")),
+        ("cel macro over claims", &z, json!({"expression": "claims.exists(k, k == 'kubernetes.io/serviceaccount/namespace')"}), true, Is("expression returned true")),
+        ("cel dynamic index", &gh, json!({"expression": "claims['re' + 'f'] == 'refs/heads/main'"}), true, Is("expression returned true")),
+        ("cel value as index", &gh, json!({"claim": "repository_owner", "expression": "claims[value == 'container-registry' ? 'ref' : 'sha'] == 'refs/heads/main'"}), true, Is("expression returned true")),
+        ("cel claims compared whole", &z, json!({"expression": "claims == {'a': 1}"}), false, Is("expression returned false")),
         ("cel non-bool string", &gh, json!({"expression": "claims.ref"}), false, Is(r#"expression returned "refs/heads/main" (string), not a bool"#)),
         ("cel non-bool int", &gh, json!({"expression": "1 + 1"}), false, Is("expression returned 2 (int), not a bool")),
         ("cel non-bool list", &k8s, json!({"expression": "claims.aud"}), false, Is(r#"expression returned ["macfly4200.8gears.ch"] (list), not a bool"#)),
