@@ -9,6 +9,10 @@ pub enum JoseError {
     /// Not a compact JWS / JWK set: wrong number of parts, bad base64url, bad or duplicate JSON.
     #[error("malformed token: {0}")]
     Malformed(String),
+    /// A JWK set that is not JSON, or not `{"keys": [...]}` or one JWK object. (Bad keys inside a
+    /// good set are skipped, not errors.)
+    #[error("malformed JWK set: {0}")]
+    MalformedKeySet(String),
     #[error("the token is {len} bytes, more than the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
     #[error("algorithm {0:?} is never accepted: the token would be unsigned")]
@@ -64,6 +68,7 @@ impl JoseError {
     pub fn kind(&self) -> &'static str {
         match self {
             JoseError::Malformed(_) => "malformed",
+            JoseError::MalformedKeySet(_) => "malformed_jwks",
             JoseError::TooLarge { .. } => "too_large",
             JoseError::AlgorithmNone(_) => "alg_none",
             JoseError::Hmac(_) => "alg_hmac",

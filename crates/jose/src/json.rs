@@ -1,7 +1,8 @@
-//! JSON for untrusted token parts: a `serde_json::Value` parser that refuses duplicate member
-//! names at any depth (RFC 8725 §3.? / RFC 7515 §5.2: "MUST reject or use the last"; we reject,
-//! because two parsers that disagree on which duplicate wins is a classic bypass) and limits
-//! nesting depth.
+//! JSON for untrusted token parts (header, claims, JWK sets): a `serde_json::Value` parser that
+//! refuses duplicate member names at any depth and limits nesting depth. RFC 7515 §4 and RFC 7519
+//! §4 let a parser either reject duplicates or keep the last one; we reject, because two parsers
+//! that disagree on which duplicate wins (a proxy, a policy engine, us) is a classic bypass.
+//! Names are compared after unescaping, so `"alg"` and `"\u0061lg"` are duplicates.
 
 use std::fmt;
 
@@ -95,6 +96,7 @@ mod tests {
         let bad = [
             (r#"{"a":1,"a":2}"#, "duplicate"),
             (r#"{"x":{"a":1,"a":1}}"#, "duplicate"),
+            (r#"{"alg":"ES256","\u0061lg":"none"}"#, "duplicate member \"alg\""),
             (r#"[{"a":1,"a":1}]"#, "duplicate"),
             (r#"{"a":1} x"#, "trailing"),
             ("{", "EOF"),

@@ -341,14 +341,14 @@ fn parse_key(obj: &Map<String, Value>) -> Result<Jwk, JoseError> {
 /// duplicate member names; each key is then checked on its own, and a key that fails lands in
 /// [`JwkSet::skipped`] with its reason.
 pub fn parse_jwk_set(bytes: &[u8]) -> Result<JwkSet, JoseError> {
-    let v = json::parse_strict(bytes).map_err(|e| JoseError::Malformed(format!("JWK set: {e}")))?;
+    let v = json::parse_strict(bytes).map_err(|e| JoseError::MalformedKeySet(e.to_string()))?;
     let list: Vec<Value> = match v {
         Value::Object(mut o) if o.contains_key("keys") => match o.remove("keys") {
             Some(Value::Array(a)) => a,
-            _ => return Err(JoseError::Malformed("JWK set: keys is not an array".into())),
+            _ => return Err(JoseError::MalformedKeySet("keys is not an array".into())),
         },
         Value::Object(o) if o.contains_key("kty") => vec![Value::Object(o)],
-        _ => return Err(JoseError::Malformed("JWK set: expected {\"keys\": [...]} or one JWK object".into())),
+        _ => return Err(JoseError::MalformedKeySet("expected {\"keys\": [...]} or one JWK object".into())),
     };
     let mut set = JwkSet::default();
     let mut seen = HashSet::new();
@@ -507,7 +507,7 @@ mod tests {
         let one = parse_jwk_set(br#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"e"}"#).unwrap();
         assert_eq!((one.keys.len(), one.keys[0].kid.as_deref(), one.keys[0].describe()), (1, Some("e"), "OKP Ed25519".to_owned()));
         for bad in [&b"[]"[..], b"{}", br#"{"keys":{}}"#, br#"{"keys":[],"keys":[]}"#, b"{"] {
-            assert!(matches!(parse_jwk_set(bad), Err(JoseError::Malformed(_))), "{}", String::from_utf8_lossy(bad));
+            assert!(matches!(parse_jwk_set(bad), Err(JoseError::MalformedKeySet(_))), "{}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -139,6 +139,7 @@ fn attack_table() {
         case("b64 false without crit", ec.sign(Algorithm::ES256, r#"{"alg":"ES256","kid":"k1","b64":false}"#, CLAIMS), &ec_jwks, "unsupported_extension", "RFC 7797"),
         // JSON
         case("duplicate alg in the header", ec.sign(Algorithm::ES256, r#"{"alg":"ES256","alg":"none","kid":"k1"}"#, CLAIMS), &ec_jwks, "malformed", "duplicate member \"alg\""),
+        case("duplicate alg spelled with an escape", ec.sign(Algorithm::ES256, r#"{"alg":"ES256","\u0061lg":"none","kid":"k1"}"#, CLAIMS), &ec_jwks, "malformed", "duplicate member \"alg\""),
         case("duplicate kid in the header", ec.sign(Algorithm::ES256, r#"{"alg":"ES256","kid":"k1","kid":"k2"}"#, CLAIMS), &ec_jwks, "malformed", "duplicate"),
         case("header is an array", ec.sign(Algorithm::ES256, r#"["alg","ES256"]"#, CLAIMS), &ec_jwks, "malformed", "not a JSON object"),
         case("header is not JSON", ec.sign(Algorithm::ES256, r#"alg=ES256"#, CLAIMS), &ec_jwks, "malformed", ""),
