@@ -5,12 +5,20 @@
 //! - `equals: "<string>"`: some text of the claim (see [`crate::text`]: strings as is, numbers
 //!   and booleans as JSON text, arrays element by element) is exactly this string.
 //! - `glob: "<pattern>"`: some text of the claim matches the pattern, case-sensitively and
-//!   anchored (the whole value must match). The syntax is `globset`'s, with `*` spanning every
-//!   character including `/` and `:` (`literal_separator(false)`): `*` any run of characters
-//!   (also empty; `**` is the same as `*`), `?` exactly one character, `[abc]`, `[a-z]` one
-//!   character of a class, `[!abc]` one character not in it, `{a,b}` either alternative (which
-//!   may contain wildcards: `refs/heads/{main,release-*}`), `\` escapes the next character (`\*`
-//!   is a literal star). A pattern that does not parse (`[a`, `{a`) is refused.
+//!   anchored (the whole text must match: `refs/heads/*` does not match `xrefs/heads/a`). The
+//!   syntax is `globset`'s with `literal_separator(false)` and `backslash_escape(true)`, so `/`
+//!   and `:` are ordinary characters:
+//!   - `*` matches any run of characters, also empty, including `/`, `:` and line feeds;
+//!   - `?` matches exactly one *byte* of the UTF-8 text: one ASCII character (`/` and `:`
+//!     included), but not a non-ASCII character, which is two to four bytes (`?` does not match
+//!     `é`; `??` does). Classes are byte classes too. Use `*` around non-ASCII text;
+//!   - `[abc]`, `[a-z]` one character of a class, `[!abc]` one character not in it;
+//!   - `{a,b}` either alternative, which may hold wildcards: `refs/heads/{main,release-*}`;
+//!   - `\` makes the next character literal: `\*` is a star;
+//!   - `**` is `*`, except next to a `/`, where globset reads it as "any directories":
+//!     `a/**/b` matches `a/b` and `a/x/y/b`; `**/b` matches `b`; `a/**` matches `a/` plus anything.
+//!
+//!   A pattern that does not parse (`a[`, `{a,b`, a trailing `\`) is refused.
 //! - `oneOf: ["<string>", ...]`: some text of the claim is one of these strings (at least one).
 //! - `expression: "<CEL>"`: a CEL expression over `claims` (the whole claims object) that must
 //!   return `true`; when the rule also names a `claim`, that claim's value is bound as `value`

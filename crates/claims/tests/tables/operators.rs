@@ -21,7 +21,7 @@ fn operator_table() {
     let odd = claims(json!({
         "t": true, "f": false, "n": null, "o": {"a": 1}, "x": 1.5, "neg": -3, "empty": [],
         "mixed": [1, "two", true, null, {"a": 1}, ["nested"]], "nested_only": [["a"]], "uni": "é", "nl": "a\nb",
-        "star": "a*b", "star2": "axb", "xref": "xrefs/heads/a", "p": "a/b", "long": "x".repeat(300),
+        "star": "a*b", "star2": "axb", "xref": "xrefs/heads/a", "p": "a/b", "deep": "a/x/y/b", "b": "b", "long": "x".repeat(300),
     }));
     #[rustfmt::skip]
     let cases: Vec<Case<'_>> = vec![
@@ -79,6 +79,12 @@ fn operator_table() {
         ("glob ?? is é (two bytes)", &odd, json!({"claim": "uni", "glob": "??"}), true, Has("uni is")),
         ("glob * on é", &odd, json!({"claim": "uni", "glob": "*"}), true, Has("uni is")),
         ("glob literal é", &odd, json!({"claim": "uni", "glob": "é"}), true, Has("uni is")),
+        ("glob [é] is a byte class", &odd, json!({"claim": "uni", "glob": "[é]"}), false, Has("does not match")),
+        ("glob a/**/b on a/b", &odd, json!({"claim": "p", "glob": "a/**/b"}), true, Has("p is")),
+        ("glob a/**/b on a/x/y/b", &odd, json!({"claim": "deep", "glob": "a/**/b"}), true, Has("deep is")),
+        ("glob **/b on b", &odd, json!({"claim": "b", "glob": "**/b"}), true, Has("b is")),
+        ("glob a/** on a/x/y/b", &odd, json!({"claim": "deep", "glob": "a/**"}), true, Has("deep is")),
+        ("glob a** on a/x/y/b", &odd, json!({"claim": "deep", "glob": "a**"}), true, Has("deep is")),
         ("glob * spans a line feed", &odd, json!({"claim": "nl", "glob": "a*"}), true, Has("nl is")),
         ("glob ? is a line feed", &odd, json!({"claim": "nl", "glob": "a?b"}), true, Has("nl is")),
         ("glob line feed literal", &odd, json!({"claim": "nl", "glob": "a\nb"}), true, Has("nl is")),
