@@ -123,6 +123,14 @@ impl Client {
     }
 }
 
+/// Drops the members of a JSON object that are null (flags the user did not give).
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
 /// Percent-encodes a path segment (robot names contain `$` and `+`).
 fn seg(s: &str) -> String {
     s.bytes()
@@ -358,7 +366,7 @@ pub async fn robot(r: &Remote, cmd: RobotCommand) -> anyhow::Result<()> {
                 "permissions": allow.iter().map(|s| parse_allow(s)).collect::<anyhow::Result<Vec<_>>>()?,
                 "description": description, "expiresAt": expires_at,
             });
-            let spec: Value = spec.as_object().map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+            let spec = without_nulls(spec);
             let v = c.post("/robots", &spec).await?;
             if let (false, Some(secret)) = (r.json, v["secret"].as_str()) {
                 println!("robot {} created. Its secret (shown only now):\n\n    {secret}\n", v["robot"]["name"].as_str().unwrap_or(""));
@@ -393,7 +401,7 @@ async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<
         "name": v.name, "project": v.project, "description": v.description, "disabled": disabled, "expiresAt": v.expires_at,
         "identityProvider": v.identity_provider, "rules": v.rules, "permissions": v.permissions,
     });
-    let spec: Value = spec.as_object().map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+    let spec = without_nulls(spec);
     c.put(&format!("/robots/{}", seg(name)), &spec).await
 }
 
@@ -490,7 +498,7 @@ pub async fn idp(r: &Remote, cmd: IdpCommand) -> anyhow::Result<()> {
                 "algorithms": if algorithms.is_empty() { None } else { Some(algorithms) },
                 "maxTokenLifetime": max_token_lifetime, "clockSkew": clock_skew,
             });
-            let spec: Value = spec.as_object().map(|o| o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+            let spec = without_nulls(spec);
             c.post("/identity-providers", &spec).await?
         }
         IdpCommand::Show { name } => c.get(&format!("/identity-providers/{}", seg(&name))).await?,

@@ -374,13 +374,7 @@ impl Federation {
         let claims = self.verify_token(state, token, now).await?;
         let std = berth_jose::claims::validate(
             &claims,
-            &berth_jose::claims::Policy {
-                issuer: &p.issuer,
-                audiences: &p.audiences,
-                max_lifetime: p.max_lifetime,
-                clock_skew: p.clock_skew,
-                now,
-            },
+            &p.policy(now),
         )
         .map_err(|e| FederationError::Verification { provider: p.name.clone(), kind: e.kind(), message: e.to_string() })?;
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
@@ -483,13 +477,7 @@ impl Federation {
         if trusted {
             match berth_jose::claims::validate(
                 &claims,
-                &berth_jose::claims::Policy {
-                    issuer: &p.issuer,
-                    audiences: &p.audiences,
-                    max_lifetime: p.max_lifetime,
-                    clock_skew: p.clock_skew,
-                    now,
-                },
+                &p.policy(now),
             ) {
                 Ok(_) => ex.step("standard claims", true, "issuer, audience, expiry, not-before and lifetime are valid".into()),
                 Err(e) => ex.step("standard claims", false, e.to_string()),

@@ -145,6 +145,19 @@ pub struct Provider {
     pub audit_claims: Vec<String>,
 }
 
+impl Provider {
+    /// The standard-claims policy of this provider at `now` (unix seconds).
+    pub fn policy(&self, now: u64) -> berth_jose::claims::Policy<'_> {
+        berth_jose::claims::Policy {
+            issuer: &self.issuer,
+            audiences: &self.audiences,
+            max_lifetime: self.max_lifetime,
+            clock_skew: self.clock_skew,
+            now,
+        }
+    }
+}
+
 /// Issuer URLs compare without one trailing slash.
 pub fn normalize_issuer(iss: &str) -> &str {
     iss.strip_suffix('/').unwrap_or(iss)
