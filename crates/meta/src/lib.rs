@@ -19,9 +19,9 @@
 //!   [`MetaError::Conflict`] naming the missing one), a robot has a static secret or a provider but
 //!   not both, and a project or provider is not deleted while robots refer to it
 //!   ([`DeleteOutcome::InUse`]).
-//! - Every change to them increases the [federation generation](MetadataStore::federation_generation)
-//!   in the same transaction; each process keeps a compiled snapshot and reloads it when the
-//!   generation moves.
+//! - Every change to them, and to local users, increases the
+//!   [federation generation](MetadataStore::federation_generation) in the same transaction; each
+//!   process keeps a compiled snapshot (and login caches) and reloads it when the generation moves.
 //! - The audit log is appended in batches and queried newest first with exact filters
 //!   ([`AuditQuery`]); the failed-login counters count per opaque key and fixed window.
 
@@ -125,6 +125,9 @@ pub struct UserRecord {
     /// PHC string (argon2id).
     pub password_hash: String,
     pub admin: bool,
+    /// A disabled user never logs in; the record (and its hash) stays, so enabling it again
+    /// needs no new password.
+    pub disabled: bool,
 }
 
 /// A project: the first component of repository names.
@@ -311,9 +314,20 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- users ----
 
+    //
+    // Every change to a user increases the federation generation in the same transaction, so the
+    // login caches of every replica (keyed by it) drop a changed password, a disabled user or a
+    // deleted one within their polling interval. The store never lets a write remove the last
+    // enabled admin: a `put_user` or `delete_user` that would leave no enabled admin while there
+    // was one is a [`MetaError::Conflict`] and changes nothing.
+
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
-    /// Creates the user, or replaces its hash and admin flag.
+    /// Creates the user, or replaces its hash and its admin and disabled flags.
     async fn put_user(&self, user: &UserRecord) -> Result<()>;
+    /// All users, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Deletes a user; false if there was none.
+    async fn delete_user(&self, name: &str) -> Result<bool>;
     async fn count_users(&self) -> Result<u64>;
 
     // ---- key-value settings (the registry's signing key, ...) ----
@@ -376,8 +390,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// them) while robots are federated with it.
     async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome>;
 
-    /// A counter that every change to projects, robots or identity providers increases, in the
-    /// same transaction. Replicas poll it (one single-row read) to know when to reload their
+    /// A counter that every change to projects, robots, identity providers or users increases, in
+    /// the same transaction. Replicas poll it (one single-row read) to know when to reload their
     /// compiled rules.
     async fn federation_generation(&self) -> Result<i64>;
 
@@ -399,6 +413,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Counts one failure for `key` in the window starting at `window_start`, atomically, and
     /// returns the count including it.
     async fn record_login_failure(&self, key: &str, window_start: UnixTime) -> Result<u32>;
+    /// Takes back one failure of `key` in the window starting at `window_start` (a login that was
+    /// counted before its password check and then succeeded); never below zero, and nothing
+    /// happens for a window that was never counted.
+    async fn forgive_login_failure(&self, key: &str, window_start: UnixTime) -> Result<()>;
     /// The failures counted for `key` in the window starting at `window_start` (0 if none).
     async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32>;
     /// Forgets windows that started before `before` (of every key); returns how many.

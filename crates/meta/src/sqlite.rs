@@ -561,25 +561,55 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let row = sqlx::query("SELECT password_hash, admin FROM users WHERE name = ?1")
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"))
             .bind(name)
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|row| Ok(UserRecord { name: name.to_owned(), password_hash: row.try_get(0)?, admin: row.try_get(1)? }))
-            .transpose()
+        row.map(|r| user_from_row(&r)).transpose()
     }
 
     async fn put_user(&self, user: &UserRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        if !user.admin || user.disabled {
+            if let Err(e) = refuse_last_admin(&mut tx, &user.name, "disable it or take its admin rights").await {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        }
         sqlx::query(
-            "INSERT INTO users (name, password_hash, admin) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin",
+            "INSERT INTO users (name, password_hash, admin, disabled) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
+             disabled = excluded.disabled",
         )
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(user.admin)
-        .execute(&self.writer)
+        .bind(user.disabled)
+        .execute(&mut *tx)
         .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name")).fetch_all(&self.reader).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if let Err(e) = refuse_last_admin(&mut tx, name, "delete it").await {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        let deleted =
+            sqlx::query("DELETE FROM users WHERE name = ?1").bind(name).execute(&mut *tx).await?.rows_affected() > 0;
+        if deleted {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn count_users(&self) -> Result<u64> {
@@ -1058,6 +1088,17 @@ impl MetadataStore for SqliteStore {
         Ok(count_from_db(n))
     }
 
+    async fn forgive_login_failure(&self, key: &str, window_start: UnixTime) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE login_failures SET count = count - 1 WHERE key = ?1 AND window_start = ?2 AND count > 0")
+            .bind(key)
+            .bind(window_start)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32> {
         let n: Option<i64> = sqlx::query_scalar("SELECT count FROM login_failures WHERE key = ?1 AND window_start = ?2")
             .bind(key)
@@ -1089,8 +1130,10 @@ const IN_USE_NAMES: i64 = 5;
 const ROBOT_COLUMNS: &str =
     "name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at";
 
-/// Increments the federation generation; every write to projects, robots or identity providers
-/// calls it in its transaction.
+const USER_COLUMNS: &str = "name, password_hash, admin, disabled";
+
+/// Increments the federation generation; every write to projects, robots, identity providers or
+/// users calls it in its transaction.
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
@@ -1119,6 +1162,28 @@ async fn robots_referring(tx: &mut Transaction<'static, Sqlite>, column: &str, v
         }
     }
     Ok(Some(list))
+}
+
+/// Refuses (with a [`MetaError::Conflict`] saying what to do) a write that would leave no enabled
+/// admin: `name` is now the only enabled admin. `change` says what the refused write would do.
+async fn refuse_last_admin(tx: &mut Transaction<'static, Sqlite>, name: &str, change: &str) -> Result<()> {
+    let last: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1 AND admin = 1 AND disabled = 0) \
+         AND NOT EXISTS (SELECT 1 FROM users WHERE name <> ?1 AND admin = 1 AND disabled = 0)",
+    )
+    .bind(name)
+    .fetch_one(&mut **tx)
+    .await?;
+    if last {
+        return Err(MetaError::Conflict(format!(
+            "user {name:?} is the last enabled admin; make another user an admin before you {change}"
+        )));
+    }
+    Ok(())
+}
+
+fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
+    Ok(UserRecord { name: r.try_get(0)?, password_hash: r.try_get(1)?, admin: r.try_get(2)?, disabled: r.try_get(3)? })
 }
 
 /// A stored counter as `u32` (saturating).
@@ -1573,7 +1638,8 @@ mod tests {
             pool.close().await;
         }
         let store = SqliteStore::open(&path).await.expect("upgrade");
-        assert_eq!(store.get_user("admin").await.expect("user").map(|u| u.admin), Some(true));
+        let admin = store.get_user("admin").await.expect("user").expect("the v1 user is kept");
+        assert!(admin.admin && !admin.disabled, "an upgraded user is enabled: {admin:?}");
         assert_eq!(store.federation_generation().await.expect("generation"), 1);
         assert!(store.create_project(&ProjectRecord { name: "p".into(), public: false, created_at: 1 }).await.expect("create"));
         assert_eq!(store.federation_generation().await.expect("generation"), 2);

@@ -603,11 +603,19 @@ pub async fn uploads(store: &dyn MetadataStore) {
     assert_eq!(store.get_upload("uploads-1").await.expect("get_upload"), None);
 }
 
-/// Local users.
+fn user(name: &str, hash: &str, admin: bool, disabled: bool) -> UserRecord {
+    UserRecord { name: name.into(), password_hash: hash.into(), admin, disabled }
+}
+
+async fn user_names(store: &dyn MetadataStore, prefix: &str) -> Vec<String> {
+    names_with(store.list_users().await.expect("list_users"), |u| &u.name, prefix)
+}
+
+/// Local users: create, replace, disable, list, delete; the last enabled admin is kept.
 pub async fn users(store: &dyn MetadataStore) {
     let before = store.count_users().await.expect("count_users");
     assert_eq!(store.get_user("suite-alice").await.expect("get_user"), None);
-    let alice = UserRecord { name: "suite-alice".into(), password_hash: "$argon2id$v=19$a".into(), admin: false };
+    let alice = user("suite-alice", "$argon2id$v=19$a", false, false);
     store.put_user(&alice).await.expect("put_user");
     assert_eq!(store.get_user("suite-alice").await.expect("get_user"), Some(alice.clone()));
     assert_eq!(store.count_users().await.expect("count_users"), before + 1);
@@ -615,15 +623,66 @@ pub async fn users(store: &dyn MetadataStore) {
     // Replacing keeps one user.
     let alice2 = UserRecord { password_hash: "$argon2id$v=19$b".into(), admin: true, ..alice };
     store.put_user(&alice2).await.expect("put_user");
-    assert_eq!(store.get_user("suite-alice").await.expect("get_user"), Some(alice2));
+    assert_eq!(store.get_user("suite-alice").await.expect("get_user"), Some(alice2.clone()));
     assert_eq!(store.count_users().await.expect("count_users"), before + 1);
 
-    let bob = UserRecord { name: "suite-bob".into(), password_hash: "h".into(), admin: true };
+    let bob = user("suite-bob", "h", true, false);
     store.put_user(&bob).await.expect("put_user");
     assert_eq!(store.count_users().await.expect("count_users"), before + 2);
-    assert_eq!(store.get_user("suite-bob").await.expect("get_user"), Some(bob));
+    assert_eq!(store.get_user("suite-bob").await.expect("get_user"), Some(bob.clone()));
     // Names are exact.
     assert_eq!(store.get_user("Suite-Bob").await.expect("get_user"), None);
+
+    // The disabled flag is stored and changed like the others; the hash stays.
+    let carol = user("suite-carol", "hc", false, true);
+    store.put_user(&carol).await.expect("put_user");
+    assert_eq!(store.get_user("suite-carol").await.expect("get_user"), Some(carol.clone()));
+    let carol_on = UserRecord { disabled: false, ..carol.clone() };
+    store.put_user(&carol_on).await.expect("put_user");
+    assert_eq!(store.get_user("suite-carol").await.expect("get_user"), Some(carol_on));
+    store.put_user(&carol).await.expect("put_user");
+
+    // Listing: by name, every field.
+    let listed: Vec<UserRecord> =
+        store.list_users().await.expect("list_users").into_iter().filter(|u| u.name.starts_with("suite-")).collect();
+    assert_eq!(listed, [alice2.clone(), bob.clone(), carol.clone()]);
+
+    // Deleting.
+    assert!(store.delete_user("suite-carol").await.expect("delete_user"));
+    assert!(!store.delete_user("suite-carol").await.expect("delete_user"), "deleting twice");
+    assert_eq!(store.get_user("suite-carol").await.expect("get_user"), None);
+    assert_eq!(user_names(store, "suite-").await, ["suite-alice", "suite-bob"]);
+    assert_eq!(store.count_users().await.expect("count_users"), before + 2);
+
+    // The last enabled admin cannot be disabled, demoted or deleted. Other admins of the store
+    // (none in the suite's fresh store) would make the refusals below pass, so only check them
+    // when the suite's users are the only admins.
+    let others = store.list_users().await.expect("list_users").iter().any(|u| !u.name.starts_with("suite-") && u.admin && !u.disabled);
+    store.put_user(&UserRecord { disabled: true, ..alice2.clone() }).await.expect("disabling one of two admins");
+    if !others {
+        let generation = store.federation_generation().await.expect("federation_generation");
+        for (write, what) in [
+            (store.put_user(&UserRecord { disabled: true, ..bob.clone() }).await, "disable"),
+            (store.put_user(&UserRecord { admin: false, ..bob.clone() }).await, "demote"),
+            (store.delete_user("suite-bob").await.map(|_| ()), "delete"),
+        ] {
+            assert_conflict(write, &["suite-bob", "last enabled admin"]);
+            assert_eq!(store.get_user("suite-bob").await.expect("get_user"), Some(bob.clone()), "a refused {what} changes nothing");
+        }
+        assert_eq!(store.federation_generation().await.expect("federation_generation"), generation, "refused writes");
+        // A disabled admin does not count, but re-enabling it does.
+        store.put_user(&alice2).await.expect("re-enabling an admin");
+    }
+    // With two enabled admins, either may go.
+    store.put_user(&UserRecord { admin: false, ..bob.clone() }).await.expect("demoting one of two admins");
+    store.put_user(&bob).await.expect("promoting again");
+    assert!(store.delete_user("suite-alice").await.expect("deleting one of two admins"));
+    // Writes that keep an enabled admin are fine: a new password, a non-admin user.
+    store.put_user(&UserRecord { password_hash: "h2".into(), ..bob.clone() }).await.expect("new password of the last admin");
+    store.put_user(&user("suite-dave", "hd", false, false)).await.expect("put_user");
+    assert!(store.delete_user("suite-dave").await.expect("delete a non-admin"));
+    assert!(!store.delete_user("suite-nobody").await.expect("delete_user of nobody"));
+    // The suite's users stay (bob as an admin): other parts may rely on an admin being present.
 }
 
 /// Key-value settings, including concurrent initialisation.
@@ -1205,10 +1264,38 @@ pub async fn federation_generation(store: &dyn MetadataStore) {
     // Other tables.
     store.append_audit(&[audit_event(1, "token", "ok", &[r], None, Some(idp))]).await.expect("append_audit");
     store.record_login_failure("suite-gen:key", T0).await.expect("record_login_failure");
-    store.put_user(&UserRecord { name: "suite-gen-user".into(), password_hash: "h".into(), admin: false }).await.expect("put_user");
+    store.forgive_login_failure("suite-gen:key", T0).await.expect("forgive_login_failure");
     store.init_setting("suite.gen", "v").await.expect("init_setting");
-    check!(false, "writes to the audit log, login failures, users and settings");
+    check!(false, "writes to the audit log, login failures and settings");
     assert_eq!(store.prune_audit(2).await.expect("prune_audit"), 1);
+
+    // Users: every change moves it (login caches are keyed by the generation), so a new
+    // password, a disabled or a deleted user is seen by every replica.
+    let u = "suite-gen-user";
+    store.put_user(&user(u, "h", false, false)).await.expect("put_user");
+    check!(true, "put_user (create)");
+    store.put_user(&user(u, "h2", false, false)).await.expect("put_user");
+    check!(true, "put_user (new password)");
+    store.put_user(&user(u, "h2", false, true)).await.expect("put_user");
+    check!(true, "put_user (disable)");
+    store.put_user(&user(u, "h2", true, true)).await.expect("put_user");
+    check!(true, "put_user (admin flag)");
+    store.get_user(u).await.expect("get_user");
+    store.list_users().await.expect("list_users");
+    store.count_users().await.expect("count_users");
+    check!(false, "reading users");
+    assert!(store.delete_user(u).await.expect("delete_user"));
+    check!(true, "delete_user");
+    assert!(!store.delete_user(u).await.expect("delete_user"));
+    check!(false, "delete_user of a user that does not exist");
+    // Robots: a new secret, deleting.
+    let sr = "robot$suite-gen-secret";
+    store.put_robot(&robot(sr, None, None, Some("h1"))).await.expect("put_robot");
+    check!(true, "put_robot (a static-secret robot)");
+    store.put_robot(&robot(sr, None, None, Some("h2"))).await.expect("put_robot");
+    check!(true, "put_robot (a regenerated secret)");
+    assert!(store.delete_robot(sr).await.expect("delete_robot"));
+    check!(true, "delete_robot (a static-secret robot)");
 
     // Deletes.
     assert!(store.delete_robot(r).await.expect("delete_robot"));
@@ -1473,7 +1560,7 @@ pub async fn audit_prune(store: &dyn MetadataStore) {
 
 // ---- failed-login counters ----
 
-/// Counting per key and window, concurrent increments, pruning by window start.
+/// Counting per key and window, concurrent increments, forgiving, pruning by window start.
 ///
 /// Uses windows at 1,000..1,400 (prunes below 1,200) and around [`T0`].
 pub async fn login_failures(store: &dyn MetadataStore) {
@@ -1503,6 +1590,36 @@ pub async fn login_failures(store: &dyn MetadataStore) {
     got.sort_unstable();
     assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each failure sees its own count");
     assert_eq!(store.login_failures(key, T0).await.expect("login_failures"), 10);
+
+    // Forgiving takes back one failure of that key and window only, never below zero.
+    let fk = "suite-forgive:198.51.100.1";
+    store.forgive_login_failure(fk, T0).await.expect("forgive_login_failure of a window never counted");
+    assert_eq!(store.login_failures(fk, T0).await.expect("login_failures"), 0);
+    assert_eq!(store.record_login_failure(fk, T0).await.expect("record_login_failure"), 1);
+    assert_eq!(store.record_login_failure(fk, T0).await.expect("record_login_failure"), 2);
+    assert_eq!(store.record_login_failure(fk, T0 + 60).await.expect("record_login_failure"), 1);
+    store.forgive_login_failure(fk, T0).await.expect("forgive_login_failure");
+    assert_eq!(store.login_failures(fk, T0).await.expect("login_failures"), 1);
+    assert_eq!(store.login_failures(fk, T0 + 60).await.expect("login_failures"), 1, "other windows keep their count");
+    assert_eq!(store.login_failures(key, T0).await.expect("login_failures"), 10, "other keys keep their count");
+    store.forgive_login_failure(fk, T0).await.expect("forgive_login_failure");
+    store.forgive_login_failure(fk, T0).await.expect("forgive_login_failure below zero");
+    assert_eq!(store.login_failures(fk, T0).await.expect("login_failures"), 0, "never below zero");
+    assert_eq!(store.record_login_failure(fk, T0).await.expect("record_login_failure"), 1, "counting resumes at 1");
+    // Attempts counted before the check and forgiven after it, concurrently: every attempt still
+    // sees a distinct count, and the forgiven ones leave nothing behind.
+    let fc = "suite-forgive:198.51.100.2";
+    let attempt = |forgive: bool| async move {
+        let n = store.record_login_failure(fc, T0).await.expect("record_login_failure");
+        if forgive {
+            store.forgive_login_failure(fc, T0).await.expect("forgive_login_failure");
+        }
+        n
+    };
+    let got = tokio::join!(attempt(true), attempt(false), attempt(true), attempt(false), attempt(true), attempt(false));
+    let got = [got.0, got.1, got.2, got.3, got.4, got.5];
+    assert!(got.iter().all(|&n| (1..=6).contains(&n)), "{got:?}");
+    assert_eq!(store.login_failures(fc, T0).await.expect("login_failures"), 3, "three forgiven of six: {got:?}");
 
     // Pruning removes windows that started before the cutoff, of every key.
     assert_eq!(store.prune_login_failures(1000).await.expect("prune_login_failures"), 0, "the cutoff is exclusive");
