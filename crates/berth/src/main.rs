@@ -176,20 +176,20 @@ async fn bootstrap_admin(meta: &dyn MetadataStore, configured: Option<&str>, lis
             let same = tokio::task::spawn_blocking(move || berth_identity::password::verify(&pw2, &hash)).await?;
             if !same {
                 let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-                meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true }).await?;
+                meta.put_user(&UserRecord { password_hash: hash, admin: true, ..user }).await?;
                 tracing::info!("admin password reset from the configuration");
             }
         }
         (Some(_), None) => {}
         (None, Some(pw)) => {
             let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true }).await?;
+            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await?;
             tracing::info!("created user admin with the configured password");
         }
         (None, None) => {
             let pw = berth_identity::password::generate();
             let hash = berth_identity::password::hash(&pw).map_err(anyhow::Error::msg)?;
-            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true }).await?;
+            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await?;
             println!("==================================================================");
             println!(" Berth created the user \"admin\" with this generated password:");
             println!();
@@ -256,7 +256,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         meta.clone(),
         blobs.clone(),
         tokens,
-        ServerConfig { external_url: cfg.external_url.clone(), service: cfg.service.clone(), anonymous: cfg.anonymous, tls: tls.is_some() },
+        ServerConfig { external_url: cfg.external_url.clone(), service: cfg.service.clone(), anonymous: cfg.anonymous, tls: tls.is_some(), limits: berth_server::Limits::default() },
     );
     let audit = state.audit.clone();
     let app = berth_server::app(state);
@@ -332,7 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let (meta, _) = open_stores(&cfg).await?;
             let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-            meta.put_user(&UserRecord { name: name.clone(), password_hash: hash, admin }).await?;
+            meta.put_user(&UserRecord { name: name.clone(), password_hash: hash, admin, disabled: false }).await?;
             println!("user {name} saved{}", if admin { " (admin)" } else { "" });
             Ok(())
         }

@@ -198,7 +198,7 @@ async fn oras_chunked_push_and_pull() {
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("artifact.bin"), &content).unwrap();
     let patches = |text: &str| metric_sum(text, "berth_http_requests_total", &[("method", "PATCH"), ("status", "202")]);
-    let before = patches(&b.http().get(b.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    let before = patches(&b.admin(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap());
     // Log in with Basic credentials, push over plain HTTP in 1 MiB chunks, pull back.
     let pw = b.admin_password();
     let out = b.oras("roundtrip", &pw, "artifacts/blob:v1", &work, "artifact.bin", "pulled", 1024 * 1024, "basic").assert_success();
@@ -208,7 +208,7 @@ async fn oras_chunked_push_and_pull() {
     let pulled = std::fs::read(work.join("pulled/artifact.bin")).unwrap_or_else(|e| panic!("pulled file missing ({e}): {result}"));
     assert!(pulled == content, "the pulled artifact differs ({} vs {} bytes)", pulled.len(), content.len());
     // The upload really was chunked: 4 PATCHes of at most 1 MiB.
-    let after = patches(&b.http().get(b.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    let after = patches(&b.admin(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap());
     assert!(after - before >= 4.0, "expected >= 4 PATCH requests, the metrics show {}", after - before);
     // The registry holds the artifact with the file as its layer.
     let r = b.admin(Method::GET, "/v2/artifacts/blob/manifests/v1").header("accept", support::MANIFEST_TYPE).send().await.unwrap();
@@ -353,7 +353,9 @@ async fn health_readiness_and_metrics() {
     assert_eq!(b.admin(Method::GET, "/v2/").send().await.unwrap().status(), 200);
     assert_eq!(http.get(b.url("/v2/")).send().await.unwrap().status(), 401);
     assert_eq!(b.admin(Method::GET, "/v2/none/manifests/x").send().await.unwrap().status(), 404);
-    let r = http.get(b.url("/metrics")).send().await.unwrap();
+    // /metrics on the main listener is for administrators.
+    assert_eq!(http.get(b.url("/metrics")).send().await.unwrap().status(), 401);
+    let r = b.admin(Method::GET, "/metrics").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = r.text().await.unwrap();
@@ -367,7 +369,7 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("berth_http_request_duration_seconds"), "{text}");
     // Counters only grow.
     http.get(b.url("/healthz")).send().await.unwrap();
-    let text2 = http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text2 = b.admin(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     assert!(metric_sum(&text2, "berth_http_requests_total", &[("route", "healthz"), ("status", "200")]) > healthz);
 }
 

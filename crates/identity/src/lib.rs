@@ -35,11 +35,22 @@ pub fn looks_like_jwt(s: &str) -> bool {
 }
 
 /// The kind of a principal, carried in registry tokens and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     Anonymous,
     User,
     /// A robot account (static secret or federated token).
     Robot,
+}
+
+impl PrincipalKind {
+    /// The kind as written in tokens, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Anonymous => "anonymous",
+            PrincipalKind::User => "user",
+            PrincipalKind::Robot => "robot",
+        }
+    }
 }

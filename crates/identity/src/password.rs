@@ -5,10 +5,35 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 
-/// Hashes a password into a PHC string.
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Memory cost of new hashes in KiB (argon2's default, OWASP's recommendation: 19 MiB).
+static MEMORY_KIB: AtomicU32 = AtomicU32::new(argon2::Params::DEFAULT_M_COST);
+
+/// Sets the memory cost of new hashes (the `limits.password_hash_memory_kib` setting). Existing
+/// hashes keep the parameters they were made with; a check needs the memory of its hash.
+pub fn set_hash_memory_kib(kib: u32) -> Result<(), String> {
+    argon2::Params::new(kib, argon2::Params::DEFAULT_T_COST, argon2::Params::DEFAULT_P_COST, None)
+        .map_err(|e| format!("invalid argon2 memory cost {kib} KiB: {e}"))?;
+    MEMORY_KIB.store(kib, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The memory cost new hashes get, in KiB.
+pub fn hash_memory_kib() -> u32 {
+    MEMORY_KIB.load(Ordering::Relaxed)
+}
+
+fn hasher() -> Argon2<'static> {
+    let params = argon2::Params::new(hash_memory_kib(), argon2::Params::DEFAULT_T_COST, argon2::Params::DEFAULT_P_COST, None)
+        .unwrap_or_default();
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// Hashes a password into a PHC string (argon2id with the configured memory cost).
 pub fn hash(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
+    hasher()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| format!("cannot hash password: {e}"))
@@ -46,5 +71,13 @@ mod tests {
         let g = generate();
         assert_eq!(g.len(), 24);
         assert_ne!(g, generate());
+    }
+
+    #[test]
+    fn memory_cost_setting() {
+        assert!(set_hash_memory_kib(1).is_err(), "argon2 needs at least 8 KiB per lane");
+        let h = hash("x").unwrap();
+        assert!(h.contains(&format!("m={}", hash_memory_kib())), "{h}");
+        assert!(verify("x", &h));
     }
 }

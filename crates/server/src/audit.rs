@@ -2,6 +2,11 @@
 //! task writes them in batches (one transaction per batch, at least every 200 ms) and is flushed
 //! on shutdown. If the queue is full (the database is stuck), events are dropped and counted in
 //! `berth_audit_dropped_total` rather than blocking pulls and pushes.
+//!
+//! Refusals can be sent by anyone, so they are collapsed: the first event of a collapse key is
+//! written, identical ones within [`COLLAPSE_WINDOW`] are only counted, and one summary event
+//! ("repeated N more times") follows when the window ends. The collapse table is bounded; when it
+//! is full, events are written as they come (every string in them is capped by the callers).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,13 +14,68 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_meta::{AuditEvent, MetadataStore};
 use tokio::sync::{mpsc, oneshot};
 
-const QUEUE: usize = 65_536;
+const QUEUE: usize = 16_384;
 const BATCH: usize = 1_000;
 const INTERVAL: Duration = Duration::from_millis(200);
+/// Identical refusals within this window become one row and one summary.
+pub const COLLAPSE_WINDOW: Duration = Duration::from_secs(60);
+/// Collapse keys tracked at once.
+const COLLAPSE_KEYS: usize = 4_096;
 
 enum Msg {
-    Event(Box<AuditEvent>),
+    Event(Box<AuditEvent>, Option<String>),
     Flush(oneshot::Sender<()>),
+}
+
+/// A collapse key's window: when it started, its first event and how many more came.
+struct Collapsed {
+    since: tokio::time::Instant,
+    first: Box<AuditEvent>,
+    more: u64,
+}
+
+/// The collapse table of the writer task (no locks: only the writer touches it).
+#[derive(Default)]
+struct Collapser {
+    keys: std::collections::HashMap<String, Collapsed>,
+}
+
+impl Collapser {
+    /// Whether to write `event` now (false: it was counted into an open window).
+    fn admit(&mut self, key: String, event: &AuditEvent, now: tokio::time::Instant) -> bool {
+        if let Some(c) = self.keys.get_mut(&key) {
+            c.more += 1;
+            metrics::counter!("berth_audit_collapsed_total").increment(1);
+            return false;
+        }
+        if self.keys.len() < COLLAPSE_KEYS {
+            self.keys.insert(key, Collapsed { since: now, first: Box::new(event.clone()), more: 0 });
+        }
+        true
+    }
+
+    /// Summaries of the windows that ended (all of them with `all`).
+    fn expire(&mut self, now: tokio::time::Instant, all: bool) -> Vec<AuditEvent> {
+        let mut out = Vec::new();
+        self.keys.retain(|_, c| {
+            if !all && now.duration_since(c.since) < COLLAPSE_WINDOW {
+                return true;
+            }
+            if c.more > 0 {
+                let mut e = (*c.first).clone();
+                e.time_ms = now_ms();
+                e.message = Some(format!(
+                    "repeated {} more times in {} s: {}",
+                    c.more,
+                    now.duration_since(c.since).as_secs().max(1),
+                    e.message.as_deref().unwrap_or("")
+                ));
+                out.push(e);
+            }
+            false
+        });
+        out
+    }
 }
 
 /// Where handlers send audit events.
@@ -39,7 +99,17 @@ impl AuditSink {
 
     /// Queues one event (never waits).
     pub fn record(&self, event: AuditEvent) {
-        match self.tx.try_send(Msg::Event(Box::new(event))) {
+        self.send(event, None)
+    }
+
+    /// Queues an event that floods may repeat (refusals): identical `key`s within
+    /// [`COLLAPSE_WINDOW`] become one row and one summary with their count.
+    pub fn record_collapsing(&self, key: String, event: AuditEvent) {
+        self.send(event, Some(key))
+    }
+
+    fn send(&self, event: AuditEvent, key: Option<String>) {
+        match self.tx.try_send(Msg::Event(Box::new(event), key)) {
             Ok(()) => metrics::counter!("berth_audit_events_total").increment(1),
             Err(_) => metrics::counter!("berth_audit_dropped_total").increment(1),
         }
@@ -57,11 +127,24 @@ impl AuditSink {
 async fn writer(meta: Arc<dyn MetadataStore>, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut collapser = Collapser::default();
     // Events wait at most INTERVAL after the first of their batch arrived.
     let mut deadline = tokio::time::Instant::now();
     loop {
         let msg = if batch.is_empty() {
-            let m = rx.recv().await;
+            // Idle: wake up when a collapse window may have ended.
+            let m = if collapser.keys.is_empty() {
+                rx.recv().await
+            } else {
+                match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        batch.extend(collapser.expire(tokio::time::Instant::now(), false));
+                        write(&*meta, &mut batch).await;
+                        continue;
+                    }
+                }
+            };
             deadline = tokio::time::Instant::now() + INTERVAL;
             match m {
                 Some(m) => Some(m),
@@ -75,9 +158,18 @@ async fn writer(meta: Arc<dyn MetadataStore>, mut rx: mpsc::Receiver<Msg>) {
             }
         };
         let mut write_now = msg.is_none();
+        let now = tokio::time::Instant::now();
+        let mut take = |e: Box<AuditEvent>, key: Option<String>, batch: &mut Vec<AuditEvent>| {
+            if let Some(k) = key {
+                if !collapser.admit(k, &e, now) {
+                    return;
+                }
+            }
+            batch.push(*e);
+        };
         match msg {
-            Some(Msg::Event(e)) => {
-                batch.push(*e);
+            Some(Msg::Event(e, key)) => {
+                take(e, key, &mut batch);
                 write_now = batch.len() >= BATCH;
             }
             Some(Msg::Flush(ack)) => {
@@ -89,7 +181,7 @@ async fn writer(meta: Arc<dyn MetadataStore>, mut rx: mpsc::Receiver<Msg>) {
         // Take whatever else is already queued, up to a batch.
         while batch.len() < BATCH && !write_now {
             match rx.try_recv() {
-                Ok(Msg::Event(e)) => batch.push(*e),
+                Ok(Msg::Event(e, key)) => take(e, key, &mut batch),
                 Ok(Msg::Flush(ack)) => {
                     acks.push(ack);
                     write_now = true;
@@ -98,12 +190,14 @@ async fn writer(meta: Arc<dyn MetadataStore>, mut rx: mpsc::Receiver<Msg>) {
             }
         }
         if write_now || batch.len() >= BATCH {
+            batch.extend(collapser.expire(now, false));
             write(&*meta, &mut batch).await;
             for a in acks.drain(..) {
                 let _ = a.send(());
             }
         }
     }
+    batch.extend(collapser.expire(tokio::time::Instant::now(), true));
     write(&*meta, &mut batch).await;
     for a in acks.drain(..) {
         let _ = a.send(());

@@ -97,10 +97,19 @@ pub fn anonymous_permissions(mode: AnonymousAccess) -> Permissions {
 
 /// Successful secret checks (user passwords, robot secrets), cached briefly so Basic auth on every
 /// `/v2` request does not pay argon2 each time. Keyed by a SHA-256 of name and secret; never
-/// stores the secret.
+/// stores the secret. Every entry remembers the store's federation generation it was made under
+/// and counts only while that generation is current, so a changed, disabled or deleted account
+/// stops working on every replica within the generation poll (about a second).
 pub(crate) struct LoginCache {
     ttl: Duration,
-    cache: quick_cache::sync::Cache<[u8; 32], (Instant, Arc<Principal>)>,
+    cache: quick_cache::sync::Cache<[u8; 32], CachedLogin>,
+}
+
+#[derive(Clone)]
+struct CachedLogin {
+    generation: i64,
+    at: Instant,
+    principal: Arc<Principal>,
 }
 
 impl LoginCache {
@@ -114,6 +123,31 @@ impl LoginCache {
         h.update([0]);
         h.update(password.as_bytes());
         h.finalize().into()
+    }
+    fn get(&self, key: &[u8; 32], generation: i64, now: i64) -> Option<Arc<Principal>> {
+        let c = self.cache.get(key)?;
+        let fresh = c.generation == generation
+            && c.at.elapsed() < self.ttl
+            && c.principal.not_after.is_none_or(|na| (na as i64) > now);
+        if fresh {
+            Some(c.principal)
+        } else {
+            self.cache.remove(key);
+            None
+        }
+    }
+}
+
+/// Bounds the password checks (argon2id, ~19 MiB each) running at once; the rest wait briefly,
+/// then get 503, so a burst of logins cannot take the memory.
+pub(crate) struct PasswordGate {
+    permits: tokio::sync::Semaphore,
+    wait: Duration,
+}
+
+impl PasswordGate {
+    pub fn new(limits: &crate::Limits) -> PasswordGate {
+        PasswordGate { permits: tokio::sync::Semaphore::new(limits.password_checks.max(1)), wait: limits.password_check_wait }
     }
 }
 
@@ -137,6 +171,8 @@ pub enum LoginError {
     Federation(FederationError),
     /// Too many failures from this address or for this account.
     RateLimited { retry_after: u64, message: String },
+    /// Every password-check slot stayed busy for `limits.password_check_wait`.
+    Busy,
     Internal(ApiError),
 }
 
@@ -152,6 +188,7 @@ impl LoginError {
             LoginError::Invalid(m) => m.clone(),
             LoginError::Federation(e) => e.to_string(),
             LoginError::RateLimited { message, .. } => message.clone(),
+            LoginError::Busy => BUSY_MESSAGE.into(),
             LoginError::Internal(e) => e.message.clone(),
         }
     }
@@ -160,54 +197,134 @@ impl LoginError {
             LoginError::Invalid(_) => "invalid_credentials",
             LoginError::Federation(e) => e.kind(),
             LoginError::RateLimited { .. } => "rate_limited",
+            LoginError::Busy => "busy",
             LoginError::Internal(_) => "internal",
         }
     }
 }
 
-/// Failed-login limits (shared by replicas through the metadata store).
-pub const LOGIN_WINDOW_SECS: i64 = 300;
-pub const MAX_FAILURES_PER_ADDRESS: u32 = 30;
-pub const MAX_FAILURES_PER_ACCOUNT: u32 = 10;
+/// What a refused login tells the caller: the same words whatever was wrong (unknown account,
+/// wrong secret, a federated robot's name with a secret), so names cannot be enumerated. The log
+/// and the audit log keep the detail.
+pub const INVALID_CREDENTIALS: &str = "invalid username or password";
+const BUSY_MESSAGE: &str = "too many logins are being checked right now; try again in a second";
+
+/// How long an address that logged in successfully stays known for its account, so the slow
+/// per-account ceiling does not lock its owner out.
+const KNOWN_ADDRESS_WINDOW: i64 = 7 * 24 * 3600;
 
 fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn limiter_keys(account: &str, client: Option<IpAddr>) -> Vec<(String, u32, &'static str)> {
-    let mut keys = vec![(format!("account:{account}"), MAX_FAILURES_PER_ACCOUNT, "for this account")];
-    if let Some(ip) = client {
-        keys.push((format!("addr:{ip}"), MAX_FAILURES_PER_ADDRESS, "from your address"));
-    }
-    keys
+/// The start of the window of length `len` that contains `now`.
+fn window_start(now: i64, len: i64) -> i64 {
+    now - now.rem_euclid(len.max(1))
 }
 
-async fn check_rate_limit(state: &AppState, account: &str, client: Option<IpAddr>) -> Result<(), LoginError> {
-    let now = unix_now();
-    let window = now - now.rem_euclid(LOGIN_WINDOW_SECS);
-    for (key, max, what) in limiter_keys(account, client) {
-        let n = state.meta.login_failures(&key, window).await.map_err(ApiError::from)?;
-        if n >= max {
-            let retry_after = (window + LOGIN_WINDOW_SECS - now).max(1) as u64;
-            metrics::counter!("berth_login_rate_limited_total").increment(1);
-            return Err(LoginError::RateLimited {
-                retry_after,
-                message: format!("too many failed logins {what}; try again in {retry_after} s"),
-            });
-        }
-    }
-    Ok(())
+/// The failed-login counters one attempt was counted in (keys and window starts), forgiven when
+/// the attempt succeeds. Counters live in the metadata store, so replicas share them.
+///
+/// Every attempt is counted BEFORE its password check, with the store's atomic increment: the
+/// count it returns decides, so parallel attempts cannot slip past the limit. Three limits, in
+/// this order (each counted only when the ones before it pass):
+/// 1. per account and address (`limits.login_failures_per_account_address` per `login_window`):
+///    a guesser at one address gets a few tries per account;
+/// 2. per address (`login_failures_per_address` per `login_window`): one address cannot spray
+///    many accounts;
+/// 3. per account from everywhere (`login_failures_per_account` per `login_account_window`): a
+///    slow ceiling for distributed guessing, which does not apply to addresses the account logged
+///    in from successfully in the last 7 days, so an attacker cannot lock its owner out.
+struct Attempt {
+    counted: Vec<(String, i64)>,
+    known_key: Option<String>,
 }
 
-async fn record_failure(state: &AppState, account: &str, client: Option<IpAddr>) {
-    let now = unix_now();
-    let window = now - now.rem_euclid(LOGIN_WINDOW_SECS);
-    for (key, _, _) in limiter_keys(account, client) {
-        if let Err(e) = state.meta.record_login_failure(&key, window).await {
-            tracing::warn!(error = %e, "recording a failed login");
+fn limit_key_name(account: &str) -> String {
+    // Store keys stay small whatever the client sent.
+    crate::text::capped(account, crate::text::MAX_LOGGED_NAME)
+}
+
+fn refuse_limit(limit: &'static str, what: &str, account: &str, client: Option<IpAddr>, window: i64, len: i64, now: i64) -> LoginError {
+    let retry_after = (window + len - now).max(1) as u64;
+    metrics::counter!("berth_login_rate_limited_total", "limit" => limit).increment(1);
+    tracing::warn!(
+        limit,
+        account = %crate::text::cap(account, crate::text::MAX_LOGGED_NAME),
+        client = client.map(|c| c.to_string()).unwrap_or_default(),
+        retry_after,
+        "login limit reached: refusing logins {what} until the window ends"
+    );
+    LoginError::RateLimited { retry_after, message: format!("too many failed logins {what}; try again in {retry_after} s") }
+}
+
+impl Attempt {
+    async fn begin(state: &AppState, account: &str, client: Option<IpAddr>) -> Result<Attempt, LoginError> {
+        let l = &state.config.limits;
+        let now = unix_now();
+        let name = limit_key_name(account);
+        let short_len = l.login_window.as_secs() as i64;
+        let long_len = l.login_account_window.as_secs() as i64;
+        let short = window_start(now, short_len);
+        let long = window_start(now, long_len);
+        let mut attempt = Attempt { counted: Vec::with_capacity(3), known_key: None };
+        if let Some(ip) = client {
+            let key = format!("acct-addr:{ip}|{name}");
+            let n = attempt.count(state, key, short).await?;
+            if n > l.login_failures_per_account_address {
+                return Err(refuse_limit("account_address", "for this account from your address", account, client, short, short_len, now));
+            }
+            let key = format!("addr:{ip}");
+            let n = attempt.count(state, key, short).await?;
+            if n > l.login_failures_per_address {
+                return Err(refuse_limit("address", "from your address", account, client, short, short_len, now));
+            }
+            attempt.known_key = Some(format!("known:{ip}|{name}"));
+        }
+        let key = format!("acct:{name}");
+        let n = attempt.count(state, key, long).await?;
+        if n > l.login_failures_per_account && !attempt.known(state, now).await? {
+            return Err(refuse_limit("account", "for this account", account, client, long, long_len, now));
+        }
+        Ok(attempt)
+    }
+
+    async fn count(&mut self, state: &AppState, key: String, window: i64) -> Result<u32, LoginError> {
+        let n = state.meta.record_login_failure(&key, window).await.map_err(ApiError::from)?;
+        self.counted.push((key, window));
+        Ok(n)
+    }
+
+    /// Whether the client's address logged in to this account successfully in the last 7 days.
+    async fn known(&self, state: &AppState, now: i64) -> Result<bool, LoginError> {
+        let Some(key) = &self.known_key else { return Ok(false) };
+        let w = window_start(now, KNOWN_ADDRESS_WINDOW);
+        for window in [w, w - KNOWN_ADDRESS_WINDOW] {
+            if state.meta.login_failures(key, window).await.map_err(ApiError::from)? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The check did not fail (it succeeded, or could not run): the attempt is not a failure.
+    async fn forgive(self, state: &AppState) {
+        for (key, window) in &self.counted {
+            if let Err(e) = state.meta.forgive_login_failure(key, *window).await {
+                tracing::warn!(error = %e, "forgiving a counted login attempt");
+            }
         }
     }
-    metrics::counter!("berth_login_failures_total").increment(1);
+
+    async fn succeeded(self, state: &AppState) {
+        if let Some(key) = &self.known_key {
+            let w = window_start(unix_now(), KNOWN_ADDRESS_WINDOW);
+            if let Err(e) = state.meta.record_login_failure(key, w).await {
+                tracing::warn!(error = %e, "remembering a known login address");
+            }
+        }
+        self.forgive(state).await;
+    }
 }
 
 /// Everyone may pull public projects.
@@ -222,10 +339,23 @@ async fn with_public(state: &AppState, p: Permissions) -> Permissions {
     }
 }
 
-async fn verify_secret(secret: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || berth_identity::password::verify(&secret, &hash))
+/// Checks a secret against its argon2id hash on the blocking pool, at most
+/// `limits.password_checks` at a time (waiting up to `limits.password_check_wait` for a slot).
+async fn verify_secret(state: &AppState, secret: &str, hash: String) -> Result<bool, LoginError> {
+    let gate = &state.password_gate;
+    let permit = match tokio::time::timeout(gate.wait, gate.permits.acquire()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) | Err(_) => {
+            metrics::counter!("berth_password_checks_busy_total").increment(1);
+            return Err(LoginError::Busy);
+        }
+    };
+    let secret = secret.to_owned();
+    let ok = tokio::task::spawn_blocking(move || berth_identity::password::verify(&secret, &hash))
         .await
-        .map_err(|e| ApiError::internal("verifying a password", e))
+        .map_err(|e| LoginError::Internal(ApiError::internal("verifying a password", e)))?;
+    drop(permit);
+    Ok(ok)
 }
 
 /// Logs in with Basic credentials: a federated OIDC token as the password (any user name, or a
@@ -233,43 +363,60 @@ async fn verify_secret(secret: String, hash: String) -> Result<bool, ApiError> {
 pub async fn login(state: &AppState, username: &str, password: &str, client: Option<IpAddr>) -> Result<Arc<Principal>, LoginError> {
     if berth_identity::looks_like_jwt(password) {
         if berth_identity::peek_issuer(password).as_deref() == Some(state.tokens.issuer()) {
-            return registry_token_login(state, password);
+            return registry_token_login(state, password).await;
         }
         return federated(state, password, Some(username)).await;
     }
+    let generation = current_generation(state).await?;
     let key = LoginCache::key(username, password);
-    if let Some((at, p)) = state.logins.cache.get(&key) {
-        if at.elapsed() < state.logins.ttl {
-            return Ok(p);
-        }
+    if let Some(p) = state.logins.get(&key, generation, unix_now()) {
+        return Ok(p);
     }
-    check_rate_limit(state, username, client).await?;
-    let principal = if username.starts_with(berth_access::robot::ROBOT_PREFIX) {
-        robot_secret_login(state, username, password).await?
+    let attempt = Attempt::begin(state, username, client).await?;
+    let checked = if username.starts_with(berth_access::robot::ROBOT_PREFIX) {
+        robot_secret_login(state, username, password).await
     } else {
-        user_login(state, username, password).await?
+        user_login(state, username, password).await
     };
-    match principal {
-        Some(p) => {
+    match checked {
+        Ok(Some(p)) => {
+            attempt.succeeded(state).await;
             let p = Arc::new(p);
-            state.logins.cache.insert(key, (Instant::now(), p.clone()));
+            state.logins.cache.insert(key, CachedLogin { generation, at: Instant::now(), principal: p.clone() });
             Ok(p)
         }
-        None => {
-            record_failure(state, username, client).await;
-            Err(LoginError::Invalid("invalid username or password".into()))
+        Ok(None) => {
+            metrics::counter!("berth_login_failures_total").increment(1);
+            Err(LoginError::Invalid(INVALID_CREDENTIALS.into()))
+        }
+        // The secret was right but the account may not log in: still a failure of this attempt.
+        Err(e @ LoginError::Invalid(_)) => Err(e),
+        Err(e) => {
+            attempt.forgive(state).await;
+            Err(e)
         }
     }
 }
 
-async fn user_login(state: &AppState, username: &str, password: &str) -> Result<Option<Principal>, ApiError> {
-    let Some(user) = state.meta.get_user(username).await? else {
+async fn current_generation(state: &AppState) -> Result<i64, LoginError> {
+    state
+        .federation
+        .generation()
+        .await
+        .map_err(|e| LoginError::Internal(ApiError::internal("reading the store's generation", e)))
+}
+
+async fn user_login(state: &AppState, username: &str, password: &str) -> Result<Option<Principal>, LoginError> {
+    let Some(user) = state.meta.get_user(username).await.map_err(ApiError::from)? else {
         // Same work as a wrong password, so timing does not tell which names exist.
-        let _ = verify_secret(password.to_owned(), DUMMY_HASH.clone()).await;
+        let _ = verify_secret(state, password, DUMMY_HASH.clone()).await?;
         return Ok(None);
     };
-    if !verify_secret(password.to_owned(), user.password_hash.clone()).await? {
+    if !verify_secret(state, password, user.password_hash.clone()).await? {
         return Ok(None);
+    }
+    if user.disabled {
+        return Err(LoginError::Invalid(format!("user {username} is disabled; an administrator can enable it again")));
     }
     let permissions = if user.admin { Permissions::admin() } else { anonymous_permissions(state.config.anonymous) };
     Ok(Some(Principal {
@@ -286,17 +433,21 @@ static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| berth_identity::password::hash(&berth_identity::password::generate()).unwrap_or_default());
 
 async fn robot_secret_login(state: &AppState, name: &str, secret: &str) -> Result<Option<Principal>, LoginError> {
-    let Some(robot) = state.meta.get_robot(name).await.map_err(ApiError::from)? else {
-        let _ = verify_secret(secret.to_owned(), DUMMY_HASH.clone()).await;
+    let robot = state.meta.get_robot(name).await.map_err(ApiError::from)?;
+    let Some(hash) = robot.as_ref().and_then(|r| r.secret_hash.clone()) else {
+        // Unknown, or federated (no secret): the same work and the same answer as a wrong secret.
+        let _ = verify_secret(state, secret, DUMMY_HASH.clone()).await?;
+        if let Some(r) = &robot {
+            tracing::info!(
+                robot = %crate::text::cap(name, crate::text::MAX_LOGGED_NAME),
+                provider = r.identity_provider.as_deref().unwrap_or(""),
+                "a secret was given for a federated robot: it logs in with an OIDC token of its identity provider as the password"
+            );
+        }
         return Ok(None);
     };
-    let Some(hash) = robot.secret_hash.clone() else {
-        return Err(LoginError::Invalid(format!(
-            "robot {name} is federated: it logs in with an OIDC token of identity provider {:?} as the password, never with a secret",
-            robot.identity_provider.as_deref().unwrap_or("?")
-        )));
-    };
-    if !verify_secret(secret.to_owned(), hash).await? {
+    let Some(robot) = robot else { return Ok(None) };
+    if !verify_secret(state, secret, hash).await? {
         return Ok(None);
     }
     if robot.disabled {
@@ -319,8 +470,11 @@ async fn robot_secret_login(state: &AppState, name: &str, secret: &str) -> Resul
 
 /// A registry token as the password (the kubelet plugin's exchange mode): it may be traded for a
 /// token with at most its own access, expiring no later than it does.
-fn registry_token_login(state: &AppState, token: &str) -> Result<Arc<Principal>, LoginError> {
+async fn registry_token_login(state: &AppState, token: &str) -> Result<Arc<Principal>, LoginError> {
     let claims = state.tokens.verify(token).map_err(|e| LoginError::Invalid(e.to_string()))?;
+    if let Err(m) = still_current(state, &claims).await? {
+        return Err(LoginError::Invalid(m));
+    }
     Ok(Arc::new(Principal {
         subject: claims.sub.clone(),
         kind: claims.kind,
@@ -328,6 +482,42 @@ fn registry_token_login(state: &AppState, token: &str) -> Result<Arc<Principal>,
         origin: claims.origin.clone().map(Arc::new),
         not_after: Some(claims.exp),
     }))
+}
+
+/// Registry tokens are self-contained, but their principal can be revoked before they expire:
+/// whether the token's user or robots still exist and are enabled, looked up once per principal
+/// and store generation (so a revocation reaches every replica within the generation poll).
+/// `Err(message)` when revoked.
+pub(crate) async fn still_current(state: &AppState, claims: &RegistryClaims) -> Result<Result<(), String>, LoginError> {
+    if claims.kind == PrincipalKind::Anonymous {
+        return Ok(Ok(()));
+    }
+    let generation = current_generation(state).await?;
+    let key = (generation, claims.kind, claims.sub.clone());
+    if let Some(ok) = state.revocations.get(&key) {
+        return Ok(if ok { Ok(()) } else { Err(revoked_message(claims)) });
+    }
+    let now = unix_now();
+    let ok = match claims.kind {
+        PrincipalKind::User => state.meta.get_user(&claims.sub).await.map_err(ApiError::from)?.is_some_and(|u| !u.disabled),
+        _ => {
+            let mut all = true;
+            for name in claims.sub.split(',') {
+                let r = state.meta.get_robot(name).await.map_err(ApiError::from)?;
+                if !r.is_some_and(|r| !r.disabled && r.expires_at.is_none_or(|e| e > now)) {
+                    all = false;
+                    break;
+                }
+            }
+            all
+        }
+    };
+    state.revocations.insert(key, ok);
+    Ok(if ok { Ok(()) } else { Err(revoked_message(claims)) })
+}
+
+fn revoked_message(claims: &RegistryClaims) -> String {
+    format!("the registry token of {} is revoked: the account was disabled, deleted or has expired", claims.kind.as_str())
 }
 
 /// Logs in with a federated OIDC token.
@@ -345,7 +535,7 @@ pub async fn federated(state: &AppState, token: &str, login: Option<&str>) -> Re
         kind: PrincipalKind::Robot,
         permissions: with_public(state, id.permissions.clone()).await,
         origin: Some(Arc::new(origin)),
-        not_after: None,
+        not_after: id.not_after,
     }))
 }
 
@@ -355,14 +545,24 @@ pub fn audit_login_failure(state: &AppState, username: Option<&str>, err: &Login
         LoginError::Federation(e) => e.provider().map(str::to_owned),
         _ => None,
     };
-    tracing::warn!(user = username.unwrap_or(""), kind = err.kind(), provider = provider.as_deref().unwrap_or(""), client = ?client, "login refused: {}", err.message());
+    use crate::text::{cap, capped, MAX_LOGGED_MESSAGE, MAX_LOGGED_NAME};
+    let user = cap(username.unwrap_or(""), MAX_LOGGED_NAME);
+    let message = capped(&err.message(), MAX_LOGGED_MESSAGE);
+    let client_text = client.map(|c| c.to_string()).unwrap_or_default();
+    tracing::warn!(user = %user, kind = err.kind(), provider = provider.as_deref().unwrap_or(""), client = %client_text, "login refused: {message}");
     metrics::counter!("berth_logins_total", "result" => "denied", "reason" => err.kind()).increment(1);
-    state.audit.record(berth_meta::AuditEvent {
+    // Floods of the same refusal collapse into one audit row with a count: rate-limited and busy
+    // refusals per address whatever the user name, others per address, user and message.
+    let collapse = match err {
+        LoginError::RateLimited { .. } | LoginError::Busy => format!("login|{}|{client_text}", err.kind()),
+        _ => format!("login|{}|{client_text}|{user}|{message}", err.kind()),
+    };
+    state.audit.record_collapsing(collapse, berth_meta::AuditEvent {
         id: 0,
         time_ms: crate::audit::now_ms(),
         action: "login".into(),
         result: "denied".into(),
-        principal: username.unwrap_or("").to_owned(),
+        principal: user.into_owned(),
         robots: vec![],
         provider,
         subject: None,
@@ -371,7 +571,7 @@ pub fn audit_login_failure(state: &AppState, username: Option<&str>, err: &Login
         repository: None,
         reference: None,
         client: client.map(|c| c.to_string()),
-        message: Some(err.message()),
+        message: Some(message),
     });
 }
 
@@ -406,12 +606,7 @@ pub async fn authenticate(state: &AppState, base: &str, creds: Credentials, clie
             };
             if registry {
                 return match state.tokens.verify(&token) {
-                    Ok(claims) => Ok(Caller {
-                        subject: claims.sub.clone(),
-                        kind: claims.kind,
-                        origin: claims.origin.clone().map(Arc::new),
-                        grants: Grants::Token(claims),
-                    }),
+                    Ok(claims) => token_caller(state, base, claims).await,
                     Err(TokenError::Expired) => Err(challenge(state, base, None, Some("invalid_token"), "the registry token has expired; log in again or request a new token")),
                     Err(e) => Err(challenge(state, base, None, Some("invalid_token"), &e.to_string())),
                 };
@@ -430,12 +625,7 @@ pub async fn authenticate(state: &AppState, base: &str, creds: Credentials, clie
                 && berth_identity::peek_issuer(&password).as_deref() == Some(state.tokens.issuer()) =>
         {
             match state.tokens.verify(&password) {
-                Ok(claims) => Ok(Caller {
-                    subject: claims.sub.clone(),
-                    kind: claims.kind,
-                    origin: claims.origin.clone().map(Arc::new),
-                    grants: Grants::Token(claims),
-                }),
+                Ok(claims) => token_caller(state, base, claims).await,
                 Err(e) => Err(challenge(state, base, None, Some("invalid_token"), &e.to_string())),
             }
         }
@@ -449,15 +639,31 @@ pub async fn authenticate(state: &AppState, base: &str, creds: Credentials, clie
     }
 }
 
+/// The caller of a verified registry token, unless its principal was revoked since.
+async fn token_caller(state: &AppState, base: &str, claims: Arc<RegistryClaims>) -> Result<Caller, ApiError> {
+    match still_current(state, &claims).await {
+        Ok(Ok(())) => {}
+        Ok(Err(m)) => return Err(challenge(state, base, None, Some("invalid_token"), &m)),
+        Err(e) => return Err(login_challenge(state, base, &e)),
+    }
+    Ok(Caller { subject: claims.sub.clone(), kind: claims.kind, origin: claims.origin.clone().map(Arc::new), grants: Grants::Token(claims) })
+}
+
 /// The `/v2` answer to a failed login.
 pub fn login_challenge(state: &AppState, base: &str, e: &LoginError) -> ApiError {
     match e {
         LoginError::Internal(_) => ApiError::internal("logging in", e.message()),
         LoginError::RateLimited { retry_after, message } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests, message.clone())
             .with_header(http::header::RETRY_AFTER, retry_after.to_string()),
+        LoginError::Busy => busy(),
         LoginError::Federation(_) => challenge(state, base, None, Some("invalid_token"), &e.message()),
         LoginError::Invalid(m) => challenge(state, base, None, None, m),
     }
+}
+
+/// 503 with `Retry-After` when every password-check slot is busy.
+pub fn busy() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyRequests, BUSY_MESSAGE).with_header(http::header::RETRY_AFTER, "1")
 }
 
 /// A 401 with the Bearer challenge that starts the Docker token flow.

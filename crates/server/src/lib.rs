@@ -20,12 +20,15 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod registry;
 pub mod serve;
+pub mod text;
 pub mod token;
 
-pub use serve::{serve, TlsFiles};
+pub use limits::Limits;
+pub use serve::{serve, serve_with, TlsFiles};
 
 /// Who may use the registry without credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -51,6 +54,14 @@ pub struct ServerConfig {
     pub anonymous: AnonymousAccess,
     /// Whether Berth itself terminates TLS (for URLs built from the Host header).
     pub tls: bool,
+    /// What a client can make Berth spend.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { external_url: None, service: "berth".into(), anonymous: AnonymousAccess::Off, tls: false, limits: Limits::default() }
+    }
 }
 
 /// Everything a handler may use. Stores are trait objects so backends can be swapped.
@@ -62,6 +73,9 @@ pub struct AppState {
     pub audit: audit::AuditSink,
     pub config: ServerConfig,
     pub(crate) logins: auth::LoginCache,
+    pub(crate) password_gate: auth::PasswordGate,
+    /// Whether a registry token's principal is still enabled, per store generation.
+    pub(crate) revocations: quick_cache::sync::Cache<(i64, berth_identity::PrincipalKind, String), bool>,
     pub(crate) metrics: ops::Metrics,
 }
 
@@ -69,6 +83,8 @@ impl AppState {
     /// Builds the state. Must run inside a Tokio runtime (it starts the audit writer).
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>, tokens: Arc<TokenIssuer>, config: ServerConfig) -> Arc<AppState> {
         Arc::new(AppState {
+            password_gate: auth::PasswordGate::new(&config.limits),
+            revocations: quick_cache::sync::Cache::new(10_000),
             federation: Federation::new(meta.clone()),
             audit: audit::AuditSink::start(meta.clone()),
             meta,
@@ -81,15 +97,28 @@ impl AppState {
     }
 }
 
+/// `/metrics` (and the health endpoints) without authentication, for a separate listener that
+/// only Prometheus reaches (`metrics_listen`).
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .with_state(state)
+}
+
 /// The whole HTTP application. Tests call it in-process with `oneshot`, the binary serves it.
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v2", axum::routing::any(registry::dispatch))
         .route("/v2/", axum::routing::any(registry::dispatch))
         .route("/v2/{*rest}", axum::routing::any(registry::dispatch))
-        .route("/service/token", get(token::get_token).post(token::post_token))
+        .route(
+            "/service/token",
+            get(token::get_token).post(token::post_token).layer(axum::extract::DefaultBodyLimit::max(token::FORM_LIMIT)),
+        )
         .nest("/api/v1", api::router())
-        .route("/metrics", get(ops::metrics))
+        .route("/metrics", get(ops::metrics_for_admins))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .layer(axum::middleware::from_fn(ops::track))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::Json;
-use berth_access::{intersect, parse_scope, Access};
+use berth_access::{intersect, parse_scopes, Access};
 use berth_identity::PrincipalKind;
 use berth_oci::ErrorCode;
 use http::{HeaderMap, StatusCode};
@@ -19,8 +19,22 @@ use crate::{AnonymousAccess, AppState};
 
 fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Option<IpAddr>) -> ApiResult {
     let access = intersect(&p.permissions, scopes);
-    tracing::info!(subject = %p.subject, granted = ?access, "issued registry token");
-    metrics::counter!("berth_token_issued_total", "kind" => format!("{:?}", p.kind).to_lowercase()).increment(1);
+    let asked = scope_list(scopes);
+    let granted = scope_list(&access);
+    if asked != granted {
+        // Partly or wholly refused scopes are not errors (docker asks for more than it needs),
+        // but operators must see what was asked and why it was not given.
+        tracing::info!(
+            subject = %crate::text::cap(&p.subject, crate::text::MAX_LOGGED_NAME),
+            kind = p.kind.as_str(),
+            asked = %asked,
+            granted = %granted,
+            "issued a registry token with less than was asked: the principal's permissions do not allow the rest"
+        );
+    } else {
+        tracing::info!(subject = %crate::text::cap(&p.subject, crate::text::MAX_LOGGED_NAME), kind = p.kind.as_str(), granted = %granted, "issued registry token");
+    }
+    metrics::counter!("berth_token_issued_total", "kind" => p.kind.as_str()).increment(1);
     let origin = p.origin.as_deref().cloned();
     state.audit.record(berth_meta::AuditEvent {
         id: 0,
@@ -56,6 +70,12 @@ fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Op
     .into_response())
 }
 
+/// Scopes as a client writes them (`repository:a/b:pull,push registry:catalog:*`), for logs.
+fn scope_list(scopes: &[Access]) -> String {
+    let text = scopes.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect::<Vec<_>>().join(" ");
+    crate::text::capped(&text, crate::text::MAX_LOGGED_MESSAGE)
+}
+
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         .with_header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
@@ -67,12 +87,15 @@ fn refused(state: &AppState, username: Option<&str>, e: LoginError, client: Opti
         LoginError::Internal(api) => api,
         LoginError::RateLimited { retry_after, message } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests, message)
             .with_header(http::header::RETRY_AFTER, retry_after.to_string()),
+        LoginError::Busy => auth::busy(),
         other => unauthorized(&other.message()),
     }
 }
 
-fn scopes_from(pairs: &[(String, String)]) -> Vec<Access> {
-    pairs.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| parse_scope(v)).collect()
+/// The requested scopes, at most [`berth_access::MAX_SCOPES_PER_REQUEST`] (else 400).
+fn scopes_from(pairs: &[(String, String)]) -> Result<Vec<Access>, ApiError> {
+    parse_scopes(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, e.to_string()))
 }
 
 fn client_of(connect: &Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
@@ -90,7 +113,7 @@ pub async fn get_token(
     let client = client_of(&connect);
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "malformed query string"))?;
-    let scopes = scopes_from(&pairs);
+    let scopes = scopes_from(&pairs)?;
     match parse_authorization(&headers).map_err(|_| unauthorized("malformed Authorization header"))? {
         Credentials::Basic { username, password } => match login(&state, &username, &password, client).await {
             Ok(p) => token_response(&state, &p, &scopes, client),
@@ -113,6 +136,10 @@ pub async fn get_token(
     }
 }
 
+/// The largest form `POST /service/token` reads: a 16 KiB OIDC token as the password and the
+/// maximum number of scopes fit with room to spare.
+pub const FORM_LIMIT: usize = 64 * 1024;
+
 /// `POST /service/token` with an OAuth2 form (`grant_type=password`; the password may be an OIDC
 /// token).
 pub async fn post_token(
@@ -129,15 +156,16 @@ pub async fn post_token(
             let (Some(username), Some(password)) = (field("username"), field("password")) else {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "grant_type=password needs username and password"));
             };
+            let scopes = scopes_from(&pairs)?;
             match login(&state, username, password, client).await {
-                Ok(p) => token_response(&state, &p, &scopes_from(&pairs), client),
+                Ok(p) => token_response(&state, &p, &scopes, client),
                 Err(e) => Err(refused(&state, Some(username), e, client)),
             }
         }
         Some(other) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::Unsupported,
-            format!("grant_type {other:?} is not supported; use grant_type=password (Berth issues no refresh tokens)"),
+            format!("grant_type {:?} is not supported; use grant_type=password (Berth issues no refresh tokens)", crate::text::cap(other, 64)),
         )),
         None => Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "missing grant_type")),
     }

@@ -59,13 +59,13 @@ async fn build(dir: &std::path::Path, anonymous: AnonymousAccess) -> Router {
     let meta = Arc::new(SqliteStore::open(&dir.join("berth.db")).await.unwrap());
     if meta.get_user("admin").await.unwrap().is_none() {
         let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true }).await.unwrap();
-        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false }).await.unwrap();
+        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false }).await.unwrap();
+        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false }).await.unwrap();
     }
     let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
     let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
     let blobs = Arc::new(FsBlobStore::open(dir.to_path_buf()).unwrap());
-    let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous, tls: false };
+    let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous, tls: false, ..ServerConfig::default() };
     berth_server::app(AppState::new(meta, blobs, tokens, cfg))
 }
 
@@ -531,7 +531,14 @@ async fn health_and_metrics() {
     assert_eq!(reg.send(Method::GET, "/healthz", &[], vec![]).await.status, 200);
     assert_eq!(reg.send(Method::GET, "/readyz", &[], vec![]).await.status, 200);
     reg.push_blob("met", b"bytes").await;
+    // On the main listener, /metrics is for administrators only.
     let r = reg.send(Method::GET, "/metrics", &[], vec![]).await;
+    assert_eq!(r.status, 401);
+    assert!(r.headers.get("www-authenticate").is_some());
+    let r = reg.send(Method::GET, "/metrics", &[("authorization", &basic("plain", PW))], vec![]).await;
+    assert_eq!(r.status, 403);
+    let r = reg.admin(Method::GET, "/metrics", &[], vec![]).await;
+    assert_eq!(r.status, 200);
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("berth_http_requests_total"), "{text}");
     assert!(text.contains("route=\"upload\""), "{text}");

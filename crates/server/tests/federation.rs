@@ -105,11 +105,11 @@ impl Reg {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
         let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true }).await.unwrap();
+        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await.unwrap();
         let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
         let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
         let blobs = Arc::new(FsBlobStore::open(dir.path().to_path_buf()).unwrap());
-        let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous: AnonymousAccess::Off, tls: false };
+        let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous: AnonymousAccess::Off, tls: false, ..ServerConfig::default() };
         Reg { app: berth_server::app(AppState::new(meta, blobs, tokens, cfg)), _dir: dir }
     }
     async fn send(&self, method: Method, uri: &str, auth: Option<&str>, body: Vec<u8>) -> Resp {
@@ -120,7 +120,11 @@ impl Reg {
         if body.first() == Some(&b'{') {
             b = b.header("content-type", "application/json");
         }
-        let resp = self.app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
+        // Every in-process request comes from one client address, as over TCP.
+        let client = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+        let mut req = b.body(Body::from(body)).unwrap();
+        req.extensions_mut().insert(axum::extract::ConnectInfo(client));
+        let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         Resp { status, headers, body: resp.into_body().collect().await.unwrap().to_bytes().to_vec() }
@@ -293,10 +297,14 @@ async fn apply_is_idempotent_and_logins_are_rate_limited() {
     // The static secret works (shown once), a wrong one does not.
     let r = reg.send(Method::GET, "/service/token?scope=repository:library/x:pull", Some(&basic("robot$library+legacy", &secret)), vec![]).await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // A secret for a federated robot gets the same answer as any wrong secret (no enumeration).
     let r = reg.send(Method::GET, "/service/token", Some(&basic("robot$library+ci-myrepo", "guess")), vec![]).await;
-    assert!(r.text().contains("federated"), "{}", r.text());
+    assert_eq!(r.status, 401);
+    assert_eq!(r.message(), "invalid username or password", "{}", r.text());
+    let r2 = reg.send(Method::GET, "/service/token", Some(&basic("robot$library+nobody", "guess")), vec![]).await;
+    assert_eq!((r2.status, r2.text()), (r.status, r.text()));
 
-    // Guessing is rate-limited per account; valid federated tokens still work.
+    // Guessing is rate-limited per account and address; valid federated tokens still work.
     let mut last = StatusCode::OK;
     for _ in 0..12 {
         last = reg.send(Method::GET, "/service/token", Some(&basic("admin", "wrong")), vec![]).await.status;
@@ -305,7 +313,7 @@ async fn apply_is_idempotent_and_logins_are_rate_limited() {
     let r = reg.send(Method::GET, "/service/token", Some(&basic("admin", "wrong-again")), vec![]).await;
     assert_eq!(r.status, 429);
     assert!(r.headers.get("retry-after").is_some());
-    assert!(r.message().contains("too many failed logins for this account"), "{}", r.text());
+    assert!(r.message().contains("too many failed logins for this account from your address"), "{}", r.text());
     // A client already logged in (cached) keeps working during the lockout.
     let r = reg.api(Method::GET, "/projects", Value::Null).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -45,6 +45,9 @@ pub struct FederatedIdentity {
     pub jti: Option<String>,
     /// The token's `exp` (unix seconds).
     pub expires_at: u64,
+    /// The earliest expiry of the matching robots (unix seconds): registry tokens issued for
+    /// this identity never outlive it.
+    pub not_after: Option<u64>,
     /// The provider's identifying claims, for the audit log.
     pub audit_claims: Map<String, Value>,
 }
@@ -223,6 +226,13 @@ impl Federation {
         })
     }
 
+    /// The store's federation generation as this process last saw it (polled at most once per
+    /// [`GENERATION_POLL`], shared with the snapshot). Caches of credentials key their entries by
+    /// it, so a change on any replica reaches this one within about a second.
+    pub async fn generation(&self) -> Result<i64, FederationError> {
+        Ok(self.current().await?.generation)
+    }
+
     async fn current(&self) -> Result<Arc<Snapshot>, FederationError> {
         let due = {
             let mut last = self.last_poll.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,10 +351,12 @@ impl Federation {
             sha2::Sha256::digest(token.as_bytes()).into()
         };
         let identity = match self.verified.get(&key) {
-            Some(c) if c.generation == snap.generation && now <= c.until => c.identity.clone(),
+            // `until` is exclusive: a cached token is never used at or after its `exp` or the
+            // expiry of one of its robots, even where verification would allow clock skew.
+            Some(c) if c.generation == snap.generation && now < c.until => c.identity.clone(),
             _ => {
                 let identity = Arc::new(self.verify_and_match(&snap, token, now).await?);
-                let until = identity.expires_at.min(now + VERIFIED_CACHE_SECS);
+                let until = identity.expires_at.min(now + VERIFIED_CACHE_SECS).min(identity.not_after.unwrap_or(u64::MAX));
                 self.verified.insert(key, Arc::new(CachedIdentity { generation: snap.generation, until, identity: identity.clone() }));
                 identity
             }
@@ -356,11 +368,10 @@ impl Federation {
                     return Err(FederationError::RobotNotMatched { robot: name.to_owned(), provider: identity.provider.clone() });
                 }
                 let state = snap.providers.iter().find(|p| p.provider.name == identity.provider);
-                let permissions = state
-                    .and_then(|s| s.robots.get(name))
-                    .map(|r| r.permissions.clone())
-                    .unwrap_or_default();
-                Ok(Arc::new(FederatedIdentity { robots: vec![name.to_owned()], permissions, ..(*identity).clone() }))
+                let robot = state.and_then(|s| s.robots.get(name));
+                let permissions = robot.map(|r| r.permissions.clone()).unwrap_or_default();
+                let not_after = robot.and_then(|r| r.expires_at).map(|e| e.max(0) as u64);
+                Ok(Arc::new(FederatedIdentity { robots: vec![name.to_owned()], permissions, not_after, ..(*identity).clone() }))
             }
             _ => Ok(identity),
         }
@@ -391,6 +402,7 @@ impl Federation {
             .iter()
             .filter_map(|r| state.robots.get(r))
             .fold(Permissions::default(), |acc, r| acc.union(r.permissions.clone()));
+        let not_after = robots.iter().filter_map(|r| state.robots.get(r)?.expires_at).min().map(|e| e.max(0) as u64);
         let mut audit_claims = Map::new();
         for path in &p.audit_claims {
             if let Some(v) = berth_claims::lookup(&claims, path) {
@@ -404,6 +416,7 @@ impl Federation {
             subject: std.sub.clone(),
             jti: std.jti.clone(),
             expires_at: std.exp,
+            not_after,
             audit_claims,
         })
     }
