@@ -6,8 +6,8 @@ use std::io::{Read as _, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_credential_provider::{
-    cache_secs, parse_request, pass_through, registry_of, repository_of, response, Options, PluginError, Request,
-    MAX_REQUEST_BYTES,
+    check_registry, exchange_request, exchange_response, parse_image, parse_request, pass_through, ImageRef, Options, PluginError,
+    RegistryUrl, Request, Response, MAX_REQUEST_BYTES,
 };
 
 const HELP: &str = "\
@@ -27,49 +27,63 @@ USAGE (in the kubelet's CredentialProviderConfig):
         serviceAccountTokenAudience: registry.example.com
         requireServiceAccount: true
         cacheType: Token
-      args: [\"--username\", \"jwt\"]          # optional
+      args: [\"--registry-url\", \"https://registry.example.com\"]
 
 OPTIONS (each also as an environment variable, set with `env:` in the config):
-  --username NAME        Basic user name sent with the token [BERTH_CP_USERNAME, default jwt]
-  --mode MODE            pass-through (default): the service-account token is the password;
-                         exchange: trade it at Berth's /service/token for a short-lived registry
-                         token first, so the service-account token never reaches containerd
+  --registry-url URL     Berth's URL, https://host[:port] [BERTH_CP_REGISTRY_URL]. Only images on
+                         this registry get credentials; others are refused (exit 1). Required in
+                         exchange mode, where the service-account token is sent only there.
+  --mode MODE            pass-through (default): the service-account token is the password
+                         (cacheKeyType Registry); exchange: trade it at Berth's /service/token for
+                         a short-lived registry token that pulls the image's repository, so the
+                         service-account token never reaches containerd (cacheKeyType Image)
                          [BERTH_CP_MODE]
-  --registry-url URL     exchange mode: Berth's URL [BERTH_CP_REGISTRY_URL, default https://<image registry>]
+  --username NAME        Basic user name sent with the token [BERTH_CP_USERNAME, default jwt]
   --ca-file FILE         exchange mode: PEM CA to trust for Berth's HTTPS [BERTH_CP_CA_FILE]
-  --max-cache SECONDS    upper bound of the cache duration [BERTH_CP_MAX_CACHE, default 300]; never
-                         longer than the credential's remaining life
+  --allow-insecure-loopback
+                         accept an http:// --registry-url, only for a loopback IP address
+                         (127.0.0.1, [::1]) [BERTH_CP_ALLOW_INSECURE_LOOPBACK=1]
+  --max-cache SECONDS    upper bound of the cache duration [BERTH_CP_MAX_CACHE, default 300]
+  --expiry-margin SECONDS
+                         the kubelet's cache drops a credential this long before it expires
+                         [BERTH_CP_EXPIRY_MARGIN, default 60]
   --allow-missing-token  answer with no credentials (instead of failing) when the request has no
-                         service-account token [BERTH_CP_ALLOW_MISSING_TOKEN=1]
+                         service-account token (pass-through mode) [BERTH_CP_ALLOW_MISSING_TOKEN=1]
   --version, --help
 
-Pass-through mode makes no network call.";
+Pass-through mode makes no network call. Exchange mode follows no redirects.";
 
 #[derive(Debug)]
 struct Config {
     opts: Options,
     exchange: bool,
-    registry_url: Option<String>,
+    registry: Option<RegistryUrl>,
     ca_file: Option<String>,
+}
+
+fn seconds(name: &str, v: &str) -> Result<u64, PluginError> {
+    v.parse().map_err(|_| PluginError(format!("{name} {v:?} is not a number of seconds")))
 }
 
 fn parse_args() -> Result<Option<Config>, PluginError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut cfg = Config {
-        opts: Options::default(),
-        exchange: false,
-        registry_url: env("BERTH_CP_REGISTRY_URL"),
-        ca_file: env("BERTH_CP_CA_FILE"),
-    };
+    let flag = |k: &str| env(k).is_some_and(|v| v == "1" || v == "true");
+    let mut opts = Options::default();
+    let mut registry_url = env("BERTH_CP_REGISTRY_URL");
+    let mut ca_file = env("BERTH_CP_CA_FILE");
+    let mut allow_insecure_loopback = flag("BERTH_CP_ALLOW_INSECURE_LOOPBACK");
     if let Some(u) = env("BERTH_CP_USERNAME") {
-        cfg.opts.username = u;
+        opts.username = u;
     }
     let mut mode = env("BERTH_CP_MODE").unwrap_or_else(|| "pass-through".into());
     if let Some(m) = env("BERTH_CP_MAX_CACHE") {
-        cfg.opts.max_cache_secs = m.parse().map_err(|_| PluginError(format!("BERTH_CP_MAX_CACHE={m:?} is not a number of seconds")))?;
+        opts.max_cache_secs = seconds("BERTH_CP_MAX_CACHE", &m)?;
     }
-    if env("BERTH_CP_ALLOW_MISSING_TOKEN").is_some_and(|v| v == "1" || v == "true") {
-        cfg.opts.require_service_account = false;
+    if let Some(m) = env("BERTH_CP_EXPIRY_MARGIN") {
+        opts.expiry_margin_secs = seconds("BERTH_CP_EXPIRY_MARGIN", &m)?;
+    }
+    if flag("BERTH_CP_ALLOW_MISSING_TOKEN") {
+        opts.require_service_account = false;
     }
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -83,42 +97,36 @@ fn parse_args() -> Result<Option<Config>, PluginError> {
                 println!("berth-credential-provider {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            "--username" => cfg.opts.username = value("--username")?,
+            "--username" => opts.username = value("--username")?,
             "--mode" => mode = value("--mode")?,
-            "--registry-url" => cfg.registry_url = Some(value("--registry-url")?),
-            "--ca-file" => cfg.ca_file = Some(value("--ca-file")?),
-            "--max-cache" => {
-                let v = value("--max-cache")?;
-                cfg.opts.max_cache_secs = v.parse().map_err(|_| PluginError(format!("--max-cache {v:?} is not a number of seconds")))?;
-            }
-            "--allow-missing-token" => cfg.opts.require_service_account = false,
-            other => return Err(PluginError(format!("unknown argument {other:?} (see --help)"))),
+            "--registry-url" => registry_url = Some(value("--registry-url")?),
+            "--ca-file" => ca_file = Some(value("--ca-file")?),
+            "--allow-insecure-loopback" => allow_insecure_loopback = true,
+            "--max-cache" => opts.max_cache_secs = seconds("--max-cache", &value("--max-cache")?)?,
+            "--expiry-margin" => opts.expiry_margin_secs = seconds("--expiry-margin", &value("--expiry-margin")?)?,
+            "--allow-missing-token" => opts.require_service_account = false,
+            other => return Err(PluginError(format!("unknown argument {:?} (see --help)", berth_credential_provider::one_line(other)))),
         }
     }
-    cfg.exchange = match mode.as_str() {
+    let exchange = match mode.as_str() {
         "pass-through" | "passthrough" => false,
         "exchange" => true,
-        other => return Err(PluginError(format!("unknown mode {other:?}: use pass-through or exchange"))),
+        other => return Err(PluginError(format!("unknown mode {:?}: use pass-through or exchange", berth_credential_provider::one_line(other)))),
     };
-    Ok(Some(cfg))
+    let registry = registry_url.map(|u| RegistryUrl::parse(&u, allow_insecure_loopback)).transpose()?;
+    if exchange && registry.is_none() {
+        return Err(PluginError(
+            "exchange mode needs --registry-url https://<Berth's host> (or BERTH_CP_REGISTRY_URL): the service-account token is sent only there".into(),
+        ));
+    }
+    Ok(Some(Config { opts, exchange, registry, ca_file }))
 }
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Exchange mode: the service-account token buys a short-lived registry token for pulling this
-/// image's repository.
-fn exchange(req: &Request, cfg: &Config) -> Result<berth_credential_provider::Response, PluginError> {
-    let registry = registry_of(&req.image)?;
-    let token = req
-        .service_account_token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| PluginError("exchange mode needs a serviceAccountToken in the request: set tokenAttributes in the kubelet's CredentialProviderConfig".into()))?;
-    let base = cfg.registry_url.clone().unwrap_or_else(|| format!("https://{registry}"));
-    let url = format!("{}/service/token?scope=repository:{}:pull", base.trim_end_matches('/'), repository_of(&req.image));
+fn agent(cfg: &Config, registry: &RegistryUrl) -> Result<ureq::Agent, PluginError> {
     let mut tls = ureq::tls::TlsConfig::builder();
     if let Some(f) = &cfg.ca_file {
         let pem = std::fs::read(f).map_err(|e| PluginError(format!("cannot read --ca-file {f}: {e}")))?;
@@ -133,34 +141,39 @@ fn exchange(req: &Request, cfg: &Config) -> Result<berth_credential_provider::Re
         }
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .tls_config(tls.build())
         .timeout_global(Some(std::time::Duration::from_secs(10)))
         .http_status_as_error(false)
-        .build()
-        .into();
-    use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{token}", cfg.opts.username));
-    let mut resp = agent
-        .get(&url)
-        .header("Authorization", &format!("Basic {basic}"))
+        // The token goes to --registry-url and nowhere else: a redirect is an error.
+        .max_redirects(0)
+        .https_only(!registry.is_insecure());
+    if registry.is_insecure() {
+        // Plain HTTP to a loopback address never goes through an HTTP proxy (which would see the
+        // token); HTTPS may (CONNECT keeps TLS end to end).
+        config = config.proxy(None);
+    }
+    Ok(config.build().into())
+}
+
+/// Exchange mode: the service-account token buys a short-lived registry token for pulling this
+/// image's repository, from the configured registry only.
+fn exchange(req: &Request, image: &ImageRef, cfg: &Config, registry: &RegistryUrl) -> Result<Response, PluginError> {
+    let call = exchange_request(req, image, registry, &cfg.opts)?;
+    let mut resp = agent(cfg, registry)?
+        .get(&call.url)
+        .header("Authorization", &call.authorization)
         .call()
-        .map_err(|e| PluginError(format!("exchanging the token at {url}: {e}")))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
+        .map_err(|e| PluginError(format!("exchanging the token at {}: {}", call.url, berth_credential_provider::one_line(&e.to_string()))))?;
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("location").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = resp
         .body_mut()
         .with_config()
         .limit(1 << 20)
-        .read_json()
-        .map_err(|e| PluginError(format!("exchanging the token at {url}: HTTP {status}, unreadable answer: {e}")))?;
-    if !status.is_success() {
-        let msg = body["errors"][0]["message"].as_str().unwrap_or("no message");
-        return Err(PluginError(format!("Berth refused the service-account token (HTTP {status}): {msg}")));
-    }
-    let registry_token = body["token"].as_str().ok_or_else(|| PluginError(format!("the answer of {url} has no token")))?;
-    let expires_in = body["expires_in"].as_u64().unwrap_or(0);
-    let secs = cache_secs(Some(now() + expires_in), now(), cfg.opts.max_cache_secs);
-    Ok(response(&registry, "berth-token", registry_token, secs))
+        .read_to_vec()
+        .map_err(|e| PluginError(format!("exchanging the token at {}: HTTP {status}, unreadable answer: {e}", call.url)))?;
+    exchange_response(image, &call.url, status, location.as_deref(), &body, &cfg.opts, now())
 }
 
 fn run() -> Result<(), PluginError> {
@@ -171,7 +184,15 @@ fn run() -> Result<(), PluginError> {
         .read_to_end(&mut input)
         .map_err(|e| PluginError(format!("reading stdin: {e}")))?;
     let req = parse_request(&input)?;
-    let resp = if cfg.exchange { exchange(&req, &cfg)? } else { pass_through(&req, &cfg.opts, now())? };
+    let image = parse_image(&req.image)?;
+    let resp = match &cfg.registry {
+        Some(registry) if cfg.exchange => exchange(&req, &image, &cfg, registry)?,
+        Some(registry) => {
+            check_registry(&image, registry)?;
+            pass_through(&req, &image, &cfg.opts, now())?
+        }
+        None => pass_through(&req, &image, &cfg.opts, now())?,
+    };
     let out = serde_json::to_vec(&resp).map_err(|e| PluginError(format!("encoding the response: {e}")))?;
     // One write of the whole response: the kubelet never sees half of it.
     let mut stdout = std::io::stdout().lock();
