@@ -197,11 +197,25 @@ impl KeyCache {
     }
 }
 
+/// At most 3 redirects, and every hop must pass the same check as a configured URL (https, or
+/// http on loopback), so a redirect cannot move a key fetch to plain http or another scheme.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 3 {
+            return attempt.error("more than 3 redirects");
+        }
+        match super::provider::validate_fetch_url("redirect target", attempt.url().as_str()) {
+            Ok(()) => attempt.follow(),
+            Err(e) => attempt.error(e),
+        }
+    })
+}
+
 fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, KeyError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirect_policy())
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
@@ -246,4 +260,64 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-route-per-path HTTP server on 127.0.0.1: `/jwks` redirects to `target`, every other
+    /// path answers an empty JWK set. Returns its port and a counter of requests.
+    async fn server(target: impl Fn(u16) -> String + Send + 'static) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let resp = if req.starts_with("GET /jwks ") {
+                    format!("HTTP/1.1 302 Found\r\nLocation: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", target(port))
+                } else {
+                    let body = r#"{"keys":[]}"#;
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                };
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (port, hits)
+    }
+
+    fn provider(port: u16) -> Provider {
+        let spec: super::super::ProviderSpec = serde_json::from_value(serde_json::json!({
+            "name": "r", "issuer": format!("http://127.0.0.1:{port}"), "audiences": ["a"],
+            "jwksUri": format!("http://127.0.0.1:{port}/jwks")
+        }))
+        .unwrap();
+        spec.resolve().unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_redirect_hop_is_checked_like_a_configured_url() {
+        // 0.0.0.0 reaches this machine but is not a loopback address, so plain http to it is
+        // refused; before every hop was checked, the redirect was followed and the fetch worked.
+        let (port, hits) = server(|port| format!("http://0.0.0.0:{port}/real")).await;
+        let cache = KeyCache::new(&provider(port)).unwrap();
+        let e = cache.fetch_now().await.unwrap_err();
+        assert!(e.0.contains("must use https"), "{}", e.0);
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the redirect target was contacted");
+        // A redirect that stays on loopback is followed.
+        let (port, hits) = server(|port| format!("http://127.0.0.1:{port}/real")).await;
+        let cache = KeyCache::new(&provider(port)).unwrap();
+        cache.fetch_now().await.unwrap();
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Redirect loops end after 3 hops.
+        let (port, _) = server(|port| format!("http://127.0.0.1:{port}/jwks")).await;
+        let e = KeyCache::new(&provider(port)).unwrap().fetch_now().await.unwrap_err();
+        assert!(e.0.contains("redirect"), "{}", e.0);
+    }
 }
