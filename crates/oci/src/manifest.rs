@@ -2,6 +2,10 @@
 //! Docker schema 2 shapes, and extract what the registry must know (referenced blobs, child
 //! manifests, `subject`, `artifactType`, annotations).
 //!
+//! Non-distributable layers (OCI `...layer.nondistributable.*`, Docker `...foreign.diff.tar*`,
+//! the base layers of Windows images) are kept apart from the required blobs: clients fetch them
+//! from their `urls`, so a registry accepts the manifest without them, as distribution does.
+//!
 //! The raw bytes are what is stored and served; the digest is over the raw bytes. Nothing here
 //! re-serialises a manifest. Unknown fields are tolerated, as the specs require.
 
@@ -33,6 +37,8 @@ pub enum ManifestError {
     NoMediaType,
     #[error("{0}")]
     Shape(String),
+    #[error("{what} has URL {url:?}; a non-distributable layer's urls must be absolute http or https URLs without a fragment")]
+    LayerUrl { what: String, url: String },
 }
 
 /// A content descriptor as found in manifests.
@@ -44,6 +50,8 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
     /// The annotations as raw JSON (an object), if any.
     pub annotations: Option<serde_json::Value>,
+    /// Where else the content can be fetched (non-distributable layers); empty if none.
+    pub urls: Vec<String>,
 }
 
 /// Whether a manifest is an image manifest (config + layers) or an index (child manifests).
@@ -60,6 +68,9 @@ pub struct ParsedManifest {
     pub media_type: String,
     /// Config and layers (image manifests). Must exist in the repository.
     pub blobs: Vec<Descriptor>,
+    /// Non-distributable layers ([`media::is_non_distributable`]): not required in the
+    /// repository (clients fetch them from their `urls`), so not in `blobs`.
+    pub non_distributable: Vec<Descriptor>,
     /// Child manifests (indexes). Must exist in the repository.
     pub manifests: Vec<Descriptor>,
     pub subject: Option<Descriptor>,
@@ -77,6 +88,7 @@ struct RawDescriptor {
     size: Option<i64>,
     artifact_type: Option<String>,
     annotations: Option<BTreeMap<String, String>>,
+    urls: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -106,7 +118,18 @@ fn descriptor(d: RawDescriptor, what: &str) -> Result<Descriptor, ManifestError>
         size: size as u64,
         artifact_type: d.artifact_type,
         annotations: d.annotations.map(|a| serde_json::to_value(a).unwrap_or_default()),
+        urls: d.urls.unwrap_or_default(),
     })
+}
+
+/// Whether `url` is an absolute `http`/`https` URL with a host and no fragment (what
+/// distribution accepts in a foreign layer's `urls`).
+fn valid_layer_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    !host.is_empty() && !url.contains('#') && url.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// Strips parameters (`; charset=...`) from a Content-Type.
@@ -157,10 +180,29 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
             let layers = raw.layers.ok_or_else(|| ManifestError::Shape("image manifest has no layers".into()))?;
             let artifact_type = raw.artifact_type.clone().or_else(|| Some(config.media_type.clone()));
             let mut blobs = vec![config];
+            let mut non_distributable = Vec::new();
             for (i, l) in layers.into_iter().enumerate() {
-                blobs.push(descriptor(l, &format!("layers[{i}]"))?);
+                let what = format!("layers[{i}]");
+                let layer = descriptor(l, &what)?;
+                if !media::is_non_distributable(&layer.media_type) {
+                    blobs.push(layer);
+                    continue;
+                }
+                if let Some(url) = layer.urls.iter().find(|u| !valid_layer_url(u)) {
+                    return Err(ManifestError::LayerUrl { what, url: url.clone() });
+                }
+                non_distributable.push(layer);
             }
-            Ok(ParsedManifest { kind, media_type, blobs, manifests: vec![], subject, artifact_type, annotations })
+            Ok(ParsedManifest {
+                kind,
+                media_type,
+                blobs,
+                non_distributable,
+                manifests: vec![],
+                subject,
+                artifact_type,
+                annotations,
+            })
         }
         ManifestKind::Index => {
             if raw.config.is_some() || raw.layers.is_some() {
@@ -176,6 +218,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
                 kind,
                 media_type,
                 blobs: vec![],
+                non_distributable: vec![],
                 manifests,
                 subject,
                 artifact_type: raw.artifact_type,
@@ -245,6 +288,58 @@ mod tests {
                 _ => panic!("{}: want {:?}, got {:?}", c.name, c.want, got),
             }
         }
+    }
+
+    /// Non-distributable layers are set apart from the blobs the repository must hold; every
+    /// other layer stays required, even with `urls`.
+    #[test]
+    fn non_distributable_layers() {
+        let layer = |mt: &str, urls: &str| format!(r#"{{"mediaType":"{mt}","digest":"{D2}","size":10{urls}}}"#);
+        let manifest = |mt: &str, layers: &[String]| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{mt}","config":{{"mediaType":"a/b","digest":"{D1}","size":2}},"layers":[{}]}}"#,
+                layers.join(",")
+            )
+        };
+        let url = r#","urls":["https://mcr.microsoft.com/v2/windows/blobs/sha256:00"]"#;
+        const OCI_ND: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+        const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+        const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        struct Case<'a> {
+            name: &'a str,
+            body: String,
+            // (required blobs incl. config, non-distributable layers) or an error's text
+            want: Result<(usize, usize), &'a str>,
+        }
+        let cases = vec![
+            Case { name: "oci non-distributable with urls", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, url)]), want: Ok((1, 1)) },
+            Case { name: "oci non-distributable without urls", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, "")]), want: Ok((1, 1)) },
+            Case { name: "docker foreign with urls", body: manifest(media::DOCKER_MANIFEST, &[layer(DOCKER_FOREIGN, url)]), want: Ok((1, 1)) },
+            Case {
+                name: "windows shape: foreign base, then regular layers",
+                body: manifest(media::DOCKER_MANIFEST, &[layer(DOCKER_FOREIGN, url), layer(DOCKER_FOREIGN, url), layer(media::DOCKER_LAYER, "")]),
+                want: Ok((2, 2)),
+            },
+            Case { name: "regular layer with urls stays required", body: manifest(media::OCI_MANIFEST, &[layer(OCI_LAYER, url)]), want: Ok((2, 0)) },
+            Case { name: "ftp url", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, r#","urls":["ftp://h/x"]"#)]), want: Err("ftp://h/x") },
+            Case { name: "url with fragment", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, r#","urls":["https://h/x#f"]"#)]), want: Err("fragment") },
+            Case { name: "url without host", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, r#","urls":["https:///x"]"#)]), want: Err("https:///x") },
+            Case { name: "url with a space", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, r#","urls":["https://h/a b"]"#)]), want: Err("http or https") },
+            Case { name: "urls not strings", body: manifest(media::OCI_MANIFEST, &[layer(OCI_ND, r#","urls":[1]"#)]), want: Err("JSON") },
+        ];
+        for c in cases {
+            let got = parse(c.body.as_bytes(), None);
+            match (&c.want, &got) {
+                (Ok((b, n)), Ok(p)) => {
+                    assert_eq!((p.blobs.len(), p.non_distributable.len()), (*b, *n), "{}", c.name);
+                    assert!(p.blobs.iter().all(|d| !media::is_non_distributable(&d.media_type)), "{}", c.name);
+                }
+                (Err(w), Err(e)) => assert!(e.to_string().contains(w), "{}: {e} lacks {w:?}", c.name),
+                _ => panic!("{}: want {:?}, got {:?}", c.name, c.want, got),
+            }
+        }
+        let p = parse(manifest(media::OCI_MANIFEST, &[layer(OCI_ND, url)]).as_bytes(), None).unwrap();
+        assert_eq!(p.non_distributable[0].urls, vec!["https://mcr.microsoft.com/v2/windows/blobs/sha256:00".to_owned()]);
     }
 
     #[test]
