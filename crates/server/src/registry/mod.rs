@@ -21,6 +21,9 @@ mod discovery;
 mod manifests;
 mod uploads;
 
+pub use discovery::{CATALOG_SCAN_ROWS, MAX_CATALOG_PAGE};
+pub use manifests::MAX_TAGS_PER_PUT;
+
 /// A `/v2` endpoint, parsed from the path. Raw references stay strings until the handler parses
 /// them, so each can answer with its own precise error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,22 +157,59 @@ impl Request {
     }
 }
 
-/// Denies a request: a challenge when more credentials could help, else 403.
-fn deny(state: &AppState, base: &str, caller: &Caller, repo: &RepoName, method: &Method, action: Action) -> ApiError {
-    // Ask for the whole set a client needs for this kind of request, as docker does.
+/// The repository a cross-repository mount (`POST .../blobs/uploads/?mount=<digest>&from=<repo>`)
+/// reads from, if the request is one and names another valid repository.
+fn mount_source(endpoint: &Endpoint, method: &Method, uri: &Uri) -> Option<RepoName> {
+    let Endpoint::UploadStart(repo) = endpoint else { return None };
+    if method != Method::POST {
+        return None;
+    }
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let has = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    has("mount")?;
+    has("from")?.parse::<RepoName>().ok().filter(|from| from != repo)
+}
+
+/// The `Bearer` challenge for several scopes: they go space-separated into one `scope="..."`
+/// parameter, as distribution does. (`auth::challenge` takes one scope.)
+fn challenge_scopes(state: &AppState, base: &str, scopes: &[Access], error: Option<&str>, message: &str) -> ApiError {
+    if scopes.len() <= 1 {
+        return auth::challenge(state, base, scopes.first(), error, message);
+    }
+    let scope: Vec<String> = scopes.iter().map(|s| format!("{}:{}:{}", s.kind, s.name, s.actions.join(","))).collect();
+    let mut value = format!("Bearer realm=\"{base}/service/token\",service=\"{}\",scope=\"{}\"", state.config.service, scope.join(" "));
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_header(http::header::WWW_AUTHENTICATE, value)
+}
+
+/// What a caller is challenged for when denied: the whole set a client needs for this kind of
+/// request, as docker asks for it, plus `pull` on a mount's source (without it, a client that
+/// follows the challenge gets a token that turns the mount into a full upload).
+fn challenge_for(repo: &RepoName, action: Action, mount_from: Option<&RepoName>) -> Vec<Access> {
     let actions: Vec<String> = match action {
         Action::Push => vec!["pull".into(), "push".into()],
         other => vec![other.as_str().into()],
     };
-    let scope = Access { kind: "repository".into(), name: repo.to_string(), actions };
+    let mut scopes = vec![Access { kind: "repository".into(), name: repo.to_string(), actions }];
+    if let Some(from) = mount_from {
+        scopes.push(Access { kind: "repository".into(), name: from.to_string(), actions: vec!["pull".into()] });
+    }
+    scopes
+}
+
+/// Denies a request: a challenge when more credentials could help, else 403.
+fn deny(state: &AppState, base: &str, caller: &Caller, repo: &RepoName, method: &Method, action: Action, mount_from: Option<&RepoName>) -> ApiError {
+    let scopes = challenge_for(repo, action, mount_from);
     if caller.kind == berth_identity::PrincipalKind::Anonymous {
-        return auth::challenge(state, base, Some(&scope), None, "authentication required");
+        return challenge_scopes(state, base, &scopes, None, "authentication required");
     }
     if caller.is_token() {
-        return auth::challenge(
+        return challenge_scopes(
             state,
             base,
-            Some(&scope),
+            &scopes,
             Some("insufficient_scope"),
             &format!("the token does not allow {} on {repo}", action.as_str()),
         );
@@ -246,7 +286,7 @@ async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMa
     let caller = auth::authenticate(&state, &base, creds, client).await?;
     if let (Some(repo), Some(action)) = (endpoint.repo(), endpoint.action(&method)) {
         if !caller.allows(repo.as_str(), action) {
-            let err = deny(&state, &base, &caller, repo, &method, action);
+            let err = deny(&state, &base, &caller, repo, &method, action, mount_source(&endpoint, &method, &uri).as_ref());
             if caller.kind != berth_identity::PrincipalKind::Anonymous {
                 let reference = match &endpoint {
                     Endpoint::Manifest(_, r) | Endpoint::Blob(_, r) => r.as_str(),
@@ -256,6 +296,15 @@ async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMa
             }
             return Err(err);
         }
+    }
+    // The catalog names repositories: anonymous callers list it only where anonymous pulls are on
+    // (public projects alone do not open it; their repositories are pulled by name).
+    if endpoint == Endpoint::Catalog
+        && caller.kind == berth_identity::PrincipalKind::Anonymous
+        && state.config.anonymous == crate::AnonymousAccess::Off
+    {
+        let scope = Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] };
+        return Err(auth::challenge(&state, &base, Some(&scope), None, "authentication required to list repositories"));
     }
     let audit_as = audited(&endpoint, &method).map(|(a, r, reference)| (a, r.clone(), reference.to_owned()));
     // `/v2/` challenges anonymous callers unless anonymous callers may do everything: clients
@@ -346,6 +395,31 @@ mod tests {
                 (got, w) => panic!("{path}: got {got:?}, want {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn mount_challenge_table() {
+        let r = |s: &str| s.parse::<RepoName>().unwrap();
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let start = Endpoint::UploadStart(r("a/target"));
+        let uri = |q: &str| format!("/v2/a/target/blobs/uploads/{q}").parse::<Uri>().unwrap();
+        let cases: Vec<(Method, String, Option<RepoName>)> = vec![
+            (Method::POST, format!("?mount={d}&from=b/source"), Some(r("b/source"))),
+            (Method::POST, format!("?from=b%2Fsource&mount={d}"), Some(r("b/source"))),
+            (Method::POST, format!("?mount={d}"), None),
+            (Method::POST, "?from=b/source".into(), None),
+            (Method::POST, format!("?mount={d}&from=a/target"), None),
+            (Method::POST, format!("?mount={d}&from=Not/Valid"), None),
+            (Method::POST, String::new(), None),
+            (Method::PATCH, format!("?mount={d}&from=b/source"), None),
+        ];
+        for (method, q, want) in cases {
+            assert_eq!(mount_source(&start, &method, &uri(&q)), want, "{method} {q}");
+        }
+        let scopes = challenge_for(&r("a/target"), Action::Push, Some(&r("b/source")));
+        let text: Vec<String> = scopes.iter().map(|s| format!("{}:{}:{}", s.kind, s.name, s.actions.join(","))).collect();
+        assert_eq!(text, ["repository:a/target:pull,push", "repository:b/source:pull"]);
+        assert_eq!(challenge_for(&r("a"), Action::Delete, None).len(), 1);
     }
 
     #[test]
