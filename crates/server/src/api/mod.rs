@@ -1,27 +1,42 @@
-//! The admin API under `/api/v1`: projects, robot accounts, identity providers, the audit log,
-//! token explain and declarative apply. JSON in and out; every call needs an admin's Basic
-//! credentials. The OpenAPI document is served at `/api/v1/openapi.json`. Handlers convert the
-//! wire types of [`types`] to store records and back; the checks live in `berth-access`,
+//! The admin API under `/api/v1`: projects, robot accounts, identity providers, local users, the
+//! audit log, token explain and declarative apply. JSON in and out; every call needs an admin's
+//! Basic credentials. The OpenAPI document is served at `/api/v1/openapi.json`. Handlers convert
+//! the wire types of [`types`] to store records and back; the checks live in `berth-access`,
 //! `berth-claims` and `berth-identity`.
+//!
+//! Credentials come before bodies: every handler takes the [`Admin`] extractor first, which
+//! authenticates from the request head alone, so a caller who is not an admin gets 401/403
+//! before a byte of its body is read. Bodies are then read by [`JsonBody`], with a small limit
+//! per endpoint ([`DOCUMENT_LIMIT`], [`APPLY_LIMIT`]); a larger body is 413 with a JSON error.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use berth_access::RobotName;
-use berth_identity::federation::ProviderSpec;
-use berth_meta::{AuditQuery, DeleteOutcome, IdentityProviderRecord, ProjectRecord, RobotRecord};
+use berth_identity::federation::{Provider, ProviderSpec};
+use berth_meta::{AuditQuery, DeleteOutcome, IdentityProviderRecord, ProjectRecord, RobotRecord, UserRecord};
+use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use utoipa::OpenApi;
 
 use crate::auth::{self, Credentials, LoginError};
 use crate::AppState;
 
+pub mod issuer;
 pub mod types;
 use types::*;
+
+/// The largest body of an ordinary admin document (a project, robot, identity provider, user or
+/// a token to explain): 64 KiB. A robot is well under 1 KiB; an identity provider with inline
+/// JWKS keys and a CA bundle is a few KiB; a token to explain is refused above 16 KiB anyway.
+pub const DOCUMENT_LIMIT: usize = 64 << 10;
+/// The largest `apply` document: 1 MiB, about 3,000 robots with a few rules each. Larger
+/// configurations can be applied in several files (apply never deletes what a file omits).
+pub const APPLY_LIMIT: usize = 1 << 20;
 
 /// An admin API error: status, a code and a message a user can act on.
 #[derive(Debug)]
@@ -74,10 +89,70 @@ impl IntoResponse for AdminError {
 }
 
 type AdminResult<T> = Result<T, AdminError>;
-type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
-fn client_ip(c: &Client) -> Option<IpAddr> {
-    c.as_ref().map(|c| c.0 .0.ip())
+/// An authenticated administrator (the user name). As the first extractor of every handler it
+/// runs before any body is read: callers who fail get their answer from the request head alone.
+#[derive(Debug, Clone)]
+pub struct Admin(pub String);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let client: Option<IpAddr> = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        require_admin(state, &parts.headers, client).await.map(Admin)
+    }
+}
+
+/// A JSON body of at most `LIMIT` bytes, with the admin API's JSON errors: 413 above the limit
+/// (at once when `Content-Length` declares more), 415 without a JSON content type, 400 for
+/// malformed JSON, 422 for JSON of the wrong shape. Always after [`Admin`] in a handler.
+#[derive(Debug)]
+pub struct JsonBody<T, const LIMIT: usize = DOCUMENT_LIMIT>(pub T);
+
+fn too_large(limit: usize) -> AdminError {
+    AdminError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "TOO_LARGE",
+        format!("the request body is larger than this endpoint accepts ({} KiB); send a smaller document (apply files can be split)", limit >> 10),
+    )
+}
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers();
+        let json = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(AdminError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let declared = headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > LIMIT as u64) {
+            return Err(too_large(LIMIT));
+        }
+        let bytes = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), LIMIT)).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large(LIMIT)),
+            Err(e) => return Err(AdminError::new(StatusCode::BAD_REQUEST, "INVALID", format!("cannot read the request body: {e}"))),
+        };
+        match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => Err(AdminError::new(rejection.status(), "INVALID", rejection.body_text())),
+        }
+    }
 }
 
 /// Every admin call needs a local admin's Basic credentials.
@@ -139,15 +214,13 @@ fn project_view(p: &ProjectRecord) -> ProjectView {
 }
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", responses((status = 200, body = Vec<ProjectView>)))]
-async fn list_projects(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap) -> AdminResult<Json<Vec<ProjectView>>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn list_projects(State(s): State<Arc<AppState>>, _admin: Admin) -> AdminResult<Json<Vec<ProjectView>>> {
     Ok(Json(s.meta.list_projects().await?.iter().map(project_view).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = ProjectSpec,
     responses((status = 201, body = ProjectView), (status = 409, body = ErrorBody)))]
-async fn create_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Json(spec): Json<ProjectSpec>) -> AdminResult<Response> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn create_project(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(spec): JsonBody<ProjectSpec>) -> AdminResult<Response> {
     berth_access::validate_project_name(&spec.name).map_err(AdminError::invalid)?;
     let rec = ProjectRecord { name: spec.name.clone(), public: spec.public, created_at: now() };
     if !s.meta.create_project(&rec).await? {
@@ -158,15 +231,13 @@ async fn create_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap,
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{name}", tag = "projects", responses((status = 200, body = ProjectView), (status = 404, body = ErrorBody)))]
-async fn get_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<Json<ProjectView>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn get_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<ProjectView>> {
     let p = s.meta.get_project(&name).await?.ok_or_else(|| AdminError::not_found("project", &name))?;
     Ok(Json(project_view(&p)))
 }
 
 #[utoipa::path(put, path = "/api/v1/projects/{name}", tag = "projects", request_body = ProjectSpec, responses((status = 200, body = ProjectView)))]
-async fn put_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>, Json(spec): Json<ProjectSpec>) -> AdminResult<Json<ProjectView>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn put_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<ProjectSpec>) -> AdminResult<Json<ProjectView>> {
     if spec.name != name {
         return Err(AdminError::invalid(format!("the body names project {:?} but the URL {name:?}", spec.name)));
     }
@@ -178,8 +249,7 @@ async fn put_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Pa
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{name}", tag = "projects", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_project(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<StatusCode> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn delete_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<StatusCode> {
     match s.meta.delete_project(&name).await? {
         DeleteOutcome::Deleted => {
             changed(&s).await;
@@ -225,6 +295,19 @@ pub fn robot_record(spec: &RobotSpec) -> AdminResult<RobotRecord> {
     if spec.identity_provider.is_none() && !spec.rules.is_empty() {
         return Err(AdminError::invalid("rules need `identityProvider`: only federated robots have claim rules"));
     }
+    if let (Some(idp), true) = (&spec.identity_provider, spec.rules.is_empty()) {
+        return Err(AdminError::invalid(format!(
+            "robot {name} is federated with {idp:?} but has no rules: it would accept every token of that identity provider. \
+             Add at least one rule (like repository=myorg/myrepo)"
+        )));
+    }
+    if let Some(project) = name.project() {
+        for (i, p) in spec.permissions.iter().enumerate() {
+            if p.project.is_none() {
+                outside_project(project, i, &p.repositories)?;
+            }
+        }
+    }
     berth_access::robot_permissions(name.project(), &spec.permissions).map_err(AdminError::invalid)?;
     let expires_at = spec.expires_at.as_deref().map(|t| parse_time("expiresAt", t)).transpose()?;
     let to_json = |v: serde_json::Result<serde_json::Value>| v.map_err(|e| AdminError::internal("encoding a robot", e));
@@ -241,6 +324,20 @@ pub fn robot_record(spec: &RobotSpec) -> AdminResult<RobotRecord> {
         created_at: now(),
         updated_at: now(),
     })
+}
+
+/// Refuses a project robot's repository pattern that names another project: `other/*` on a robot
+/// of `library` would otherwise quietly become `library/other/*`. Patterns without `/` (`*`,
+/// `app`) are relative to the project; patterns with `/` must start with `<project>/`.
+pub fn outside_project(project: &str, i: usize, repositories: &str) -> AdminResult<()> {
+    let r = repositories.trim();
+    match r.split_once('/') {
+        Some((first, _)) if first != project => Err(AdminError::invalid(format!(
+            "permission {i}: {r:?} is outside project {project:?}; a project robot reaches only its own repositories. \
+             Write \"{project}/{r}\" for a repository inside {project}, or use a system robot (no project) for other projects"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 async fn hash_secret(secret: String) -> AdminResult<String> {
@@ -274,15 +371,13 @@ struct RobotFilter {
 }
 
 #[utoipa::path(get, path = "/api/v1/robots", tag = "robots", params(RobotFilter), responses((status = 200, body = Vec<RobotView>)))]
-async fn list_robots(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Query(f): Query<RobotFilter>) -> AdminResult<Json<Vec<RobotView>>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn list_robots(State(s): State<Arc<AppState>>, _admin: Admin, Query(f): Query<RobotFilter>) -> AdminResult<Json<Vec<RobotView>>> {
     Ok(Json(s.meta.list_robots(f.project.as_deref()).await?.iter().map(robot_view).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/robots", tag = "robots", request_body = RobotSpec,
     responses((status = 201, body = RobotCreated), (status = 409, body = ErrorBody)))]
-async fn create_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Json(spec): Json<RobotSpec>) -> AdminResult<Response> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn create_robot(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(spec): JsonBody<RobotSpec>) -> AdminResult<Response> {
     let rec = robot_record(&spec)?;
     if s.meta.get_robot(&rec.name).await?.is_some() {
         return Err(AdminError::conflict(format!("robot {} already exists (PUT /api/v1/robots/{} updates it)", rec.name, rec.name)));
@@ -294,15 +389,13 @@ async fn create_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, J
 }
 
 #[utoipa::path(get, path = "/api/v1/robots/{name}", tag = "robots", responses((status = 200, body = RobotView), (status = 404, body = ErrorBody)))]
-async fn get_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<Json<RobotView>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn get_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<RobotView>> {
     let r = s.meta.get_robot(&name).await?.ok_or_else(|| AdminError::not_found("robot", &name))?;
     Ok(Json(robot_view(&r)))
 }
 
 #[utoipa::path(put, path = "/api/v1/robots/{name}", tag = "robots", request_body = RobotSpec, responses((status = 200, body = RobotCreated)))]
-async fn put_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>, Json(spec): Json<RobotSpec>) -> AdminResult<Json<RobotCreated>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn put_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<RobotSpec>) -> AdminResult<Json<RobotCreated>> {
     let rec = robot_record(&spec)?;
     if rec.name != name {
         return Err(AdminError::invalid(format!("the body names robot {} but the URL {name}", rec.name)));
@@ -315,8 +408,7 @@ async fn put_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path
 }
 
 #[utoipa::path(post, path = "/api/v1/robots/{name}/secret", tag = "robots", responses((status = 200, body = RobotCreated)))]
-async fn regenerate_secret(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<Json<RobotCreated>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn regenerate_secret(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<RobotCreated>> {
     let mut r = s.meta.get_robot(&name).await?.ok_or_else(|| AdminError::not_found("robot", &name))?;
     if r.identity_provider.is_some() {
         return Err(AdminError::invalid(format!("robot {name} is federated: it has no secret")));
@@ -330,8 +422,7 @@ async fn regenerate_secret(State(s): State<Arc<AppState>>, c: Client, h: HeaderM
 }
 
 #[utoipa::path(delete, path = "/api/v1/robots/{name}", tag = "robots", responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_robot(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<StatusCode> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn delete_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<StatusCode> {
     if !s.meta.delete_robot(&name).await? {
         return Err(AdminError::not_found("robot", &name));
     }
@@ -347,27 +438,50 @@ fn idp_view(r: &IdentityProviderRecord) -> AdminResult<IdentityProviderView> {
     Ok(IdentityProviderView { name: r.name.clone(), issuer, spec, created_at: rfc3339(r.created_at), updated_at: rfc3339(r.updated_at) })
 }
 
-fn idp_record(spec: &ProviderSpec) -> AdminResult<IdentityProviderRecord> {
-    spec.resolve().map_err(AdminError::invalid)?;
+fn idp_record_resolved(spec: &ProviderSpec) -> AdminResult<(IdentityProviderRecord, Provider)> {
+    let resolved = spec.resolve().map_err(AdminError::invalid)?;
     let config = serde_json::to_value(spec).map_err(|e| AdminError::internal("encoding an identity provider", e))?;
-    Ok(IdentityProviderRecord { name: spec.name.clone(), config, created_at: now(), updated_at: now() })
+    Ok((IdentityProviderRecord { name: spec.name.clone(), config, created_at: now(), updated_at: now() }, resolved))
+}
+
+/// The stored identity providers, resolved (those that no longer resolve are skipped: they
+/// route no token).
+async fn stored_providers(s: &AppState) -> AdminResult<Vec<(String, Provider)>> {
+    let mut out = Vec::new();
+    for r in s.meta.list_identity_providers().await? {
+        if let Ok(p) = serde_json::from_value::<ProviderSpec>(r.config).map_err(|e| e.to_string()).and_then(|spec| spec.resolve()) {
+            out.push((r.name, p));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses `p` when another stored provider has the same issuer and a shared audience.
+async fn check_issuer(s: &AppState, name: &str, p: &Provider) -> AdminResult<()> {
+    let stored = stored_providers(s).await?;
+    match issuer::issuer_conflict(name, p, stored.iter().map(|(n, p)| (n.as_str(), p))) {
+        Some(why) => Err(AdminError::conflict(why)),
+        None => Ok(()),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/identity-providers", tag = "identity providers", responses((status = 200, body = Vec<IdentityProviderView>)))]
-async fn list_idps(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap) -> AdminResult<Json<Vec<IdentityProviderView>>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn list_idps(State(s): State<Arc<AppState>>, _admin: Admin) -> AdminResult<Json<Vec<IdentityProviderView>>> {
     let list = s.meta.list_identity_providers().await?;
     Ok(Json(list.iter().map(idp_view).collect::<AdminResult<Vec<_>>>()?))
 }
 
 #[utoipa::path(post, path = "/api/v1/identity-providers", tag = "identity providers", request_body = Object,
     responses((status = 201, body = IdentityProviderView), (status = 409, body = ErrorBody)))]
-async fn create_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Json(spec): Json<ProviderSpec>) -> AdminResult<Response> {
-    require_admin(&s, &h, client_ip(&c)).await?;
-    let rec = idp_record(&spec)?;
+async fn create_idp(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(spec): JsonBody<ProviderSpec>) -> AdminResult<Response> {
+    let (rec, resolved) = idp_record_resolved(&spec)?;
     if s.meta.get_identity_provider(&rec.name).await?.is_some() {
-        return Err(AdminError::conflict(format!("identity provider {:?} already exists", rec.name)));
+        return Err(AdminError::conflict(format!(
+            "identity provider {:?} already exists; change it with PUT /api/v1/identity-providers/{} (berth idp update)",
+            rec.name, rec.name
+        )));
     }
+    check_issuer(&s, &rec.name, &resolved).await?;
     s.meta.put_identity_provider(&rec).await?;
     changed(&s).await;
     let stored = s.meta.get_identity_provider(&rec.name).await?.ok_or_else(|| AdminError::not_found("identity provider", &rec.name))?;
@@ -375,27 +489,26 @@ async fn create_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Jso
 }
 
 #[utoipa::path(get, path = "/api/v1/identity-providers/{name}", tag = "identity providers", responses((status = 200, body = IdentityProviderView), (status = 404, body = ErrorBody)))]
-async fn get_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<Json<IdentityProviderView>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn get_idp(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<IdentityProviderView>> {
     let r = s.meta.get_identity_provider(&name).await?.ok_or_else(|| AdminError::not_found("identity provider", &name))?;
     Ok(Json(idp_view(&r)?))
 }
 
 #[utoipa::path(put, path = "/api/v1/identity-providers/{name}", tag = "identity providers", request_body = Object, responses((status = 200, body = IdentityProviderView)))]
-async fn put_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>, Json(spec): Json<ProviderSpec>) -> AdminResult<Json<IdentityProviderView>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn put_idp(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<ProviderSpec>) -> AdminResult<Json<IdentityProviderView>> {
     if spec.name != name {
         return Err(AdminError::invalid(format!("the body names identity provider {:?} but the URL {name:?}", spec.name)));
     }
-    s.meta.put_identity_provider(&idp_record(&spec)?).await?;
+    let (rec, resolved) = idp_record_resolved(&spec)?;
+    check_issuer(&s, &name, &resolved).await?;
+    s.meta.put_identity_provider(&rec).await?;
     changed(&s).await;
     let r = s.meta.get_identity_provider(&name).await?.ok_or_else(|| AdminError::not_found("identity provider", &name))?;
     Ok(Json(idp_view(&r)?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/identity-providers/{name}", tag = "identity providers", responses((status = 204), (status = 409, body = ErrorBody)))]
-async fn delete_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<StatusCode> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn delete_idp(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<StatusCode> {
     match s.meta.delete_identity_provider(&name).await? {
         DeleteOutcome::Deleted => {
             changed(&s).await;
@@ -407,14 +520,75 @@ async fn delete_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Pat
 }
 
 #[utoipa::path(post, path = "/api/v1/identity-providers/{name}/test", tag = "identity providers", responses((status = 200, body = Object)))]
-async fn test_idp(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Path(name): Path<String>) -> AdminResult<Json<serde_json::Value>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn test_idp(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<serde_json::Value>> {
     let r = s.meta.get_identity_provider(&name).await?.ok_or_else(|| AdminError::not_found("identity provider", &name))?;
     let spec: ProviderSpec = serde_json::from_value(r.config).map_err(|e| AdminError::internal("reading a stored identity provider", e))?;
     match berth_identity::Federation::test_provider(&spec).await {
         Ok(t) => Ok(Json(serde_json::json!({"ok": true, "result": t}))),
         Err(e) => Ok(Json(serde_json::json!({"ok": false, "error": e}))),
     }
+}
+
+// ---------------------------------------------------------------- users
+
+fn user_view(u: &UserRecord) -> UserView {
+    UserView { name: u.name.clone(), admin: u.admin, disabled: u.disabled }
+}
+
+/// User names: what `berth user set` and logins accept (no `:`, which Basic credentials split
+/// on; not a robot name; printable).
+fn validate_user_name(name: &str) -> AdminResult<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(AdminError::invalid("a user name has 1 to 128 characters"));
+    }
+    if name.starts_with(berth_access::robot::ROBOT_PREFIX) {
+        return Err(AdminError::invalid(format!("{name:?} is a robot name; robots are managed under /api/v1/robots")));
+    }
+    if name.chars().any(|c| c == ':' || c.is_control() || c.is_whitespace()) {
+        return Err(AdminError::invalid(format!("user name {name:?} may not contain ':', spaces or control characters")));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<UserView>)))]
+async fn list_users(State(s): State<Arc<AppState>>, _admin: Admin) -> AdminResult<Json<Vec<UserView>>> {
+    Ok(Json(s.meta.list_users().await?.iter().map(user_view).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{name}", tag = "users", responses((status = 200, body = UserView), (status = 404, body = ErrorBody)))]
+async fn get_user(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<UserView>> {
+    let u = s.meta.get_user(&name).await?.ok_or_else(|| AdminError::not_found("user", &name))?;
+    Ok(Json(user_view(&u)))
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{name}", tag = "users", request_body = UserSpec,
+    responses((status = 200, body = UserView), (status = 201, body = UserView), (status = 409, body = ErrorBody, description = "the last enabled admin would be disabled or lose its admin rights")))]
+async fn put_user(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<UserSpec>) -> AdminResult<Response> {
+    validate_user_name(&name)?;
+    let existing = s.meta.get_user(&name).await?;
+    let password_hash = match (spec.password, &existing) {
+        (Some(pw), _) => {
+            if pw.chars().count() < 8 {
+                return Err(AdminError::invalid("the password must have at least 8 characters"));
+            }
+            hash_secret(pw).await?
+        }
+        (None, Some(e)) => e.password_hash.clone(),
+        (None, None) => return Err(AdminError::invalid(format!("user {name:?} does not exist yet: give it a `password`"))),
+    };
+    let rec = UserRecord { name: name.clone(), password_hash, admin: spec.admin, disabled: spec.disabled };
+    s.meta.put_user(&rec).await?;
+    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(user_view(&rec))).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the last enabled admin")))]
+async fn delete_user(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<StatusCode> {
+    if !s.meta.delete_user(&name).await? {
+        return Err(AdminError::not_found("user", &name));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------- audit, explain
@@ -467,8 +641,7 @@ fn audit_view(e: berth_meta::AuditEvent) -> AuditEventView {
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, body = Vec<AuditEventView>)))]
-async fn audit(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Query(p): Query<AuditParams>) -> AdminResult<Json<Vec<AuditEventView>>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn audit(State(s): State<Arc<AppState>>, _admin: Admin, Query(p): Query<AuditParams>) -> AdminResult<Json<Vec<AuditEventView>>> {
     s.audit.flush().await;
     let q = AuditQuery {
         since_ms: p.since.as_deref().map(|t| parse_ms("since", t)).transpose()?,
@@ -485,16 +658,14 @@ async fn audit(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Query(p)
 }
 
 #[utoipa::path(post, path = "/api/v1/token/explain", tag = "tokens", request_body = ExplainRequest, responses((status = 200, body = Object)))]
-async fn explain(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Json(req): Json<ExplainRequest>) -> AdminResult<Json<berth_identity::federation::Explanation>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn explain(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(req): JsonBody<ExplainRequest>) -> AdminResult<Json<berth_identity::federation::Explanation>> {
     Ok(Json(s.federation.explain(req.token.trim()).await))
 }
 
 // ---------------------------------------------------------------- apply
 
 #[utoipa::path(post, path = "/api/v1/apply", tag = "apply", request_body = ApplyDocument, responses((status = 200, body = ApplyReport)))]
-async fn apply(State(s): State<Arc<AppState>>, c: Client, h: HeaderMap, Json(doc): Json<ApplyDocument>) -> AdminResult<Json<ApplyReport>> {
-    require_admin(&s, &h, client_ip(&c)).await?;
+async fn apply(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(doc): JsonBody<ApplyDocument, APPLY_LIMIT>) -> AdminResult<Json<ApplyReport>> {
     let report = apply_document(&s, &doc).await;
     changed(&s).await;
     Ok(Json(report?))
@@ -507,7 +678,18 @@ pub async fn apply_document(s: &AppState, doc: &ApplyDocument) -> AdminResult<Ap
     for p in &doc.projects {
         berth_access::validate_project_name(&p.name).map_err(|e| AdminError::invalid(format!("projects: {e}")))?;
     }
-    let idps = doc.identity_providers.iter().map(|p| idp_record(p).map_err(|e| AdminError::invalid(format!("identity provider {:?}: {}", p.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
+    let resolved = doc.identity_providers.iter().map(|p| idp_record_resolved(p).map_err(|e| AdminError::invalid(format!("identity provider {:?}: {}", p.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
+    // Issuers are compared with the stored providers the document does not replace, and with
+    // each other.
+    let mut providers: Vec<(String, Provider)> =
+        stored_providers(s).await?.into_iter().filter(|(n, _)| !resolved.iter().any(|(r, _)| &r.name == n)).collect();
+    for (rec, p) in &resolved {
+        if let Some(why) = issuer::issuer_conflict(&rec.name, p, providers.iter().map(|(n, p)| (n.as_str(), p))) {
+            return Err(AdminError::conflict(why));
+        }
+        providers.push((rec.name.clone(), p.clone()));
+    }
+    let idps: Vec<IdentityProviderRecord> = resolved.into_iter().map(|(rec, _)| rec).collect();
     let robots = doc.robots.iter().map(|r| robot_record(r).map_err(|e| AdminError::invalid(format!("robot {:?}: {}", r.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
     let mut report = ApplyReport::default();
     let mut note = |kind: &str, name: &str, action: &str| {
@@ -568,14 +750,15 @@ pub async fn apply_document(s: &AppState, doc: &ApplyDocument) -> AdminResult<Ap
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Berth admin API", description = "Projects, robot accounts, identity providers (workload identity federation), audit log, token explain and declarative apply. Every call needs an administrator's Basic credentials."),
+    info(title = "Berth admin API", description = "Projects, robot accounts, identity providers (workload identity federation), local users, audit log, token explain and declarative apply. Every call needs an administrator's Basic credentials, checked before the request body is read. Bodies are limited to 64 KiB (1 MiB for /apply); larger ones get 413."),
     paths(
         list_projects, create_project, get_project, put_project, delete_project,
         list_robots, create_robot, get_robot, put_robot, regenerate_secret, delete_robot,
         list_idps, create_idp, get_idp, put_idp, delete_idp, test_idp,
+        list_users, get_user, put_user, delete_user,
         audit, explain, apply
     ),
-    components(schemas(ProjectSpec, ProjectView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
+    components(schemas(ProjectSpec, ProjectView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
 )]
 pub struct ApiDoc;
 
@@ -602,10 +785,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/identity-providers", get(list_idps).post(create_idp))
         .route("/identity-providers/{name}", get(get_idp).put(put_idp).delete(delete_idp))
         .route("/identity-providers/{name}/test", post(test_idp))
+        .route("/users", get(list_users))
+        .route("/users/{name}", get(get_user).put(put_user).delete(delete_user))
         .route("/audit", get(audit))
         .route("/token/explain", post(explain))
         .route("/apply", post(apply))
         .fallback(not_found)
-        // Apply documents of many thousands of robots are a few MiB.
-        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
 }

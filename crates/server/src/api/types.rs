@@ -98,6 +98,31 @@ pub struct IdentityProviderView {
     pub updated_at: String,
 }
 
+/// A local user as the API shows it. Its password hash is never sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub name: String,
+    /// May use the admin API and do everything on `/v2`.
+    pub admin: bool,
+    /// A disabled user cannot log in.
+    pub disabled: bool,
+}
+
+/// `PUT /api/v1/users/{name}`: creates the user (then `password` is required) or replaces its
+/// flags, and its password when one is given.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSpec {
+    /// At least 8 characters; stored only as an argon2id hash. Omit it to keep the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
 /// One audit event.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
