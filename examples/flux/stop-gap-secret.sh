@@ -1,7 +1,8 @@
 #!/usr/bin/env sh
 # Stop-gap until Flux sends service-account tokens itself: a dockerconfigjson secret holding a
-# registry-audience token of the source-controller service account, refreshed by a CronJob or
-# by hand before it expires (tokens are short-lived; 1 hour here).
+# registry-audience token of the source-controller service account. Refresh it well before it
+# expires (1 hour here): run this every 30 minutes, e.g. from a CronJob. An expired token makes
+# every pull fail with "token expired at …" (docs/platforms/flux.md).
 set -eu
 REGISTRY=registry.example.com
 TOKEN=$(kubectl -n flux-system create token source-controller --audience "$REGISTRY" --duration 1h)
