@@ -544,8 +544,10 @@ async fn kubelet_credential_provider_pass_through_and_exchange() {
 
     // Exchange mode: the plugin trades the token for a registry token; Berth accepts that on /v2.
     let url = format!("http://{}", b.host());
-    let resp = kubelet_asks(&["--mode", "exchange", "--registry-url", &url], &image, &sa);
-    let auth = &resp["auth"][b.host()];
+    let resp = kubelet_asks(&["--mode", "exchange", "--registry-url", &url, "--allow-insecure-loopback"], &image, &sa);
+    // Scoped to the image's repository, so cached per image (not for the whole registry).
+    assert_eq!(resp["cacheKeyType"], "Image", "{resp}");
+    let auth = &resp["auth"][format!("{}/apps/web", b.host())];
     assert_eq!(auth["username"], "berth-token");
     let registry_token = auth["password"].as_str().unwrap();
     assert_ne!(registry_token, sa, "the service-account token does not reach the runtime");
@@ -556,7 +558,7 @@ async fn kubelet_credential_provider_pass_through_and_exchange() {
     // The exchange of a refused token fails in the plugin with Berth's message.
     use std::io::Write as _;
     let mut child = std::process::Command::new(credential_provider())
-        .args(["--mode", "exchange", "--registry-url", &url])
+        .args(["--mode", "exchange", "--registry-url", &url, "--allow-insecure-loopback"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
