@@ -186,6 +186,19 @@ pub(super) async fn run(ctx: &mut Ctx) {
     check!(
         ctx,
         C,
+        "GET and HEAD on a manifest under an invalid tag (-invalid) answer 404 (no manifest can have it); a GET body says MANIFEST_UNKNOWN",
+        {
+            let path = ctx.manifest_path(&repo, "-invalid");
+            let r = ctx.client.request(Method::HEAD, &path).accept_manifests().send().await?;
+            status(&r, &[404]).context("HEAD")?;
+            let r = ctx.client.request(Method::GET, &path).accept_manifests().send().await?;
+            spec_error(&r, &[404], "MANIFEST_UNKNOWN").context("GET")?;
+            Ok(String::new())
+        }
+    );
+    check!(
+        ctx,
+        C,
         "GET on a nonexistent tag answers 404 MANIFEST_UNKNOWN",
         {
             let r = ctx

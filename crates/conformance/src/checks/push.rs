@@ -715,6 +715,85 @@ pub(super) async fn run(ctx: &mut Ctx) {
         }
     );
 
+    // --- distribution-spec 1.2: ?tag= on a push by digest, ?digest= on a push by tag ------------
+    let tagged = data::image_manifest(&cfg, &[&layer], &Extras {
+        annotations: vec![("org.opencontainers.conformance.tagged".into(), data::random_id())],
+        ..Extras::default()
+    });
+    check!(ctx, C, "PUT of a manifest by digest with ?tag=a&tag=b answers 201 with one OCI-Tag header per tag, and each tag serves it", {
+        let (a, b) = (ctx.tag("qtag-a"), ctx.tag("qtag-b"));
+        let r = ctx
+            .client
+            .request(Method::PUT, &ctx.manifest_path(&repo, &tagged.digest))
+            .query("tag", &a)
+            .query("tag", &b)
+            .header("Content-Type", tagged.media_type.clone())
+            .body(tagged.bytes.clone())
+            .send()
+            .await?;
+        status(&r, &[201])?;
+        let mut got: Vec<&str> = r.header_all("oci-tag");
+        got.sort_unstable();
+        let mut want = vec![a.as_str(), b.as_str()];
+        want.sort_unstable();
+        ensure!(got == want, "OCI-Tag headers are {got:?}, expected {want:?}");
+        for t in [&a, &b] {
+            let r = ctx.client.request(Method::GET, &ctx.manifest_path(&repo, t)).accept_manifests().send().await?;
+            status(&r, &[200]).with_context(|| format!("GET by tag {t}"))?;
+            body_is(&r, &tagged.bytes)?;
+        }
+        Ok(String::new())
+    });
+    let m512_tagged = {
+        let m = data::image_manifest(&cfg, &[&layer], &Extras {
+            annotations: vec![("org.opencontainers.conformance.sha512-tag".into(), data::random_id())],
+            ..Extras::default()
+        });
+        Blob::with_algorithm(m.bytes, &m.media_type, Algorithm::Sha512)
+    };
+    check!(ctx, C, "PUT of a manifest by tag with ?digest=sha512:... answers 201 with that Docker-Content-Digest, and GET by tag serves it with it", {
+        let t = ctx.tag("sha512-tag");
+        let r = ctx
+            .client
+            .request(Method::PUT, &ctx.manifest_path(&repo, &t))
+            .query("digest", &m512_tagged.digest)
+            .header("Content-Type", m512_tagged.media_type.clone())
+            .body(m512_tagged.bytes.clone())
+            .send()
+            .await?;
+        status(&r, &[201])?;
+        header_is(&r, "docker-content-digest", &m512_tagged.digest)?;
+        let r = ctx.client.request(Method::GET, &ctx.manifest_path(&repo, &t)).accept_manifests().send().await?;
+        status(&r, &[200])?;
+        body_is(&r, &m512_tagged.bytes)?;
+        header_is(&r, "docker-content-digest", &m512_tagged.digest)?;
+        Ok(String::new())
+    });
+
+    // --- Non-distributable layers (Windows base images) ------------------------------------
+    let foreign = {
+        let absent = data::sha256(&data::random_bytes(64));
+        let mut m = serde_json::Map::new();
+        m.insert("schemaVersion".into(), serde_json::json!(2));
+        m.insert("mediaType".into(), serde_json::json!(data::MT_OCI_MANIFEST));
+        m.insert("config".into(), cfg.descriptor());
+        m.insert(
+            "layers".into(),
+            serde_json::json!([{
+                "mediaType": "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                "digest": absent,
+                "size": 1000,
+                "urls": [format!("https://example.com/layers/{absent}")],
+            }, layer.descriptor()]),
+        );
+        Blob::new(serde_json::to_vec_pretty(&serde_json::Value::Object(m)).unwrap_or_default(), data::MT_OCI_MANIFEST)
+    };
+    check!(ctx, C, "PUT of a manifest whose non-distributable layer (with urls) the repository lacks answers 201, as distribution accepts it", {
+        let r = put_manifest_raw(ctx, &repo, &ctx.tag("foreign"), &foreign.media_type, foreign.bytes.clone()).await?;
+        status(&r, &[201])?;
+        Ok(String::new())
+    });
+
     // --- Teardown ----------------------------------------------------------------------------
     // The mount target's copies; failures here show up in the main teardown's answers anyway.
     for b in [&streamed, &mount_missing] {
@@ -724,7 +803,7 @@ pub(super) async fn run(ctx: &mut Ctx) {
     ctx.teardown(
         C,
         &repo,
-        &[&index, &manifest, &no_layers, &by_digest, &m512],
+        &[&index, &manifest, &no_layers, &by_digest, &m512, &tagged, &m512_tagged, &foreign],
         &blobs,
     )
     .await;
