@@ -718,6 +718,97 @@ fn robot_names_in_shell_commands_are_single_quoted() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Where a push fails because the OIDC token stored by an earlier `docker login` expired: for
+/// every `docker push` in `lines`, the nearest earlier `docker login` must come after any
+/// `docker build` and in the same CI step, and where the job requests its token with
+/// `ACTIONS_ID_TOKEN_REQUEST_URL` (GitHub, Forgejo), that request must be in that step too.
+fn stale_logins(lines: &[&str]) -> Vec<usize> {
+    let step_boundary = |l: &str| {
+        let t = l.trim_start();
+        ["- name:", "- uses:", "- run:", "steps:"].iter().any(|b| t.starts_with(b))
+    };
+    let requests_token = lines.iter().any(|l| l.contains("ACTIONS_ID_TOKEN_REQUEST_URL"));
+    let mut bad = Vec::new();
+    for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.contains("docker push")) {
+        let mut ok = false;
+        for j in (0..i).rev() {
+            let prev = lines[j];
+            if prev.contains("docker login") {
+                // The login's step: its own line, up to the step's first line.
+                ok = !requests_token
+                    || (0..=j).rev().take_while(|&k| k == j || !step_boundary(lines[k])).any(|k| lines[k].contains("ACTIONS_ID_TOKEN_REQUEST_URL"));
+                break;
+            }
+            if prev.contains("docker build") || step_boundary(prev) {
+                break;
+            }
+        }
+        if !ok {
+            bad.push(i + 1);
+        }
+    }
+    bad
+}
+
+#[test]
+fn ci_snippets_log_in_right_before_the_push() {
+    let root = support::repo_root();
+    let mut sources: Vec<(String, Vec<String>)> = Vec::new();
+    for f in ["examples/github-actions/workflow.yml", "examples/forgejo-actions/workflow.yml", "examples/gitlab-ci/.gitlab-ci.yml"] {
+        sources.push((f.to_owned(), std::fs::read_to_string(root.join(f)).unwrap().lines().map(str::to_owned).collect()));
+    }
+    for page in ["docs/platforms/github-actions.md", "docs/platforms/gitlab-ci.md", "docs/platforms/forgejo-actions.md", "docs/federation.md", "README.md"] {
+        // Each fenced block on its own.
+        let text = std::fs::read_to_string(root.join(page)).unwrap();
+        let mut block: Option<Vec<String>> = None;
+        for line in text.lines() {
+            if line.trim_start().starts_with("```") {
+                match block.take() {
+                    Some(b) => sources.push((page.to_owned(), b)),
+                    None => block = Some(Vec::new()),
+                }
+            } else if let Some(b) = block.as_mut() {
+                b.push(line.to_owned());
+            }
+        }
+    }
+    let mut pushes = 0;
+    let mut problems = Vec::new();
+    for (f, lines) in &sources {
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        pushes += lines.iter().filter(|l| l.contains("docker push")).count();
+        for n in stale_logins(&lines) {
+            problems.push(format!(
+                "{f}: `{}`: request the token and `docker login` right before this push, in the same step and after the build: \
+                 docker sends the stored token only when the push starts, and GitHub's expire after 5 minutes",
+                lines[n - 1].trim()
+            ));
+        }
+    }
+    assert!(pushes >= 6, "found only {pushes} docker push lines: is the extraction broken?");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn stale_logins_by_table() {
+    let cases: &[(&str, Vec<usize>)] = &[
+        // Login first, build, then push: the token may have expired.
+        ("steps:\n  - name: Log in\n    run: |\n      TOKEN=$(curl \"$ACTIONS_ID_TOKEN_REQUEST_URL\")\n      echo \"$TOKEN\" | docker login\n  - name: Build and push\n    run: |\n      docker build .\n      docker push x", vec![9]),
+        // Build, then token, login and push in one step.
+        ("steps:\n  - run: docker build .\n  - run: |\n      TOKEN=$(curl \"$ACTIONS_ID_TOKEN_REQUEST_URL\")\n      echo \"$TOKEN\" | docker login\n      docker push x", vec![]),
+        // The token requested in an earlier step, login and push later.
+        ("steps:\n  - run: TOKEN=$(curl \"$ACTIONS_ID_TOKEN_REQUEST_URL\") >> $GITHUB_ENV\n  - run: docker build .\n  - run: |\n      echo \"$TOKEN\" | docker login\n      docker push x", vec![6]),
+        // GitLab: script lines; the ID token comes with the job.
+        ("script:\n  - docker build .\n  - echo \"$ID_TOKEN\" | docker login\n  - docker push x", vec![]),
+        ("script:\n  - echo \"$ID_TOKEN\" | docker login\n  - docker build .\n  - docker push x", vec![4]),
+        ("docker push x", vec![1]),
+    ];
+    for (text, want) in cases {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(&stale_logins(&lines), want, "{text}");
+    }
+}
+
 /// The pages whose `berth`-only snippets are self-contained setups, run as written.
 const RUNNABLE_PAGES: &[&str] = &["README.md", "docs/federation.md", "docs/platforms/github-actions.md", "docs/platforms/gitlab-ci.md", "docs/platforms/forgejo-actions.md"];
 
