@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_server::{AnonymousAccess, TlsFiles};
+use berth_server::{AnonymousAccess, Limits, TlsFiles};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,13 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     pub gc: GcConfig,
+    /// A second listener that serves only `/metrics`, `/healthz` and `/readyz` without
+    /// authentication (plain HTTP), for Prometheus, e.g. `127.0.0.1:9090`. On the main listener
+    /// `/metrics` needs admin credentials.
+    pub metrics_listen: Option<SocketAddr>,
+    /// What a client can make Berth spend (connections, timeouts, password checks, failed
+    /// logins): the `[limits]` section, see docs/configuration.md.
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -101,6 +108,8 @@ impl Default for Config {
             log_level: "info".into(),
             shutdown_grace: Duration::from_secs(30),
             gc: GcConfig::default(),
+            metrics_listen: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -110,7 +119,7 @@ impl Default for Config {
 /// settings and must not stop Berth from starting. A test keeps this list equal to the struct.
 const KEYS: &[&str] = &[
     "listen", "external_url", "data_dir", "service", "tls", "token_ttl", "anonymous", "admin_password",
-    "log_format", "log_level", "shutdown_grace", "gc",
+    "log_format", "log_level", "shutdown_grace", "gc", "metrics_listen", "limits",
 ];
 
 /// Variables that belong to the CLI, not to the server configuration (not worth a warning).
@@ -152,6 +161,10 @@ impl Config {
         }
         if cfg.gc.interval == Some(Duration::ZERO) {
             cfg.gc.interval = None;
+        }
+        cfg.limits.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e} (see the [limits] section in docs/configuration.md)"))?;
+        if cfg.metrics_listen.is_some_and(|m| m == cfg.listen) {
+            anyhow::bail!("metrics_listen {} is the same address as listen; choose another port (like 127.0.0.1:9090)", cfg.listen);
         }
         Ok(cfg)
     }
@@ -195,6 +208,22 @@ mod tests {
             let c = Config::load(None).unwrap();
             assert_eq!(c.admin_password.as_deref(), Some("pw"));
             assert!(!c.to_toml().contains("pw"), "secrets are not rendered");
+            // The [limits] section, from the file and the environment, validated.
+            jail.create_file("l.toml", "metrics_listen = \"127.0.0.1:9090\"\n[limits]\nmax_connections = 100\nidle_timeout = \"1m\"\n")?;
+            jail.set_env("BERTH_LIMITS__PASSWORD_CHECKS", "3");
+            let c = Config::load(Some(Path::new("l.toml"))).unwrap();
+            assert_eq!(c.metrics_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9090))));
+            assert_eq!((c.limits.max_connections, c.limits.password_checks), (100, 3));
+            assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+            assert_eq!(c.limits.login_window, Limits::default().login_window, "unset fields keep their defaults");
+            jail.set_env("BERTH_LIMITS__MAX_CONNECTIONS", "0");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("limits.max_connections must be at least 1"), "{e}");
+            jail.set_env("BERTH_LIMITS__MAX_CONNECTIONS", "10");
+            jail.set_env("BERTH_LIMITS__MAX_CONECTIONS", "10");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("max_conections"), "a typo in [limits] is an error: {e}");
+            jail.clear_env();
             jail.create_file("bad.toml", "lisen = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("bad.toml"))).unwrap_err().to_string().contains("lisen"));
             assert!(Config::load(Some(Path::new("missing.toml"))).is_err());
@@ -207,6 +236,7 @@ mod tests {
         let mut c = Config {
             external_url: Some("https://x".into()),
             tls: Some(TlsFiles { cert: "c".into(), key: "k".into() }),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             ..Default::default()
         };
         c.gc.interval = Some(Duration::from_secs(1));

@@ -1,6 +1,7 @@
 //! `berth`: the registry binary. It only wires things together: configuration, logging, the
 //! stores, the bootstrap admin and signing key, the HTTP server, and the offline commands.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +66,7 @@ enum Command {
     ///
     /// Safe while the registry is running and being pushed to: content younger than the grace
     /// period (default 1h, `gc.grace`) is kept, so a push that has uploaded layers but not yet
-    /// its manifest loses nothing.
+    /// its manifest loses nothing. With --json the summary is one JSON object on stdout.
     Gc {
         /// Keep unreferenced content younger than this (e.g. "30m"). Overrides `gc.grace`.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -135,6 +136,15 @@ enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List local users (name, admin, disabled; never their hashes). --json for JSON.
+    List,
+    /// Disable a user: it can no longer log in (its password is kept). Refused for the last
+    /// enabled admin.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+    /// Delete a user. Refused for the last enabled admin.
+    Delete { name: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -147,7 +157,9 @@ enum AnonymousArg {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: log files and journald get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
         LogFormat::Text => builder.init(),
@@ -165,6 +177,26 @@ async fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>, Arc<FsBl
     let meta = SqliteStore::open(&db).await.with_context(|| format!("cannot open the metadata database {}", db.display()))?;
     let blobs = FsBlobStore::open(cfg.data_dir.clone()).with_context(|| format!("cannot open blob storage in {}", cfg.data_dir.display()))?;
     Ok((Arc::new(meta), Arc::new(blobs)))
+}
+
+/// Opens the stores of an existing installation, for the offline commands (`gc`, `user`): a
+/// folder without Berth's database is refused rather than turned into an empty installation.
+async fn open_existing_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>, Arc<FsBlobStore>)> {
+    let db = cfg.data_dir.join("berth.db");
+    if !db.is_file() {
+        anyhow::bail!(
+            "{} holds no Berth installation (no berth.db); pass the data folder of the server with --data-dir or BERTH_DATA_DIR \
+             (or data_dir in the --config file), or start `berth serve` once to create one",
+            cfg.data_dir.display()
+        );
+    }
+    open_stores(cfg).await
+}
+
+/// Applies `limits.password_hash_memory_kib` to the hashes this process makes.
+fn set_hash_memory(cfg: &Config) -> anyhow::Result<()> {
+    berth_identity::password::set_hash_memory_kib(cfg.limits.password_hash_memory_kib)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: limits.password_hash_memory_kib: {e}"))
 }
 
 /// Creates `admin` on first start; applies BERTH_ADMIN_PASSWORD when it is set.
@@ -246,6 +278,8 @@ async fn shutdown_signal() {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    set_hash_memory(&cfg)?;
+    raise_fd_limit();
     let (meta, blobs) = open_stores(&cfg).await?;
     let listen_text = cfg.external_url.clone().unwrap_or_else(|| cfg.listen.to_string());
     bootstrap_admin(&*meta, cfg.admin_password.as_deref(), &listen_text).await?;
@@ -256,9 +290,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         meta.clone(),
         blobs.clone(),
         tokens,
-        ServerConfig { external_url: cfg.external_url.clone(), service: cfg.service.clone(), anonymous: cfg.anonymous, tls: tls.is_some(), limits: berth_server::Limits::default() },
+        ServerConfig {
+            external_url: cfg.external_url.clone(),
+            service: cfg.service.clone(),
+            anonymous: cfg.anonymous,
+            tls: tls.is_some(),
+            limits: cfg.limits.clone(),
+        },
     );
     let audit = state.audit.clone();
+    let metrics_app = berth_server::metrics_app(state.clone());
     let app = berth_server::app(state);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!("cannot listen on {}: is another process using it? Choose another with --listen or BERTH_LISTEN", cfg.listen)
@@ -271,6 +312,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         anonymous = ?cfg.anonymous,
         "Berth is listening"
     );
+    // One shutdown signal for every listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for metrics: is another process using it? Choose another metrics_listen (BERTH_METRICS_LISTEN)")
+            })?;
+            tracing::info!(url = format!("http://{}/metrics", l.local_addr()?), "metrics are served without authentication here");
+            let (grace, rx) = (cfg.shutdown_grace, stop_rx.clone());
+            Some(tokio::spawn(async move { berth_server::serve(l, metrics_app, None, stopped(rx), grace).await }))
+        }
+        None => None,
+    };
     if let Some(every) = cfg.gc.interval {
         let (meta, blobs, gc_cfg) = (meta.clone(), blobs.clone(), cfg.gc.clone());
         tokio::spawn(async move {
@@ -278,15 +339,91 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = gc::collect(&*meta, &*blobs, gc_cfg.grace, gc_cfg.upload_ttl, gc_cfg.audit_retention).await {
+                if let Err(e) = gc::collect(&*meta, &*blobs, gc_cfg.grace, gc_cfg.upload_ttl, gc_cfg.audit_retention, gc::Progress::Quiet).await {
                     tracing::error!(error = %e, "scheduled garbage collection failed");
                 }
             }
         });
     }
-    berth_server::serve(listener, app, tls, shutdown_signal(), cfg.shutdown_grace).await?;
+    berth_server::serve_with(listener, app, tls, stopped(stop_rx), cfg.shutdown_grace, cfg.limits.clone()).await?;
+    if let Some(m) = metrics {
+        match m.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the metrics listener failed"),
+            Err(e) => tracing::warn!(error = %e, "the metrics listener failed"),
+        }
+    }
     audit.flush().await;
     tracing::info!("Berth stopped");
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every client connection, blob
+/// transfer and database file holds a descriptor, and distributions' default soft limit (1024)
+/// is reached by a few hundred CI jobs.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let before = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft).unwrap_or(0);
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(now) => tracing::info!(before, now, "open-file limit (soft) raised to the hard limit"),
+            Err(e) => tracing::warn!(error = %e, before, "cannot raise the open-file limit; raise it with `ulimit -n` or systemd's LimitNOFILE="),
+        }
+    }
+}
+
+/// The offline user commands, on the data folder directly (the server need not run; a running
+/// server sees the change at once: user changes move the federation generation).
+async fn user(cfg: &Config, cmd: UserCommand, json: bool) -> anyhow::Result<()> {
+    set_hash_memory(cfg)?;
+    match cmd {
+        UserCommand::Set { name, admin } => {
+            let mut pw = String::new();
+            std::io::stdin().read_line(&mut pw).context("reading the password from standard input")?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            if pw.chars().count() < 8 {
+                anyhow::bail!("the password must have at least 8 characters (read from standard input)");
+            }
+            let (meta, _) = open_existing_stores(cfg).await?;
+            let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
+            let disabled = meta.get_user(&name).await?.is_some_and(|u| u.disabled);
+            meta.put_user(&UserRecord { name: name.clone(), password_hash: hash, admin, disabled }).await?;
+            println!("user {name} saved{}{}", if admin { " (admin)" } else { "" }, if disabled { " (still disabled: berth user enable)" } else { "" });
+        }
+        UserCommand::List => {
+            let (meta, _) = open_existing_stores(cfg).await?;
+            let users = meta.list_users().await?;
+            if json {
+                let list: Vec<berth_server::api::types::UserView> = users
+                    .iter()
+                    .map(|u| berth_server::api::types::UserView { name: u.name.clone(), admin: u.admin, disabled: u.disabled })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for u in users {
+                    let flags = [u.admin.then_some("admin"), u.disabled.then_some("disabled")];
+                    println!("{}\t{}", u.name, flags.into_iter().flatten().collect::<Vec<_>>().join(","));
+                }
+            }
+        }
+        UserCommand::Disable { name } => set_user_disabled(cfg, &name, true).await?,
+        UserCommand::Enable { name } => set_user_disabled(cfg, &name, false).await?,
+        UserCommand::Delete { name } => {
+            let (meta, _) = open_existing_stores(cfg).await?;
+            if !meta.delete_user(&name).await? {
+                anyhow::bail!("there is no user {name:?} (berth user list shows them)");
+            }
+            println!("user {name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn set_user_disabled(cfg: &Config, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let (meta, _) = open_existing_stores(cfg).await?;
+    let user = meta.get_user(name).await?.with_context(|| format!("there is no user {name:?} (berth user list shows them)"))?;
+    meta.put_user(&UserRecord { disabled, ..user }).await?;
+    println!("user {name} {}", if disabled { "disabled" } else { "enabled" });
     Ok(())
 }
 
@@ -315,27 +452,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Gc { grace, upload_ttl } => {
             init_logging(&cfg);
-            let (meta, blobs) = open_stores(&cfg).await?;
-            let s = gc::collect(&*meta, &*blobs, grace.unwrap_or(cfg.gc.grace), upload_ttl.unwrap_or(cfg.gc.upload_ttl), cfg.gc.audit_retention).await?;
-            println!(
-                "garbage collection: {} blobs removed, {} repository links removed, {} stale uploads removed, {} orphaned objects and {} orphaned upload files removed, {} audit events past retention removed",
-                s.blobs_removed, s.repository_links_removed, s.stale_uploads_removed, s.orphaned_objects_removed, s.orphaned_upload_data_removed, s.audit_events_removed
-            );
-            Ok(())
-        }
-        Command::User(UserCommand::Set { name, admin }) => {
-            let mut pw = String::new();
-            std::io::stdin().read_line(&mut pw).context("reading the password from standard input")?;
-            let pw = pw.trim_end_matches(['\r', '\n']);
-            if pw.len() < 8 {
-                anyhow::bail!("the password must have at least 8 characters (read from standard input)");
+            let (meta, blobs) = open_existing_stores(&cfg).await?;
+            let progress = if std::io::stderr().is_terminal() { gc::Progress::Terminal } else { gc::Progress::Quiet };
+            let s = gc::collect(&*meta, &*blobs, grace.unwrap_or(cfg.gc.grace), upload_ttl.unwrap_or(cfg.gc.upload_ttl), cfg.gc.audit_retention, progress).await?;
+            if cli.remote.json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "garbage collection: {} blobs removed, {} repository links removed, {} stale uploads removed, {} orphaned objects and {} orphaned upload files removed, {} audit events past retention removed",
+                    s.blobs_removed, s.repository_links_removed, s.stale_uploads_removed, s.orphaned_objects_removed, s.orphaned_upload_data_removed, s.audit_events_removed
+                );
             }
-            let (meta, _) = open_stores(&cfg).await?;
-            let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-            meta.put_user(&UserRecord { name: name.clone(), password_hash: hash, admin, disabled: false }).await?;
-            println!("user {name} saved{}", if admin { " (admin)" } else { "" });
             Ok(())
         }
+        Command::User(cmd) => user(&cfg, cmd, cli.remote.json).await,
         Command::Config => {
             print!("{}", cfg.to_toml());
             Ok(())

@@ -5,6 +5,10 @@
 //! The server comes from `--server` or `BERTH_SERVER`, else from `berth login`'s saved file;
 //! credentials from `BERTH_USERNAME`/`BERTH_PASSWORD`, else from that file. Scripts never meet a
 //! prompt: a password is read from standard input only with `--password-stdin`.
+//!
+//! `--ca-file` trusts a private CA, or the server's own self-signed certificate: when that exact
+//! certificate is presented it is accepted (its host name still checked) even if it is marked as
+//! a CA, which WebPKI otherwise refuses as a server certificate (curl and skopeo accept it too).
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -61,14 +65,119 @@ pub struct Client {
 }
 
 fn http_client(ca: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder().user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
-    if let Some(p) = ca {
-        let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-        for c in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{} is not a PEM certificate", p.display()))? {
-            b = b.add_root_certificate(c);
+    let b = reqwest::Client::builder().user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
+    let Some(p) = ca else {
+        return Ok(b.build()?);
+    };
+    let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate", p.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p.display());
+    }
+    let tls = tls::client_config(certs).with_context(|| format!("{} cannot be used as a CA", p.display()))?;
+    Ok(b.use_preconfigured_tls(tls).build()?)
+}
+
+/// TLS for `--ca-file`: WebPKI with the file's certificates as roots, plus the exact
+/// certificates of the file accepted as the server's own (self-signed, possibly CA-flagged).
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+    #[derive(Debug)]
+    struct Verifier {
+        webpki: Arc<WebPkiServerVerifier>,
+        pinned: Vec<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for Verifier {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+                Ok(v) => Ok(v),
+                Err(e) if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                    // The very certificate the user gave: trusted as is, but only for its names.
+                    let parsed = rustls::server::ParsedCertificate::try_from(end_entity).map_err(|_| e)?;
+                    rustls::client::verify_server_name(&parsed, server_name)?;
+                    Ok(ServerCertVerified::assertion())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
+        fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider.signature_verification_algorithms.supported_schemes()
         }
     }
-    Ok(b.build()?)
+
+    /// A client configuration trusting `certs` (as CAs, and each as a server's own certificate).
+    pub fn client_config(certs: Vec<CertificateDer<'static>>) -> anyhow::Result<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        let (added, _ignored) = roots.add_parsable_certificates(certs.iter().cloned());
+        if added == 0 {
+            anyhow::bail!("none of its certificates can be parsed");
+        }
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+        let verifier = Arc::new(Verifier { webpki, pinned: certs, provider: provider.clone() });
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+/// A plain sentence for TLS failures (rustls' own text shows Rust enum names).
+fn describe_tls(e: &(dyn std::error::Error + 'static), base: &str) -> Option<String> {
+    use rustls::{CertificateError, Error};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(tls) = err.downcast_ref::<Error>() {
+            let how = "pass --ca-file with the CA that signed the server's certificate, or with the server's own certificate if it is self-signed";
+            return Some(match tls {
+                Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                    format!("the certificate of {base} is not signed by a CA this machine trusts; {how}")
+                }
+                Error::InvalidCertificate(CertificateError::Other(o)) if o.to_string().contains("CaUsedAsEndEntity") => {
+                    format!("{base} presents a CA certificate as its own; {how}")
+                }
+                Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
+                    format!("the certificate of {base} is not valid for this host name; use the name in its subjectAltName, or fix the certificate")
+                }
+                Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+                    format!("the certificate of {base} has expired; renew it (or check this machine's clock)")
+                }
+                Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+                    format!("the certificate of {base} is not valid yet; check this machine's clock")
+                }
+                other => format!("TLS with {base} failed: {other}"),
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 impl Client {
@@ -93,7 +202,15 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach Berth at {}: is it running, and is the URL right?", self.base))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(m) = describe_tls(&e, &self.base) {
+                    bail!("{m}");
+                }
+                return Err(anyhow::Error::new(e).context(format!("cannot reach Berth at {}: is it running, and is the URL right?", self.base)));
+            }
+        };
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -304,6 +421,31 @@ pub enum RobotCommand {
         #[arg(long)]
         expires_at: Option<String>,
     },
+    /// Change a robot: the options given replace those parts (all --rule/--rule-expression
+    /// together replace the rules, all --allow the permissions); the rest is kept.
+    ///
+    ///   berth robot update ci-myrepo --project library --rule repository=myorg/other --allow 'library/*:pull'
+    #[command(verbatim_doc_comment)]
+    Update {
+        /// Short name (with --project) or full name, like robot$library+ci-myrepo.
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// Replace the rules with these (CLAIM=VALUE, CLAIM~GLOB, CLAIM:in=A,B). Repeatable.
+        #[arg(long = "rule", value_name = "RULE")]
+        rules: Vec<String>,
+        /// Replace the rules with these CEL rules (together with --rule). Repeatable.
+        #[arg(long = "rule-expression", value_name = "CEL")]
+        expressions: Vec<String>,
+        /// Replace the permissions with these (REPOSITORY-GLOB:ACTIONS). Repeatable.
+        #[arg(long = "allow", value_name = "GLOB:ACTIONS")]
+        allow: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// RFC 3339 expiry time; "never" removes it.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
     /// Show one robot (by full name, like robot$library+ci).
     Show { name: String },
     /// Disable or enable a robot.
@@ -374,6 +516,36 @@ pub async fn robot(r: &Remote, cmd: RobotCommand) -> anyhow::Result<()> {
             }
             v
         }
+        RobotCommand::Update { name, project, rules, expressions, allow, description, expires_at } => {
+            let full = full_robot_name(&name, project.as_deref());
+            let v: RobotView = serde_json::from_value(c.get(&format!("/robots/{}", seg(&full))).await?)?;
+            let mut spec = json!({
+                "name": v.name, "project": v.project, "description": v.description, "disabled": v.disabled, "expiresAt": v.expires_at,
+                "identityProvider": v.identity_provider, "rules": v.rules, "permissions": v.permissions,
+            });
+            if !rules.is_empty() || !expressions.is_empty() {
+                let mut list = rules.iter().map(|s| parse_rule(s)).collect::<anyhow::Result<Vec<_>>>()?;
+                list.extend(expressions.iter().map(|e| json!({"expression": e})));
+                spec["rules"] = json!(list);
+            }
+            if !allow.is_empty() {
+                spec["permissions"] = json!(allow.iter().map(|s| parse_allow(s)).collect::<anyhow::Result<Vec<_>>>()?);
+            }
+            if let Some(d) = description {
+                spec["description"] = json!(d);
+            }
+            match expires_at.as_deref() {
+                Some("never") => spec["expiresAt"] = Value::Null,
+                Some(t) => spec["expiresAt"] = json!(t),
+                None => {}
+            }
+            let v = c.put(&format!("/robots/{}", seg(&full)), &without_nulls(spec)).await?;
+            if !r.json {
+                println!("robot {} updated", v["robot"]["name"].as_str().unwrap_or(&full));
+                return Ok(());
+            }
+            v
+        }
         RobotCommand::Show { name } => c.get(&format!("/robots/{}", seg(&name))).await?,
         RobotCommand::Disable { name } => set_disabled(&c, &name, true).await?,
         RobotCommand::Enable { name } => set_disabled(&c, &name, false).await?,
@@ -393,6 +565,17 @@ pub async fn robot(r: &Remote, cmd: RobotCommand) -> anyhow::Result<()> {
     };
     print_json(&out);
     Ok(())
+}
+
+/// `robot$<project>+<name>`, `robot$<name>`, or the full name as given.
+fn full_robot_name(name: &str, project: Option<&str>) -> String {
+    if name.starts_with("robot$") {
+        return name.to_owned();
+    }
+    match project {
+        Some(p) => format!("robot${p}+{name}"),
+        None => format!("robot${name}"),
+    }
 }
 
 async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<Value> {
@@ -419,6 +602,13 @@ pub enum IdpCommand {
     ///       --issuer https://kubernetes.default.svc.cluster.local --audience registry.example.com --jwks-file -
     #[command(verbatim_doc_comment)]
     Add(Box<IdpAdd>),
+    /// Replace an identity provider's settings (same options as `add`; options left out get
+    /// their defaults). Rotating static keys:
+    ///
+    ///   kubectl get --raw /openid/v1/jwks | berth idp update kubernetes --name my-cluster \
+    ///       --issuer https://kubernetes.default.svc.cluster.local --audience registry.example.com --jwks-file -
+    #[command(verbatim_doc_comment)]
+    Update(Box<IdpAdd>),
     /// Show one identity provider.
     Show { name: String },
     /// Fetch discovery and keys now and print what was found.
@@ -464,6 +654,31 @@ pub struct IdpAdd {
     clock_skew: Option<String>,
 }
 
+/// The provider document of `berth idp add`/`update`.
+fn idp_spec(add: IdpAdd) -> anyhow::Result<Value> {
+    let IdpAdd { preset, name, audiences, issuer, instance, enterprise_slug, jwks_file, jwks_uri, discovery_url, ca_cert, algorithms, max_token_lifetime, clock_skew } = add;
+    let preset = match preset.as_str() {
+        "generic" => None,
+        p @ ("github" | "gitlab" | "forgejo" | "kubernetes") => Some(p.to_owned()),
+        other => bail!("unknown preset {other:?}: use github, gitlab, forgejo, kubernetes or generic"),
+    };
+    let jwks = match jwks_file {
+        Some(f) => Some(serde_json::from_str::<Value>(&read_input(&f)?).context("the JWKS is not JSON")?),
+        None => None,
+    };
+    let ca = match ca_cert {
+        Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let spec = json!({
+        "name": name, "preset": preset, "issuer": issuer, "instance": instance, "enterpriseSlug": enterprise_slug,
+        "audiences": audiences, "jwks": jwks, "jwksUri": jwks_uri, "discoveryUrl": discovery_url, "certificateAuthority": ca,
+        "algorithms": if algorithms.is_empty() { None } else { Some(algorithms) },
+        "maxTokenLifetime": max_token_lifetime, "clockSkew": clock_skew,
+    });
+    Ok(without_nulls(spec))
+}
+
 pub async fn idp(r: &Remote, cmd: IdpCommand) -> anyhow::Result<()> {
     let c = Client::new(r)?;
     let out = match cmd {
@@ -477,29 +692,15 @@ pub async fn idp(r: &Remote, cmd: IdpCommand) -> anyhow::Result<()> {
             }
             v
         }
-        IdpCommand::Add(add) => {
-            let IdpAdd { preset, name, audiences, issuer, instance, enterprise_slug, jwks_file, jwks_uri, discovery_url, ca_cert, algorithms, max_token_lifetime, clock_skew } = *add;
-            let preset = match preset.as_str() {
-                "generic" => None,
-                p @ ("github" | "gitlab" | "forgejo" | "kubernetes") => Some(p.to_owned()),
-                other => bail!("unknown preset {other:?}: use github, gitlab, forgejo, kubernetes or generic"),
-            };
-            let jwks = match jwks_file {
-                Some(f) => Some(serde_json::from_str::<Value>(&read_input(&f)?).context("the JWKS is not JSON")?),
-                None => None,
-            };
-            let ca = match ca_cert {
-                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
-                None => None,
-            };
-            let spec = json!({
-                "name": name, "preset": preset, "issuer": issuer, "instance": instance, "enterpriseSlug": enterprise_slug,
-                "audiences": audiences, "jwks": jwks, "jwksUri": jwks_uri, "discoveryUrl": discovery_url, "certificateAuthority": ca,
-                "algorithms": if algorithms.is_empty() { None } else { Some(algorithms) },
-                "maxTokenLifetime": max_token_lifetime, "clockSkew": clock_skew,
-            });
-            let spec = without_nulls(spec);
-            c.post("/identity-providers", &spec).await?
+        IdpCommand::Add(add) => c.post("/identity-providers", &idp_spec(*add)?).await?,
+        IdpCommand::Update(add) => {
+            let name = add.name.clone();
+            let v = c.put(&format!("/identity-providers/{}", seg(&name)), &idp_spec(*add)?).await?;
+            if !r.json {
+                println!("identity provider {name} updated (issuer {})", v["issuer"].as_str().unwrap_or(""));
+                return Ok(());
+            }
+            v
         }
         IdpCommand::Show { name } => c.get(&format!("/identity-providers/{}", seg(&name))).await?,
         IdpCommand::Test { name } => {
