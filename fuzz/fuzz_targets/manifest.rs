@@ -84,7 +84,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(p.manifests.is_empty(), "an image manifest with child manifests");
             if let Some(v) = &v {
                 let layers = v["layers"].as_array().map_or(0, Vec::len);
-                assert_eq!(p.blobs.len(), 1 + layers, "blobs are not config + layers");
+                // Non-distributable (foreign) layers are kept apart from the required blobs.
+                assert_eq!(p.blobs.len() + p.non_distributable.len(), 1 + layers, "blobs are not config + layers");
             }
             assert!(p.artifact_type.is_some(), "image manifest without artifactType or config media type");
         }
@@ -95,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    p.blobs.iter().chain(&p.manifests).chain(&p.subject).for_each(check_descriptor);
+    p.blobs.iter().chain(&p.non_distributable).chain(&p.manifests).chain(&p.subject).for_each(check_descriptor);
     if let Some(a) = &p.annotations {
         assert!(a.is_object(), "manifest annotations are not an object: {a}");
     }
