@@ -87,14 +87,54 @@ impl From<BlobError> for ApiError {
                 format!("upload has {actual} bytes, not the declared {declared}"),
             ),
             BlobError::NotFound(key) => ApiError::internal("reading a blob whose object is missing", key),
-            BlobError::Body(io) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BlobUploadInvalid,
-                format!("the request body ended early ({io}); query the upload's status and resume"),
-            ),
+            BlobError::Body(io) => match slow_body(&io) {
+                Some(m) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ErrorCode::BlobUploadInvalid,
+                    format!("{m}; the bytes that arrived are kept: query the upload's status and resume"),
+                ),
+                None => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BlobUploadInvalid,
+                    format!("the request body ended early ({io}); query the upload's status and resume"),
+                ),
+            },
             BlobError::Io(io) => ApiError::internal("writing to blob storage", io),
         }
     }
+}
+
+/// The message of a [`crate::serve::BodyTooSlow`] somewhere in a body error's chain.
+pub fn slow_body(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    // io::Error's `source()` skips the error it wraps, so look at that one first.
+    let start: &(dyn std::error::Error + 'static) = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        Some(inner) => inner,
+        None => e,
+    };
+    let mut cur = Some(start);
+    while let Some(err) = cur {
+        if let Some(slow) = err.downcast_ref::<crate::serve::BodyTooSlow>() {
+            return Some(slow.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// The answer to a request body that could not be read whole: 408 when it was too slow,
+/// 413 when it was larger than `limit` bytes, else 400.
+pub fn body_error(e: &axum::Error, what: &str, limit: usize) -> ApiError {
+    if let Some(m) = slow_body(e) {
+        return ApiError::new(StatusCode::REQUEST_TIMEOUT, ErrorCode::SizeInvalid, m);
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::SizeInvalid, format!("{what} is larger than {limit} bytes"));
+        }
+        cur = err.source();
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::SizeInvalid, format!("the {what} body could not be read: {e}"))
 }
 
 impl IntoResponse for ApiError {

@@ -51,18 +51,6 @@ pub struct BodyTooSlow {
     pub min_rate: u64,
 }
 
-/// Whether an error from reading a request body is [`BodyTooSlow`].
-pub fn is_body_too_slow(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<BodyTooSlow>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 /// Wraps a request body and enforces a minimum average data rate per window.
 pub struct MinRateBody<B> {
     inner: B,

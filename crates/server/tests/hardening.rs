@@ -446,3 +446,66 @@ async fn the_connection_limit_holds_and_freed_slots_serve_again() {
     assert!(answered, "/healthz did not answer while silent clients held the connections");
     drop(held);
 }
+
+/// Sends `head` + `body_start` and waits for the answer's status line and headers.
+async fn stalled_request(addr: SocketAddr, head: &str, body_start: &[u8], wait: Duration) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body_start).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(wait, s.read(&mut buf)).await.expect("no answer to a stalled body").unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn request(addr: SocketAddr, head: &str, body: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
+    resp.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_get_408_and_lose_nothing() {
+    let c = Cluster::new().await;
+    let limits = Limits { body_rate_window: Duration::from_secs(1), body_min_rate: 1000, ..Limits::default() };
+    let addr = listen(&c, limits).await;
+    let auth = basic("admin", PW);
+    // A manifest whose body stalls.
+    let head = format!("PUT /v2/lib/app/manifests/v1 HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/vnd.oci.image.manifest.v1+json\r\ncontent-length: 5000\r\n\r\n");
+    let answer = stalled_request(addr, &head, b"{\"schemaVersion\"", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("too slowly"), "{answer}");
+    // A chunk whose body stalls: 408, and the session stays usable from what it recorded.
+    let close = "connection: close\r\n";
+    let start = request(addr, &format!("POST /v2/lib/app/blobs/uploads/ HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-length: 0\r\n{close}\r\n"), b"").await;
+    assert!(start.starts_with("HTTP/1.1 202"), "{start}");
+    let location = header(&start, "location").unwrap().to_owned();
+    let path = location.split_once("://").map(|(_, r)| &r[r.find('/').unwrap()..]).unwrap_or(&location).to_owned();
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let head = format!("PATCH {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n", content.len());
+    let answer = stalled_request(addr, &head, &content[..10], Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let status = request(addr, &format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\n{close}\r\n"), b"").await;
+    assert!(status.starts_with("HTTP/1.1 204"), "{status}");
+    let range = header(&status, "range").unwrap();
+    let have: usize = range.split('-').nth(1).unwrap().parse::<usize>().unwrap() + 1;
+    let have = if range == "0-0" && have == 1 { 0 } else { have };
+    assert!(have == 0 || have == 10, "the upload holds {have} bytes after the stalled chunk");
+    let rest = &content[have..];
+    let patch = request(
+        addr,
+        &format!("PATCH {path} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-type: application/octet-stream\r\ncontent-range: {have}-{}\r\ncontent-length: {}\r\n{close}\r\n", content.len() - 1, rest.len()),
+        rest,
+    )
+    .await;
+    assert!(patch.starts_with("HTTP/1.1 202"), "{patch}");
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&content)));
+    let done = request(addr, &format!("PUT {path}?digest={digest} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-length: 0\r\n{close}\r\n"), b"").await;
+    assert!(done.starts_with("HTTP/1.1 201"), "{done}");
+}

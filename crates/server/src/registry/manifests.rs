@@ -112,13 +112,9 @@ pub async fn get(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
 
 pub async fn put(req: &Request, repo: &RepoName, raw: &str, body: Body) -> ApiResult {
     let target = put_target(raw, &req.query())?;
-    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::SizeInvalid,
-            format!("manifest is larger than {MAX_MANIFEST_BYTES} bytes or its body failed"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| crate::error::body_error(&e, "manifest", MAX_MANIFEST_BYTES))?;
     let algorithm = target.digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
     let digest = Digest::compute(algorithm, &bytes);
     if let Some(d) = &target.digest {
