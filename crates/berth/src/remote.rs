@@ -175,7 +175,11 @@ fn describe_tls(e: &(dyn std::error::Error + 'static), base: &str) -> Option<Str
                 other => format!("TLS with {base} failed: {other}"),
             });
         }
-        cur = err.source();
+        // An io::Error's source() skips the error it wraps: look inside it too.
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
