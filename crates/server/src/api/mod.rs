@@ -671,26 +671,40 @@ async fn apply(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(doc): Jso
     Ok(Json(report?))
 }
 
-/// Applies a document idempotently: validates everything first, then writes projects, identity
-/// providers and robots in that order, skipping objects that already match.
-pub async fn apply_document(s: &AppState, doc: &ApplyDocument) -> AdminResult<ApplyReport> {
-    // Validate the whole document before writing anything.
+/// An apply document checked whole, before anything is written: the records to write.
+#[derive(Debug, Clone)]
+pub struct ValidatedDocument {
+    pub identity_providers: Vec<(IdentityProviderRecord, Provider)>,
+    pub robots: Vec<RobotRecord>,
+}
+
+/// Validates a whole apply document without a store (the part `berth apply` and
+/// `POST /api/v1/apply` share; fuzzed by `fuzz/fuzz_targets/apply.rs`): project names,
+/// identity providers (resolved, issuers compared with `others` that the document does not
+/// replace and with each other), robots. The store's references (projects and providers that
+/// exist) are checked when writing.
+pub fn validate_document(doc: &ApplyDocument, others: Vec<(String, Provider)>) -> AdminResult<ValidatedDocument> {
     for p in &doc.projects {
         berth_access::validate_project_name(&p.name).map_err(|e| AdminError::invalid(format!("projects: {e}")))?;
     }
     let resolved = doc.identity_providers.iter().map(|p| idp_record_resolved(p).map_err(|e| AdminError::invalid(format!("identity provider {:?}: {}", p.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
-    // Issuers are compared with the stored providers the document does not replace, and with
-    // each other.
-    let mut providers: Vec<(String, Provider)> =
-        stored_providers(s).await?.into_iter().filter(|(n, _)| !resolved.iter().any(|(r, _)| &r.name == n)).collect();
+    let mut providers: Vec<(String, Provider)> = others.into_iter().filter(|(n, _)| !resolved.iter().any(|(r, _)| &r.name == n)).collect();
     for (rec, p) in &resolved {
         if let Some(why) = issuer::issuer_conflict(&rec.name, p, providers.iter().map(|(n, p)| (n.as_str(), p))) {
             return Err(AdminError::conflict(why));
         }
         providers.push((rec.name.clone(), p.clone()));
     }
-    let idps: Vec<IdentityProviderRecord> = resolved.into_iter().map(|(rec, _)| rec).collect();
     let robots = doc.robots.iter().map(|r| robot_record(r).map_err(|e| AdminError::invalid(format!("robot {:?}: {}", r.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
+    Ok(ValidatedDocument { identity_providers: resolved, robots })
+}
+
+/// Applies a document idempotently: validates everything first, then writes projects, identity
+/// providers and robots in that order, skipping objects that already match.
+pub async fn apply_document(s: &AppState, doc: &ApplyDocument) -> AdminResult<ApplyReport> {
+    let valid = validate_document(doc, stored_providers(s).await?)?;
+    let idps: Vec<IdentityProviderRecord> = valid.identity_providers.into_iter().map(|(rec, _)| rec).collect();
+    let robots = valid.robots;
     let mut report = ApplyReport::default();
     let mut note = |kind: &str, name: &str, action: &str| {
         report.changes.push(Change { kind: kind.into(), name: name.into(), action: action.into() });
