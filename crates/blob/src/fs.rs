@@ -2,48 +2,60 @@
 //! under `<root>/blobs/<alg>/<xx>/<hex>/<unique>`, and a commit is fsync + atomic rename.
 //!
 //! Data path (the hot part):
-//! - `upload_append` polls the client's body on the async side and hands batches of chunks,
-//!   through a small bounded channel, to one blocking thread that hashes (SHA-256) and writes
-//!   them through a 1 MiB buffer. Receiving and hash+write overlap; memory stays bounded by the
-//!   channel, so a multi-GiB layer never sits in memory.
+//! - `upload_append` polls the client's body on the async side and collects its chunks; once
+//!   256 KiB (`APPEND_BATCH`) wait (or the body ended) it runs the SHA-256 and the `writev` of that
+//!   batch as one short `spawn_blocking` job, and keeps receiving the next batch meanwhile (up to
+//!   2 MiB, `APPEND_PENDING_MAX`, in memory), so receiving and hash+write overlap on two cores.
+//!   The file, the hash state and the upload's lock move into each job and back. **Waiting for
+//!   the network never holds a blocking thread**: a body that trickles or stalls costs its task
+//!   and at most one batch of memory, so thousands of stalled PATCHes cannot starve the
+//!   blocking pool that logins (argon2), commits and pulls need.
+//! - A body that fails midway (client reset, or the server's body timeout ending a stall) ends
+//!   the append with `BlobError::Body` after the bytes received before the error are written:
+//!   the upload **keeps them** and stays usable at its new recorded size (the client asks
+//!   `GET` status and resumes with a `PATCH` at that offset); nothing is rolled back. If the
+//!   request is dropped instead, what a running job writes is kept and the waiting bytes are
+//!   not; either way the hash state matches the file.
 //! - The running SHA-256 state of each upload is cached in process (`offset -> Hasher`), so a
 //!   commit needs no second pass. The cache is only a cache: whenever it is missing or its
-//!   offset disagrees with the file's real length (restart, another replica appended), the
-//!   state is rebuilt by hashing the file from disk.
-//! - `open` reads on a blocking thread in 512 KiB chunks into `Bytes` sent through a small
-//!   bounded channel.
+//!   offset disagrees with the file's real length (restart, another replica appended, a failed
+//!   write), the state is rebuilt by hashing the file from disk.
+//! - `open` reads on short blocking jobs of two 512 KiB chunks (`READ_JOB_CHUNKS`), one job ahead
+//!   of the consumer, so a slow reader holds a few chunks of memory and no thread.
 //!
 //! Appends and commits of one upload id are serialized within the process by a per-id lock;
 //! offsets are always checked against the real file length, never against memory.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard, PoisonError, Weak};
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::{BlobError, BlobStore, ByteStream, Committed, ObjectReader, Result};
 
-/// Bytes written between background writebacks of an upload (see `append_worker`).
+/// Bytes written between background writebacks of an upload (see `Appender::write`).
 const EARLY_WRITEBACK: u64 = 16 * 1024 * 1024;
-/// Body chunks are grouped into batches of about this many bytes before crossing to the
-/// writer thread (fewer wake-ups when the client's chunks are small).
+/// A write+hash job starts once this many body bytes wait (or the body ended), so small client
+/// chunks make few, large jobs, and a trickling body makes none until it has something to write.
 const APPEND_BATCH: usize = 256 << 10;
-/// Batches in flight between the body and the writer thread (bounds memory per append to
-/// roughly `APPEND_QUEUE * APPEND_BATCH` plus one client chunk per batch).
-const APPEND_QUEUE: usize = 8;
+/// Body bytes held in memory while a job writes the previous batch; past this the body is not
+/// polled until the job is done (memory per append: about this plus one client chunk).
+const APPEND_PENDING_MAX: usize = 2 << 20;
 /// Size of the chunks an object is read in.
 const READ_CHUNK: usize = 512 << 10;
-/// Chunks in flight between the reader thread and the consumer.
-const READ_QUEUE: usize = 4;
+/// Chunks one read job reads; the next job starts when fewer than this many are left unread by
+/// the consumer (so at most `2 * READ_JOB_CHUNKS` chunks per reader are in memory).
+const READ_JOB_CHUNKS: usize = 2;
 /// Buffer size when re-hashing a file from disk.
 const HASH_BUFFER: usize = 1 << 20;
 /// Longest accepted upload id.
@@ -197,59 +209,92 @@ fn sha256_state(cache: &HashCache, id: &str, path: &Path, len: u64) -> io::Resul
     }
 }
 
-/// The blocking half of an append: checks the offset, reports readiness, then hashes and
-/// writes batches until the channel closes. Returns the new length of the upload.
-fn append_worker(
-    path: &Path,
-    id: &str,
-    offset: u64,
-    cache: &HashCache,
-    ready: oneshot::Sender<Result<()>>,
-    mut batches: mpsc::Receiver<Vec<Bytes>>,
-) -> Result<u64> {
-    let file = match OpenOptions::new().append(true).open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            let err = if e.kind() == io::ErrorKind::NotFound { BlobError::UploadUnknown(id.to_owned()) } else { BlobError::Io(e) };
-            let _ = ready.send(Err(err));
-            return Ok(offset);
+/// One append's writer, moved into each write+hash job and back: the open upload file, the
+/// running SHA-256 state and the upload's lock. Dropping it (when the append ends, or when the
+/// request was dropped and the last job finishes) records the hash state of what was written in
+/// the cache and then releases the lock; after a failed write it records nothing, so the next
+/// append rebuilds the state from the bytes on disk.
+struct Appender {
+    id: String,
+    file: File,
+    /// None after a failed write (the file's contents are then unknown).
+    hasher: Option<Hasher>,
+    /// The upload's length when the append started.
+    start: u64,
+    written: u64,
+    flushed_at: u64,
+    cache: Arc<HashCache>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl Appender {
+    /// Opens upload `id` for an append at `offset` (which must be its length) and finds its hash
+    /// state (cached, or rebuilt from disk). Blocking.
+    fn open(path: &Path, id: String, offset: u64, cache: Arc<HashCache>, guard: OwnedMutexGuard<()>) -> Result<Appender> {
+        let file = match OpenOptions::new().append(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::UploadUnknown(id)),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        if len != offset {
+            return Err(BlobError::OutOfOrder { expected: len, got: offset });
         }
-    };
-    let len = match file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => {
-            let _ = ready.send(Err(BlobError::Io(e)));
-            return Ok(offset);
-        }
-    };
-    if len != offset {
-        let _ = ready.send(Err(BlobError::OutOfOrder { expected: len, got: offset }));
-        return Ok(len);
+        let hasher = sha256_state(&cache, &id, path, len)?;
+        Ok(Appender { id, file, hasher: Some(hasher), start: len, written: 0, flushed_at: 0, cache, _guard: guard })
     }
-    // Let the body start flowing (into the bounded channel) while the hash state is found.
-    let _ = ready.send(Ok(()));
-    let mut hasher = sha256_state(cache, id, path, len)?;
-    let mut writer = file;
-    let mut written = 0u64;
-    let mut flushed_at = 0u64;
-    while let Some(batch) = batches.blocking_recv() {
-        for chunk in &batch {
+
+    /// The upload's length after what this append wrote.
+    fn len(&self) -> u64 {
+        self.start + self.written
+    }
+
+    /// Hashes and writes one batch of chunks. Blocking.
+    fn write(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Err(io::Error::other("append after a failed write"));
+        };
+        for chunk in batch {
             hasher.update(chunk);
-            written += chunk.len() as u64;
         }
-        // One writev per batch (~256 KiB): no copy into a userspace buffer.
-        write_all_vectored(&mut writer, &batch)?;
+        // One writev per batch: no copy into a userspace buffer.
+        if let Err(e) = write_all_vectored(&mut self.file, batch) {
+            self.hasher = None;
+            return Err(e);
+        }
+        self.written += batch.iter().map(|c| c.len() as u64).sum::<u64>();
         // Start writing back to disk while the rest arrives, so the fsync at commit waits only
         // for the tail: POSIX_FADV_DONTNEED on the range written so far starts asynchronous
         // writeback of its dirty pages (without a journal commit or waiting, unlike fdatasync).
-        if written - flushed_at >= EARLY_WRITEBACK {
-            let _ = rustix::fs::fadvise(&writer, len + flushed_at, std::num::NonZeroU64::new(written - flushed_at), rustix::fs::Advice::DontNeed);
-            flushed_at = written;
+        if self.written - self.flushed_at >= EARLY_WRITEBACK {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                self.start + self.flushed_at,
+                std::num::NonZeroU64::new(self.written - self.flushed_at),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.flushed_at = self.written;
         }
+        Ok(())
     }
-    let new_len = len + written;
-    lock_cache(cache).insert(id.to_owned(), (new_len, hasher));
-    Ok(new_len)
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        if let Some(hasher) = self.hasher.take() {
+            lock_cache(&self.cache).insert(std::mem::take(&mut self.id), (self.start + self.written, hasher));
+        }
+        // `_guard` is dropped after this: the cache is updated before the next append may start.
+    }
+}
+
+/// What an append waits for. (Short-lived, on the stack: the size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum AppendEvent {
+    /// The running job (open, or write+hash of a batch) ended.
+    Job(std::result::Result<Result<Appender>, tokio::task::JoinError>),
+    /// The body produced a chunk, failed, or ended.
+    Body(Option<io::Result<Bytes>>),
 }
 
 /// Writes every chunk, in order, with as few `writev` calls as the kernel allows.
@@ -275,41 +320,6 @@ fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
         skip += n;
     }
     Ok(())
-}
-
-/// What one poll of the body produced.
-struct Batch {
-    chunks: Vec<Bytes>,
-    error: Option<io::Error>,
-    ended: bool,
-}
-
-/// Collects the body's chunks that are ready now, up to about [`APPEND_BATCH`] bytes; waits
-/// only when nothing is ready.
-async fn next_batch(body: &mut ByteStream) -> Batch {
-    let mut chunks = Vec::new();
-    let mut bytes = 0usize;
-    poll_fn(|cx| loop {
-        match body.as_mut().poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if chunk.is_empty() {
-                    continue;
-                }
-                bytes += chunk.len();
-                chunks.push(chunk);
-                if bytes >= APPEND_BATCH {
-                    return Poll::Ready(Batch { chunks: std::mem::take(&mut chunks), error: None, ended: false });
-                }
-            }
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Batch { chunks: std::mem::take(&mut chunks), error: Some(e), ended: true });
-            }
-            Poll::Ready(None) => return Poll::Ready(Batch { chunks: std::mem::take(&mut chunks), error: None, ended: true }),
-            Poll::Pending if chunks.is_empty() => return Poll::Pending,
-            Poll::Pending => return Poll::Ready(Batch { chunks: std::mem::take(&mut chunks), error: None, ended: false }),
-        }
-    })
-    .await
 }
 
 /// The blocking half of a commit. Returns the committed object.
@@ -387,62 +397,96 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The blocking half of `open`: reports the size (or the error), then streams the range.
-fn read_worker(path: &Path, key: &str, range: Option<(u64, u64)>, opened: oneshot::Sender<Result<u64>>, tx: mpsc::Sender<io::Result<Bytes>>) {
-    let setup = || -> Result<(File, u64, u64)> {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound(key.to_owned())),
-            Err(e) => return Err(e.into()),
-        };
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(BlobError::NotFound(key.to_owned()));
-        }
-        let size = meta.len();
-        // The range was checked by the caller; clamp anyway so a bad one reads nothing extra.
-        let (start, remaining) = match range {
-            None => (0, size),
-            Some((start, end)) => {
-                let end = end.min(size.saturating_sub(1));
-                if size == 0 || start > end {
-                    (0, 0)
-                } else {
-                    (start, end - start + 1)
-                }
-            }
-        };
-        if start > 0 {
-            file.seek(SeekFrom::Start(start))?;
-        }
-        Ok((file, size, remaining))
+/// Opens an object and seeks to its range: (file, object size, bytes to read). Blocking.
+fn open_object(path: &Path, key: &str, range: Option<(u64, u64)>) -> Result<(File, u64, u64)> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobError::NotFound(key.to_owned())),
+        Err(e) => return Err(e.into()),
     };
-    let (file, size, mut remaining) = match setup() {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = opened.send(Err(e));
-            return;
-        }
-    };
-    if opened.send(Ok(size)).is_err() {
-        return;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(BlobError::NotFound(key.to_owned()));
     }
-    let mut file = file;
-    while remaining > 0 {
+    let size = meta.len();
+    // The range was checked by the caller; clamp anyway so a bad one reads nothing extra.
+    let (start, remaining) = match range {
+        None => (0, size),
+        Some((start, end)) => {
+            let end = end.min(size.saturating_sub(1));
+            if size == 0 || start > end {
+                (0, 0)
+            } else {
+                (start, end - start + 1)
+            }
+        }
+    };
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))?;
+    }
+    Ok((file, size, remaining))
+}
+
+/// Reads up to `READ_JOB_CHUNKS` chunks of at most `READ_CHUNK` bytes, `remaining` at most.
+/// Blocking. Returns the file for the next job.
+fn read_chunks(mut file: File, mut remaining: u64) -> (File, io::Result<Vec<Bytes>>) {
+    let mut chunks = Vec::with_capacity(READ_JOB_CHUNKS);
+    while remaining > 0 && chunks.len() < READ_JOB_CHUNKS {
         let want = usize::try_from(remaining).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
         let mut buf = Vec::with_capacity(want);
         // read_to_end on a Take fills the spare capacity without zeroing it first.
-        let item = match (&mut file).take(want as u64).read_to_end(&mut buf) {
-            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "object is shorter than its size")),
+        match (&mut file).take(want as u64).read_to_end(&mut buf) {
+            Ok(0) => return (file, Err(io::Error::new(io::ErrorKind::UnexpectedEof, "object is shorter than its size"))),
             Ok(n) => {
                 remaining -= n as u64;
-                Ok(Bytes::from(buf))
+                chunks.push(Bytes::from(buf));
             }
-            Err(e) => Err(e),
-        };
-        let failed = item.is_err();
-        if tx.blocking_send(item).is_err() || failed {
-            return;
+            Err(e) => return (file, Err(e)),
+        }
+    }
+    (file, Ok(chunks))
+}
+
+/// The body of an opened object. Reads run as short blocking jobs of `READ_JOB_CHUNKS` chunks,
+/// one ahead of the consumer, so a slow client holds memory (a few chunks) but no thread.
+struct ObjectChunks {
+    /// The file when no job holds it.
+    file: Option<File>,
+    /// Bytes neither read nor being read.
+    remaining: u64,
+    ready: std::collections::VecDeque<Bytes>,
+    job: Option<tokio::task::JoinHandle<(File, io::Result<Vec<Bytes>>)>>,
+}
+
+impl ObjectChunks {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.job.is_none() && self.ready.len() < READ_JOB_CHUNKS && self.remaining > 0 {
+                if let Some(file) = self.file.take() {
+                    let remaining = self.remaining;
+                    self.job = Some(tokio::task::spawn_blocking(move || read_chunks(file, remaining)));
+                }
+            }
+            if let Some(chunk) = self.ready.pop_front() {
+                return Some(Ok(chunk));
+            }
+            let job = self.job.take()?;
+            match job.await {
+                Ok((file, Ok(chunks))) => {
+                    let n: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                    self.remaining = self.remaining.saturating_sub(n);
+                    self.file = Some(file);
+                    self.ready.extend(chunks);
+                }
+                Ok((_, Err(e))) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(io::Error::other(format!("blob reader failed: {e}"))));
+                }
+            }
         }
     }
 }
@@ -476,45 +520,69 @@ impl BlobStore for FsBlobStore {
     async fn upload_append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64> {
         let path = self.upload_path(id)?;
         let guard = self.lock_upload(id).await;
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel::<Vec<Bytes>>(APPEND_QUEUE);
-        let hashes = self.hashes.clone();
-        let worker_id = id.to_owned();
-        // The lock moves into the worker: if this future is dropped (client gone), the lock is
-        // held until the worker has flushed what it got.
-        let worker = tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            append_worker(&path, &worker_id, offset, &hashes, ready_tx, rx)
-        });
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = worker.await;
-                return Err(e);
-            }
-            Err(_) => {
-                // The worker ended without a verdict (it failed or panicked).
-                worker.await.map_err(join_error)??;
-                return Err(BlobError::Io(io::Error::other("upload worker ended early")));
-            }
-        }
+        let (cache, owned_id) = (self.hashes.clone(), id.to_owned());
+        // The body starts arriving while the upload is opened and its hash state found.
+        let mut job = Some(tokio::task::spawn_blocking(move || Appender::open(&path, owned_id, offset, cache, guard)));
+        // Exactly one of `job` (running) and `appender` (idle) is Some.
+        let mut appender: Option<Appender> = None;
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_bytes = 0usize;
+        let mut ended = false;
         let mut body_error = None;
         loop {
-            let batch = next_batch(&mut body).await;
-            if !batch.chunks.is_empty() && tx.send(batch.chunks).await.is_err() {
-                // The worker stopped (a write failed): its result says why.
-                break;
+            if job.is_none() {
+                if pending_bytes >= APPEND_BATCH || (ended && pending_bytes > 0) {
+                    if let Some(mut a) = appender.take() {
+                        let batch = std::mem::take(&mut pending);
+                        pending_bytes = 0;
+                        job = Some(tokio::task::spawn_blocking(move || {
+                            a.write(&batch)?;
+                            Ok(a)
+                        }));
+                    }
+                } else if ended {
+                    break;
+                }
             }
-            if let Some(e) = batch.error {
-                body_error = Some(e);
-                break;
-            }
-            if batch.ended {
-                break;
+            // Not ended and no job means fewer than APPEND_BATCH bytes wait: the body is polled.
+            let receiving = !ended && pending_bytes < APPEND_PENDING_MAX;
+            let event = poll_fn(|cx| {
+                if let Some(j) = job.as_mut() {
+                    if let Poll::Ready(r) = Pin::new(j).poll(cx) {
+                        return Poll::Ready(AppendEvent::Job(r));
+                    }
+                }
+                if receiving {
+                    if let Poll::Ready(item) = body.as_mut().poll_next(cx) {
+                        return Poll::Ready(AppendEvent::Body(item));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                AppendEvent::Job(r) => {
+                    job = None;
+                    // A failed open (unknown upload, wrong offset) or write ends the append; what
+                    // was written before stays and the next append checks the real length.
+                    appender = Some(r.map_err(join_error)??);
+                }
+                AppendEvent::Body(Some(Ok(chunk))) => {
+                    if !chunk.is_empty() {
+                        pending_bytes += chunk.len();
+                        pending.push(chunk);
+                    }
+                }
+                AppendEvent::Body(Some(Err(e))) => {
+                    body_error = Some(e);
+                    ended = true;
+                }
+                AppendEvent::Body(None) => ended = true,
             }
         }
-        drop(tx);
-        let new_len = worker.await.map_err(join_error)??;
+        let new_len = appender.as_ref().map_or(offset, Appender::len);
+        // Records the hash state and releases the upload's lock.
+        drop(appender);
         match body_error {
             Some(e) => {
                 tracing::debug!(upload = id, kept = new_len, error = %e, "upload body failed midway");
@@ -574,18 +642,10 @@ impl BlobStore for FsBlobStore {
 
     async fn open(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectReader> {
         let path = self.object_path(key)?;
-        let (opened_tx, opened_rx) = oneshot::channel();
-        let (tx, rx) = mpsc::channel(READ_QUEUE);
         let key_owned = key.to_owned();
-        let worker = tokio::task::spawn_blocking(move || read_worker(&path, &key_owned, range, opened_tx, tx));
-        let size = match opened_rx.await {
-            Ok(r) => r?,
-            Err(_) => {
-                worker.await.map_err(join_error)?;
-                return Err(BlobError::Io(io::Error::other("object reader ended early")));
-            }
-        };
-        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let (file, size, remaining) = tokio::task::spawn_blocking(move || open_object(&path, &key_owned, range)).await.map_err(join_error)??;
+        let chunks = ObjectChunks { file: Some(file), remaining, ready: Default::default(), job: None };
+        let body = futures_util::stream::unfold(chunks, |mut chunks| async move { chunks.next().await.map(|item| (item, chunks)) });
         Ok(ObjectReader { size, body: Box::pin(body) })
     }
 
@@ -981,6 +1041,142 @@ mod tests {
         store.upload_create("flaky2").await.unwrap();
         assert!(matches!(store.upload_append("flaky2", 0, failing_body(vec![])).await, Err(BlobError::Body(_))));
         assert_eq!(store.upload_size("flaky2").await.unwrap(), Some(0));
+    }
+
+    /// A body fed by hand: send chunks or an error; it waits (stalls) while the sender is quiet.
+    fn channel_body() -> (tokio::sync::mpsc::UnboundedSender<io::Result<Bytes>>, ByteStream) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let body = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        (tx, Box::pin(body))
+    }
+
+    fn timed_out() -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, "no body data for 30 s")
+    }
+
+    #[tokio::test]
+    async fn stalled_body_that_fails_keeps_what_arrived() {
+        let (_dir, store) = store();
+        let store = Arc::new(store);
+        let content = data(APPEND_BATCH + 100_000, 9);
+        // (bytes sent before the stall, as chunks): below one batch (nothing written before the
+        // error), and above (one write job ran, the rest waited in memory).
+        let cases: &[(&str, &[usize])] = &[("below", &[1, 999]), ("above", &[APPEND_BATCH + 1, 50_000]), ("none", &[])];
+        for (id, chunks) in cases {
+            store.upload_create(id).await.unwrap();
+            let (tx, chunks_in) = channel_body();
+            let task = tokio::spawn({
+                let store = store.clone();
+                let id = id.to_string();
+                async move { store.upload_append(&id, 0, chunks_in).await }
+            });
+            let mut sent = 0;
+            for &n in *chunks {
+                tx.send(Ok(Bytes::copy_from_slice(&content[sent..sent + n]))).unwrap();
+                sent += n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!task.is_finished(), "{id}: the append waits for the body");
+            // The connection's body timeout ends the stall with an error.
+            tx.send(Err(timed_out())).unwrap();
+            match task.await.unwrap() {
+                Err(BlobError::Body(e)) => assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{id}"),
+                other => panic!("{id}: want a Body error, got {other:?}"),
+            }
+            let kept = sent as u64;
+            assert_eq!(store.upload_size(id).await.unwrap(), Some(kept), "{id}");
+            assert_eq!(lock_cache(&store.hashes).get(*id).map(|e| e.0), Some(kept), "{id}: hash state kept");
+            // The session stays usable at its recorded size.
+            let rest = body(vec![content[sent..].to_vec()]);
+            assert_eq!(store.upload_append(id, kept, rest).await.unwrap(), content.len() as u64, "{id}");
+            let committed = store.upload_commit(id, &sha256(&content)).await.unwrap();
+            assert!(read_all(&store, &committed.key, None).await.1 == content, "{id}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dropped_append_keeps_what_was_written_and_releases_the_lock() {
+        let (_dir, store) = store();
+        let store = Arc::new(store);
+        let content = data(APPEND_BATCH + 70_000, 10);
+        store.upload_create("gone").await.unwrap();
+        let (tx, chunks_in) = channel_body();
+        let task = tokio::spawn({
+            let store = store.clone();
+            async move { store.upload_append("gone", 0, chunks_in).await }
+        });
+        tx.send(Ok(Bytes::copy_from_slice(&content[..APPEND_BATCH]))).unwrap();
+        // A batch was handed to a write job; then the client goes quiet and the request is dropped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.upload_size("gone").await.unwrap() != Some(APPEND_BATCH as u64) {
+            assert!(Instant::now() < deadline, "the first batch was not written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        drop(tx);
+        // The lock was released and the session is usable at the written size.
+        let rest = body(vec![content[APPEND_BATCH..].to_vec()]);
+        let appended = tokio::time::timeout(Duration::from_secs(10), store.upload_append("gone", APPEND_BATCH as u64, rest)).await;
+        assert_eq!(appended.expect("the upload's lock was released").unwrap(), content.len() as u64);
+        let committed = store.upload_commit("gone", &sha256(&content)).await.unwrap();
+        assert!(read_all(&store, &committed.key, None).await.1 == content);
+    }
+
+    /// Waiting for a client holds no blocking thread: with a pool of two, twenty stalled
+    /// appends and twenty stalled readers leave room for a normal push and pull. (Before, each
+    /// append's writer thread waited on the body: the third push would wait forever.)
+    #[test]
+    fn stalled_clients_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(2).enable_all().build().unwrap();
+        let test = async {
+            let (_dir, store) = store();
+            let store = Arc::new(store);
+            let object = data(READ_CHUNK * 8, 11);
+            store.upload_create("obj").await.unwrap();
+            store.upload_append("obj", 0, body(vec![object.clone()])).await.unwrap();
+            let key = store.upload_commit("obj", &sha256(&object)).await.unwrap().key;
+
+            let mut stalled = Vec::new();
+            for i in 0..20 {
+                let id = format!("stalled-{i}");
+                store.upload_create(&id).await.unwrap();
+                let (tx, stalled_body) = channel_body();
+                // One byte of a declared megabyte, then nothing.
+                tx.send(Ok(Bytes::from_static(b"x"))).unwrap();
+                let store = store.clone();
+                stalled.push((tx, tokio::spawn(async move { store.upload_append(&id, 0, stalled_body).await })));
+            }
+            let mut readers = Vec::new();
+            for _ in 0..20 {
+                let mut reader = store.open(&key, None).await.unwrap();
+                // A client that reads one chunk and then stops reading.
+                assert_eq!(reader.body.next().await.unwrap().unwrap().len(), READ_CHUNK);
+                readers.push(reader);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+
+            let normal = async {
+                let content = data(3 << 20, 12);
+                store.upload_create("normal").await.unwrap();
+                let chunks: Vec<Vec<u8>> = content.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+                store.upload_append("normal", 0, body(chunks)).await.unwrap();
+                let key = store.upload_commit("normal", &sha256(&content)).await.unwrap().key;
+                assert!(read_all(&store, &key, None).await.1 == content);
+            };
+            tokio::time::timeout(Duration::from_secs(20), normal).await.expect("a normal push and pull complete beside stalled clients");
+
+            for (tx, task) in stalled {
+                assert!(!task.is_finished());
+                tx.send(Err(timed_out())).unwrap();
+                assert!(matches!(task.await.unwrap(), Err(BlobError::Body(_))));
+            }
+            assert_eq!(store.upload_size("stalled-7").await.unwrap(), Some(1));
+            drop(readers);
+        };
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), test).await })
+            .expect("stalled clients wedged the blocking pool (uploads could not even be created)");
+        rt.shutdown_timeout(Duration::from_secs(5));
     }
 
     #[tokio::test]

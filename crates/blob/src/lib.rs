@@ -72,8 +72,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_size(&self, id: &str) -> Result<Option<u64>>;
 
     /// Appends `body` at `offset`, which must equal the current size (else `OutOfOrder`).
-    /// Returns the new size. If the body fails midway, the bytes that arrived are kept
-    /// (the client can ask for the size and resume).
+    /// Returns the new size. If the body fails midway (`Body` error: a reset, or a stall ended
+    /// by the server's body timeout), the bytes that arrived before the error are kept and the
+    /// upload stays usable at its new size (the client can ask for the size and resume).
+    /// Implementations must not hold a thread while they wait for the body.
     async fn upload_append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64>;
 
     /// Verifies the upload against `digest`. On success the bytes become an object under a
