@@ -2,7 +2,7 @@
 # scripts/test.sh: THE test command of Berth (see README.md, "Tests"; CI runs it via .ci/run).
 #
 # Installs what the end-to-end tests need, idempotently, then runs the whole test suite:
-#   - Debian packages, only if missing: skopeo, openssl, python3, python3-venv
+#   - Debian packages, only if missing: skopeo, podman, openssl, python3, python3-venv
 #     (`apt-get update` runs only when something must be installed; sudo only if not root)
 #   - a Python virtualenv at <repo>/.venv with the PyPI package `oras`, only if not importable
 #   - `cargo test --workspace --locked --no-fail-fast` (dev profile: every test binary runs even
@@ -45,12 +45,13 @@ apt_install() {
 # --- Debian packages -------------------------------------------------------------------------
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
-    log "Debian packages present: skopeo, openssl, python3"
+    log "Debian packages present: skopeo, podman, openssl, python3"
 fi
 # skopeo needs a signature policy; Debian's containers-common provides it, but be sure.
 if [ ! -e /etc/containers/policy.json ]; then
@@ -59,6 +60,7 @@ if [ ! -e /etc/containers/policy.json ]; then
     printf '{"default":[{"type":"insecureAcceptAnything"}]}\n' | "${SUDO[@]}" tee /etc/containers/policy.json >/dev/null
 fi
 log "$(skopeo --version)"
+log "$(podman --version)"
 log "$(openssl version)"
 
 # --- Python virtualenv with oras -------------------------------------------------------------

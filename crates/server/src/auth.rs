@@ -183,7 +183,15 @@ impl From<ApiError> for LoginError {
 }
 
 impl LoginError {
+    /// What the caller is told (no names of providers or robots it did not give itself).
     pub fn message(&self) -> String {
+        match self {
+            LoginError::Federation(e) => e.public_message(),
+            other => other.detail(),
+        }
+    }
+    /// The whole reason, for the log and the audit log.
+    pub fn detail(&self) -> String {
         match self {
             LoginError::Invalid(m) => m.clone(),
             LoginError::Federation(e) => e.to_string(),
@@ -547,7 +555,7 @@ pub fn audit_login_failure(state: &AppState, username: Option<&str>, err: &Login
     };
     use crate::text::{cap, capped, MAX_LOGGED_MESSAGE, MAX_LOGGED_NAME};
     let user = cap(username.unwrap_or(""), MAX_LOGGED_NAME);
-    let message = capped(&err.message(), MAX_LOGGED_MESSAGE);
+    let message = capped(&err.detail(), MAX_LOGGED_MESSAGE);
     let client_text = client.map(|c| c.to_string()).unwrap_or_default();
     tracing::warn!(user = %user, kind = err.kind(), provider = provider.as_deref().unwrap_or(""), client = %client_text, "login refused: {message}");
     metrics::counter!("berth_logins_total", "result" => "denied", "reason" => err.kind()).increment(1);
@@ -668,17 +676,31 @@ pub fn busy() -> ApiError {
 
 /// A 401 with the Bearer challenge that starts the Docker token flow.
 pub fn challenge(state: &AppState, base: &str, scope: Option<&Access>, error: Option<&str>, message: &str) -> ApiError {
-    let realm = format!("{base}/service/token");
-    challenge_with_realm(&realm, &state.config.service, scope, error, message)
+    challenge_scopes(state, base, scope.map(std::slice::from_ref).unwrap_or_default(), error, message)
 }
 
-pub(crate) fn challenge_with_realm(realm: &str, service: &str, scope: Option<&Access>, error: Option<&str>, message: &str) -> ApiError {
+/// A 401 Bearer challenge asking for several scopes at once (space-separated in one `scope`
+/// parameter, as distribution does).
+pub fn challenge_scopes(state: &AppState, base: &str, scopes: &[Access], error: Option<&str>, message: &str) -> ApiError {
+    let realm = format!("{base}/service/token");
+    challenge_with_realm(&realm, &state.config.service, scopes, error, message)
+}
+
+/// A quoted-string parameter value (RFC 9110 §5.6.4): no control characters, `"` and `\`
+/// escaped, capped.
+fn quoted(s: &str) -> String {
+    crate::text::cap(s, 300).replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+pub(crate) fn challenge_with_realm(realm: &str, service: &str, scopes: &[Access], error: Option<&str>, message: &str) -> ApiError {
     let mut value = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
-    if let Some(s) = scope {
-        value.push_str(&format!(",scope=\"{}:{}:{}\"", s.kind, s.name, s.actions.join(",")));
+    if !scopes.is_empty() {
+        let scope: Vec<String> = scopes.iter().map(|s| format!("{}:{}:{}", s.kind, s.name, s.actions.join(","))).collect();
+        value.push_str(&format!(",scope=\"{}\"", scope.join(" ")));
     }
     if let Some(e) = error {
-        value.push_str(&format!(",error=\"{e}\""));
+        // RFC 6750's error_description: clients that print the challenge show Berth's reason.
+        value.push_str(&format!(",error=\"{e}\",error_description=\"{}\"", quoted(message)));
     }
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_header(http::header::WWW_AUTHENTICATE, value)
 }
@@ -712,8 +734,15 @@ mod tests {
     #[test]
     fn challenge_format() {
         let scope = Access { kind: "repository".into(), name: "a/b".into(), actions: vec!["pull".into(), "push".into()] };
-        let e = challenge_with_realm("http://h/service/token", "berth", Some(&scope), Some("insufficient_scope"), "m");
+        let e = challenge_with_realm("http://h/service/token", "berth", std::slice::from_ref(&scope), Some("insufficient_scope"), "m");
         let (_, v) = &e.headers[0];
-        assert_eq!(v, r#"Bearer realm="http://h/service/token",service="berth",scope="repository:a/b:pull,push",error="insufficient_scope""#);
+        assert_eq!(
+            v,
+            r#"Bearer realm="http://h/service/token",service="berth",scope="repository:a/b:pull,push",error="insufficient_scope",error_description="m""#
+        );
+        let from = Access { kind: "repository".into(), name: "c".into(), actions: vec!["pull".into()] };
+        let e = challenge_with_realm("r", "s", &[scope, from], Some("invalid_token"), "say \"no\"\n\\");
+        let (_, v) = &e.headers[0];
+        assert_eq!(v, r#"Bearer realm="r",service="s",scope="repository:a/b:pull,push repository:c:pull",error="invalid_token",error_description="say \"no\"?\\""#);
     }
 }

@@ -227,7 +227,7 @@ async fn refusals_say_which_check_failed() {
     reg.setup(&issuer).await;
     let t = now();
     let cases: Vec<(&str, String, &str)> = vec![
-        ("other repository claim", issuer.mint(&github("org/other")), "no robots matched your token (identity provider \"ci\")"),
+        ("other repository claim", issuer.mint(&github("org/other")), "no robots matched your token; an administrator can see which rules failed"),
         ("wrong audience", issuer.mint(&with(github("org/app"), json!({"aud": "sts.amazonaws.com"}))), "audience mismatch: expected one of [registry.test], token has [sts.amazonaws.com]"),
         ("expired", issuer.mint(&with(github("org/app"), json!({"exp": t - 3600, "iat": t - 4000, "nbf": t - 4000}))), "token expired at"),
         ("not yet valid", issuer.mint(&with(github("org/app"), json!({"nbf": t + 3600, "iat": t + 3600, "exp": t + 4000}))), "before 20"),
@@ -243,7 +243,12 @@ async fn refusals_say_which_check_failed() {
         let r = reg.send(Method::GET, "/v2/library/app/tags/list", Some(&format!("Bearer {jwt}")), vec![]).await;
         assert_eq!(r.status, 401, "{name} on /v2");
         assert!(r.message().contains(want), "{name} on /v2: {}", r.text());
-        assert!(r.headers.get("www-authenticate").unwrap().to_str().unwrap().contains("invalid_token"));
+        assert!(!r.message().contains("\"ci\""), "{name}: the provider's name reached the caller: {}", r.text());
+        let challenge = r.headers.get("www-authenticate").unwrap().to_str().unwrap().to_owned();
+        assert!(challenge.contains("invalid_token"), "{challenge}");
+        // The reason is in the challenge too (RFC 6750 error_description).
+        let start: String = r.message().chars().take_while(|c| *c != '"').take(12).collect();
+        assert!(challenge.contains(&format!("error_description=\"{start}")), "{challenge}");
     }
 
     // Explain shows each step and each rule.

@@ -548,6 +548,14 @@ impl Berth {
             .current_dir(self.dir.path());
     }
 
+    /// Runs another client (podman, buildah) with `args` in the test's environment.
+    pub fn client(&self, program: &str, args: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        self.client_env(&mut cmd);
+        run(&mut cmd)
+    }
+
     /// Runs `skopeo --insecure-policy --command-timeout 120s <args>` in the test's environment.
     pub fn skopeo(&self, args: &[&str]) -> CmdOutput {
         let mut cmd = Command::new("skopeo");

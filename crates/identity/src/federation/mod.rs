@@ -87,6 +87,26 @@ impl FederationError {
             FederationError::Internal(_) => "internal",
         }
     }
+    /// What the caller is told: the reason, without the names of Berth's identity providers,
+    /// key URLs or internal details (those go to the log, the audit log and `token explain`),
+    /// so a caller with a made-up token cannot enumerate the configuration.
+    pub fn public_message(&self) -> String {
+        match self {
+            FederationError::Keys(_) => {
+                "the signing keys of the token's issuer could not be fetched; try again later (the server log has the details)".into()
+            }
+            FederationError::Verification { message, .. } => message.clone(),
+            FederationError::NoRobotsMatched { .. } => {
+                "no robots matched your token; an administrator can see which rules failed with `berth token explain`".into()
+            }
+            FederationError::RobotNotMatched { robot, .. } => format!(
+                "robot {robot:?} does not match your token; log in with any other user name to use every robot that matches"
+            ),
+            FederationError::Internal(_) => "internal error while checking the token; see the server log".into(),
+            other => other.to_string(),
+        }
+    }
+
     /// The provider the token was routed to, if it got that far.
     pub fn provider(&self) -> Option<&str> {
         match self {

@@ -172,18 +172,6 @@ fn mount_source(endpoint: &Endpoint, method: &Method, uri: &Uri) -> Option<RepoN
 
 /// The `Bearer` challenge for several scopes: they go space-separated into one `scope="..."`
 /// parameter, as distribution does. (`auth::challenge` takes one scope.)
-fn challenge_scopes(state: &AppState, base: &str, scopes: &[Access], error: Option<&str>, message: &str) -> ApiError {
-    if scopes.len() <= 1 {
-        return auth::challenge(state, base, scopes.first(), error, message);
-    }
-    let scope: Vec<String> = scopes.iter().map(|s| format!("{}:{}:{}", s.kind, s.name, s.actions.join(","))).collect();
-    let mut value = format!("Bearer realm=\"{base}/service/token\",service=\"{}\",scope=\"{}\"", state.config.service, scope.join(" "));
-    if let Some(e) = error {
-        value.push_str(&format!(",error=\"{e}\""));
-    }
-    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message).with_header(http::header::WWW_AUTHENTICATE, value)
-}
-
 /// What a caller is challenged for when denied: the whole set a client needs for this kind of
 /// request, as docker asks for it, plus `pull` on a mount's source (without it, a client that
 /// follows the challenge gets a token that turns the mount into a full upload).
@@ -203,10 +191,10 @@ fn challenge_for(repo: &RepoName, action: Action, mount_from: Option<&RepoName>)
 fn deny(state: &AppState, base: &str, caller: &Caller, repo: &RepoName, method: &Method, action: Action, mount_from: Option<&RepoName>) -> ApiError {
     let scopes = challenge_for(repo, action, mount_from);
     if caller.kind == berth_identity::PrincipalKind::Anonymous {
-        return challenge_scopes(state, base, &scopes, None, "authentication required");
+        return auth::challenge_scopes(state, base, &scopes, None, "authentication required");
     }
     if caller.is_token() {
-        return challenge_scopes(
+        return auth::challenge_scopes(
             state,
             base,
             &scopes,
