@@ -143,11 +143,15 @@ impl LoginCache {
 pub(crate) struct PasswordGate {
     permits: tokio::sync::Semaphore,
     wait: Duration,
+    /// As many threads as permits, each reusing its argon2 memory.
+    verifier: berth_identity::password::Verifier,
 }
 
 impl PasswordGate {
     pub fn new(limits: &crate::Limits) -> PasswordGate {
-        PasswordGate { permits: tokio::sync::Semaphore::new(limits.password_checks.max(1)), wait: limits.password_check_wait }
+        let n = limits.password_checks.max(1);
+        let verifier = berth_identity::password::Verifier::new(n).expect("starting the password-check threads");
+        PasswordGate { permits: tokio::sync::Semaphore::new(n), wait: limits.password_check_wait, verifier }
     }
 }
 
@@ -347,7 +351,7 @@ async fn with_public(state: &AppState, p: Permissions) -> Permissions {
     }
 }
 
-/// Checks a secret against its argon2id hash on the blocking pool, at most
+/// Checks a secret against its argon2id hash on the verifier threads, at most
 /// `limits.password_checks` at a time (waiting up to `limits.password_check_wait` for a slot).
 async fn verify_secret(state: &AppState, secret: &str, hash: String) -> Result<bool, LoginError> {
     let gate = &state.password_gate;
@@ -358,10 +362,7 @@ async fn verify_secret(state: &AppState, secret: &str, hash: String) -> Result<b
             return Err(LoginError::Busy);
         }
     };
-    let secret = secret.to_owned();
-    let ok = tokio::task::spawn_blocking(move || berth_identity::password::verify(&secret, &hash))
-        .await
-        .map_err(|e| LoginError::Internal(ApiError::internal("verifying a password", e)))?;
+    let ok = gate.verifier.verify(secret, &hash).await;
     drop(permit);
     Ok(ok)
 }
