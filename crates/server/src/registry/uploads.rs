@@ -1,6 +1,12 @@
 //! Blob uploads: monolithic (`POST ?digest=`), POST then PUT, chunked PATCH with `Content-Range`,
 //! status, cancel, and cross-repository mount. Sessions live in the metadata store and their bytes
 //! in the blob store, so a push survives a restart and can continue on another replica.
+//!
+//! A body that fails midway (a reset, or a stalled body ended by the server's body timeout) is a
+//! 400 `BLOB_UPLOAD_INVALID`: a PATCH or final PUT keeps the bytes that arrived and answers the
+//! session's `Location` and `Range` to resume from; a monolithic `POST ?digest=` discards its
+//! session and asks the client to retry. Waiting for body bytes holds no blocking thread (see
+//! `berth_blob::fs`).
 
 use axum::body::{Body, HttpBody};
 use axum::response::{IntoResponse, Response};
@@ -84,11 +90,33 @@ async fn session(req: &Request, repo: &RepoName, id: &str) -> ApiResult<u64> {
     req.state.blobs.upload_size(id).await?.ok_or_else(ApiError::upload_unknown)
 }
 
-async fn append(req: &Request, id: &str, offset: u64, body: Body) -> ApiResult<u64> {
-    let size = req.state.blobs.upload_append(id, offset, stream(body)).await?;
-    req.state.metrics.bytes_in(size - offset);
-    req.state.meta.touch_upload(id, now()).await?;
-    Ok(size)
+/// Appends the body to a session. If the body fails midway (the client reset the connection, or
+/// the server's body timeout ended a stall), the bytes that arrived are kept and the answer is a
+/// 400 `BLOB_UPLOAD_INVALID` carrying the session's `Location` and its new `Range`, so the client
+/// can resume with a PATCH from there.
+async fn append(req: &Request, repo: &RepoName, id: &str, offset: u64, body: Body) -> ApiResult<u64> {
+    match req.state.blobs.upload_append(id, offset, stream(body)).await {
+        Ok(size) => {
+            req.state.metrics.bytes_in(size - offset);
+            req.state.meta.touch_upload(id, now()).await?;
+            Ok(size)
+        }
+        Err(BlobError::Body(e)) => {
+            let size = req.state.blobs.upload_size(id).await?.unwrap_or(offset);
+            req.state.metrics.bytes_in(size.saturating_sub(offset));
+            req.state.meta.touch_upload(id, now()).await?;
+            tracing::info!(%repo, upload = id, kept = size, error = %e, "upload body failed midway");
+            let location = format!("{}/v2/{repo}/blobs/uploads/{id}", req.base);
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BlobUploadInvalid,
+                format!("the request body failed midway ({e}); the upload kept {size} bytes: resume with a PATCH to {location} starting at byte {size}"),
+            )
+            .with_header(header::LOCATION, location)
+            .with_header(header::RANGE, range_value(size)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Verifies and records the upload as a blob of `repo`.
@@ -141,7 +169,19 @@ pub async fn start(req: &Request, repo: &RepoName, body: Body) -> ApiResult {
         let digest = parse_digest(d)?;
         let id = new_session(req, repo).await?;
         let result = async {
-            append(req, &id, 0, body).await?;
+            match req.state.blobs.upload_append(&id, 0, stream(body)).await {
+                Ok(size) => req.state.metrics.bytes_in(size),
+                // One request, no session for the client to resume: it must retry.
+                Err(BlobError::Body(e)) => {
+                    tracing::info!(%repo, error = %e, "monolithic upload body failed midway");
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::BlobUploadInvalid,
+                        format!("the request body failed midway ({e}); nothing was stored: retry the upload"),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
             commit(req, repo, &id, &digest).await
         }
         .await;
@@ -174,7 +214,7 @@ pub async fn patch(req: &Request, repo: &RepoName, id: &str, body: Body) -> ApiR
         }
         None => size,
     };
-    let new_size = append(req, id, offset, body).await?;
+    let new_size = append(req, repo, id, offset, body).await?;
     Ok(accepted(req, repo, id, new_size, StatusCode::ACCEPTED))
 }
 
@@ -192,7 +232,7 @@ pub async fn finish(req: &Request, repo: &RepoName, id: &str, body: Body) -> Api
                 return Err(ApiError::from(BlobError::OutOfOrder { expected: size, got: start }));
             }
         }
-        append(req, id, size, body).await?;
+        append(req, repo, id, size, body).await?;
     }
     commit(req, repo, id, &digest).await
 }
