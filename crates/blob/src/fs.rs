@@ -20,8 +20,8 @@
 //!   commit needs no second pass. The cache is only a cache: whenever it is missing or its
 //!   offset disagrees with the file's real length (restart, another replica appended, a failed
 //!   write), the state is rebuilt by hashing the file from disk.
-//! - `open` reads on short blocking jobs of two 512 KiB chunks (`READ_JOB_CHUNKS`), one job ahead
-//!   of the consumer, so a slow reader holds a few chunks of memory and no thread.
+//! - `open` reads on short blocking jobs of four 512 KiB chunks (`READ_JOB_CHUNKS`), one job
+//!   ahead of the consumer, so a slow reader holds at most 2.5 MiB of memory and no thread.
 //!
 //! Appends and commits of one upload id are serialized within the process by a per-id lock;
 //! offsets are always checked against the real file length, never against memory.
@@ -53,9 +53,12 @@ const APPEND_BATCH: usize = 256 << 10;
 const APPEND_PENDING_MAX: usize = 2 << 20;
 /// Size of the chunks an object is read in.
 const READ_CHUNK: usize = 512 << 10;
-/// Chunks one read job reads; the next job starts when fewer than this many are left unread by
-/// the consumer (so at most `2 * READ_JOB_CHUNKS` chunks per reader are in memory).
-const READ_JOB_CHUNKS: usize = 2;
+/// Chunks one read job reads (fewer, larger jobs: a job's start costs about as much as copying
+/// a few hundred KiB from the page cache).
+const READ_JOB_CHUNKS: usize = 4;
+/// The next read job starts when at most this many read chunks wait for the consumer (so at
+/// most `READ_AHEAD_LOW + READ_JOB_CHUNKS` chunks, 2.5 MiB, per reader are in memory).
+const READ_AHEAD_LOW: usize = 1;
 /// Buffer size when re-hashing a file from disk.
 const HASH_BUFFER: usize = 1 << 20;
 /// Longest accepted upload id.
@@ -251,18 +254,36 @@ impl Appender {
 
     /// Hashes and writes one batch of chunks. Blocking.
     fn write(&mut self, batch: &[Bytes]) -> io::Result<()> {
+        // In groups of about APPEND_BATCH bytes, each hashed and then written while it is still
+        // in the CPU cache (hashing a whole 2 MiB batch first made the writev copy from RAM).
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && (n == 0 || bytes < APPEND_BATCH) {
+                bytes += rest[n].len();
+                n += 1;
+            }
+            let (group, tail) = rest.split_at(n);
+            self.write_group(group)?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    fn write_group(&mut self, group: &[Bytes]) -> io::Result<()> {
         let Some(hasher) = self.hasher.as_mut() else {
             return Err(io::Error::other("append after a failed write"));
         };
-        for chunk in batch {
+        for chunk in group {
             hasher.update(chunk);
         }
-        // One writev per batch: no copy into a userspace buffer.
-        if let Err(e) = write_all_vectored(&mut self.file, batch) {
+        // One writev per group: no copy into a userspace buffer.
+        if let Err(e) = write_all_vectored(&mut self.file, group) {
             self.hasher = None;
             return Err(e);
         }
-        self.written += batch.iter().map(|c| c.len() as u64).sum::<u64>();
+        self.written += group.iter().map(|c| c.len() as u64).sum::<u64>();
         // Start writing back to disk while the rest arrives, so the fsync at commit waits only
         // for the tail: POSIX_FADV_DONTNEED on the range written so far starts asynchronous
         // writeback of its dirty pages (without a journal commit or waiting, unlike fdatasync).
@@ -461,7 +482,7 @@ struct ObjectChunks {
 impl ObjectChunks {
     async fn next(&mut self) -> Option<io::Result<Bytes>> {
         loop {
-            if self.job.is_none() && self.ready.len() < READ_JOB_CHUNKS && self.remaining > 0 {
+            if self.job.is_none() && self.ready.len() <= READ_AHEAD_LOW && self.remaining > 0 {
                 if let Some(file) = self.file.take() {
                     let remaining = self.remaining;
                     self.job = Some(tokio::task::spawn_blocking(move || read_chunks(file, remaining)));
