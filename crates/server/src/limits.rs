@@ -14,6 +14,9 @@ pub struct Limits {
     /// Open client connections at most; further connections wait in the kernel's backlog until
     /// one closes (a warning is logged at most once a minute while the limit is reached).
     pub max_connections: usize,
+    /// Open connections from one client address at most; more are closed at once (logged at
+    /// most once a minute), so one client cannot take every connection slot.
+    pub max_connections_per_address: usize,
     /// Time a client has to send a request's headers, from the connection's start or the end of
     /// the previous request.
     #[serde(with = "humantime_serde")]
@@ -60,6 +63,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            max_connections_per_address: 512,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
             body_rate_window: Duration::from_secs(30),
@@ -81,6 +85,7 @@ impl Limits {
     pub fn validate(&self) -> Result<(), String> {
         let positive = [
             ("max_connections", self.max_connections as u64),
+            ("max_connections_per_address", self.max_connections_per_address as u64),
             ("password_checks", self.password_checks as u64),
             ("login_failures_per_account_address", self.login_failures_per_account_address as u64),
             ("login_failures_per_address", self.login_failures_per_address as u64),

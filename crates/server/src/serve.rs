@@ -4,6 +4,8 @@
 //! Every connection is bounded (the settings are in [`Limits`]):
 //! - at most `max_connections` are open; the next `accept` waits until one closes, so excess
 //!   clients wait in the kernel's backlog instead of taking descriptors (logged once a minute);
+//! - at most `max_connections_per_address` from one client address; more are closed at once, so
+//!   one client cannot take every slot;
 //! - request headers must arrive within `header_read_timeout` (hyper's timer, HTTP/1);
 //! - a connection with no request in flight that reads nothing for `idle_timeout` is closed
 //!   (covers half-open and idle keep-alive connections, HTTP/1 and HTTP/2);
@@ -123,6 +125,46 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Counts a new connection from `ip` unless it already has `max`.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { ip, table: self.clone() })
+    }
+}
+
+/// One counted connection of an address; uncounted when dropped.
+struct AddressSlot {
+    ip: std::net::IpAddr,
+    table: Arc<PerAddress>,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -306,6 +348,8 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut last_full_warning: Option<Instant> = None;
+    let mut last_address_warning: Option<Instant> = None;
+    let per_address = Arc::new(PerAddress::default());
     tokio::pin!(shutdown);
     loop {
         let permit = match connections.clone().try_acquire_owned() {
@@ -336,6 +380,19 @@ pub async fn serve_with(
                         continue;
                     }
                 };
+                let Some(slot) = per_address.admit(peer.ip(), limits.max_connections_per_address) else {
+                    if last_address_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(
+                            client = %peer.ip(),
+                            max_connections_per_address = limits.max_connections_per_address,
+                            "a client address reached its connection limit: its further connections are closed (limits.max_connections_per_address)"
+                        );
+                        last_address_warning = Some(Instant::now());
+                    }
+                    metrics::counter!("berth_connections_refused_total", "reason" => "per_address").increment(1);
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let limits = limits.clone();
@@ -346,6 +403,7 @@ pub async fn serve_with(
                         tokio::spawn(async move {
                             serve_io(stream, app, peer, limits, stop).await;
                             metrics::gauge!("berth_open_connections").decrement(1.0);
+                            drop(slot);
                             drop(permit);
                         });
                     }
@@ -358,6 +416,7 @@ pub async fn serve_with(
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
                             metrics::gauge!("berth_open_connections").decrement(1.0);
+                            drop(slot);
                             drop(permit);
                         });
                     }

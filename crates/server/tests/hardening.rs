@@ -509,3 +509,37 @@ async fn stalled_bodies_get_408_and_lose_nothing() {
     let done = request(addr, &format!("PUT {path}?digest={digest} HTTP/1.1\r\nhost: x\r\nauthorization: {auth}\r\ncontent-length: 0\r\n{close}\r\n"), b"").await;
     assert!(done.starts_with("HTTP/1.1 201"), "{done}");
 }
+
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::from((source, 0))).unwrap();
+    s.connect(addr).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let c = Cluster::new().await;
+    let limits = Limits { max_connections_per_address: 5, ..Limits::default() };
+    let addr = listen(&c, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(connect_from([127, 0, 0, 1], addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut sixth = connect_from([127, 0, 0, 1], addr).await;
+    assert!(closed_within(&mut sixth, Duration::from_secs(2)).await, "a 6th connection from one address was kept");
+    // Another client address is served at once.
+    let mut other = connect_from([127, 0, 0, 2], addr).await;
+    other.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), other.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    // A freed slot serves the first address again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = connect_from([127, 0, 0, 1], addr).await;
+    again.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), again.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+}
