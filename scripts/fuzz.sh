@@ -7,6 +7,8 @@
 #              reference  RepoName / Tag / Reference / Digest parsing (FromStr, Display round trip)
 #              manifest   berth_oci::manifest::parse(bytes, content_type)
 #              scope      berth_access::parse_scope, then intersect / token checks
+#              apply      apply documents (YAML and JSON) through the admin API's validation
+#              token_query  the token endpoint's query parsing (scope cap, grammar), then intersect
 #
 # What it does:
 #   - installs cargo-fuzz if missing (`cargo install cargo-fuzz --locked`);
@@ -25,7 +27,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(reference manifest scope)
+ALL_TARGETS=(reference manifest scope apply token_query)
 
 SECONDS_PER_TARGET="${1:-60}"
 [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]] || { echo "usage: $0 [SECONDS] [TARGET...]" >&2; exit 2; }

@@ -92,6 +92,15 @@ fn refused(state: &AppState, username: Option<&str>, e: LoginError, client: Opti
     }
 }
 
+/// The scopes a `GET /service/token` query asks for, as the endpoint parses them (public for
+/// the `token_query` fuzz target): a malformed query or more than
+/// [`berth_access::MAX_SCOPES_PER_REQUEST`] scope entries is a 400.
+pub fn scopes_from_query(query: &str) -> Result<Vec<Access>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "malformed query string"))?;
+    scopes_from(&pairs)
+}
+
 /// The requested scopes, at most [`berth_access::MAX_SCOPES_PER_REQUEST`] (else 400).
 fn scopes_from(pairs: &[(String, String)]) -> Result<Vec<Access>, ApiError> {
     parse_scopes(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.as_str()))
@@ -111,9 +120,7 @@ pub async fn get_token(
     headers: HeaderMap,
 ) -> ApiResult {
     let client = client_of(&connect);
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "malformed query string"))?;
-    let scopes = scopes_from(&pairs)?;
+    let scopes = scopes_from_query(query.as_deref().unwrap_or(""))?;
     match parse_authorization(&headers).map_err(|_| unauthorized("malformed Authorization header"))? {
         Credentials::Basic { username, password } => match login(&state, &username, &password, client).await {
             Ok(p) => token_response(&state, &p, &scopes, client),
