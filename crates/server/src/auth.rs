@@ -526,7 +526,7 @@ pub(crate) async fn still_current(state: &AppState, claims: &RegistryClaims) -> 
 }
 
 fn revoked_message(claims: &RegistryClaims) -> String {
-    format!("the registry token of {} is revoked: the account was disabled, deleted or has expired", claims.kind.as_str())
+    format!("this registry token is revoked: its {} was disabled or deleted, or has expired; log in again", claims.kind.as_str())
 }
 
 /// Logs in with a federated OIDC token.
