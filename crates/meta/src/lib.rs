@@ -71,13 +71,15 @@ pub enum BlobCommit {
     AlreadyPresent { existing_key: String },
 }
 
-/// A manifest to record, with the tag to point at it.
+/// A manifest to record, with the tags to point at it.
 #[derive(Debug, Clone)]
 pub struct NewManifest<'a> {
     pub digest: &'a Digest,
     pub bytes: &'a [u8],
     pub parsed: &'a ParsedManifest,
-    pub tag: Option<&'a Tag>,
+    /// Tags to point at the manifest, set in the same transaction (empty: none). A tag listed
+    /// twice is set once.
+    pub tags: &'a [Tag],
 }
 
 /// Why a manifest was not recorded.
@@ -281,7 +283,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// In one transaction: checks that every blob of `m.parsed.blobs` is linked to `repo` and every
     /// child of `m.parsed.manifests` is a manifest of `repo` (else returns `Missing`, storing
     /// nothing); stores the manifest (idempotent for the same digest), its references, its subject
-    /// and artifact type; touches the referenced links' last-used time; points `m.tag` at it.
+    /// and artifact type; touches the referenced links' last-used time; points every tag of
+    /// `m.tags` at it (moving tags that named another manifest). A refused or failed put sets
+    /// none of the tags.
     async fn put_manifest(&self, repo: &RepoName, m: NewManifest<'_>, now: UnixTime) -> Result<PutManifestOutcome>;
 
     /// The manifest a tag or digest names in `repo`.

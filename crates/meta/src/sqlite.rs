@@ -344,7 +344,10 @@ impl MetadataStore for SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(tag) = m.tag {
+        // Every tag in this same transaction: all of them point at the manifest, or none moves.
+        // One upsert per tag (at most a handful) keeps the SQL portable; a repeated tag is a
+        // harmless second upsert.
+        for tag in m.tags {
             sqlx::query(
                 "INSERT INTO tags (repo_id, name, manifest_digest, updated) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, \
@@ -1363,7 +1366,7 @@ mod tests {
         {
             let store = SqliteStore::open(&path).await.expect("open");
             store.commit_blob(&repo, &digest, 6, "k1", 10).await.expect("commit");
-            let m = NewManifest { digest: &mdigest, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+            let m = NewManifest { digest: &mdigest, bytes: bytes.as_bytes(), parsed: &parsed, tags: std::slice::from_ref(&tag) };
             assert_eq!(store.put_manifest(&repo, m, 10).await.expect("put"), PutManifestOutcome::Stored);
             assert_eq!(store.init_setting("k", "v").await.expect("init"), "v");
             // No close: dropping the pools must not lose committed rows.
@@ -1391,7 +1394,7 @@ mod tests {
         let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
         let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
         let tag: Tag = "t".parse().expect("tag");
-        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tags: std::slice::from_ref(&tag) };
         store.put_manifest(&repo, m, 1).await.expect("put");
         // Damage the stored digest behind the store's back (foreign keys off for this connection).
         sqlx::query("PRAGMA foreign_keys = OFF").execute(&store.writer).await.expect("pragma");
@@ -1400,6 +1403,47 @@ mod tests {
         sqlx::query("PRAGMA foreign_keys = ON").execute(&store.writer).await.expect("pragma");
         let got = store.get_manifest(&repo, &Reference::Tag(tag)).await;
         assert!(matches!(got, Err(MetaError::Corrupt(_))), "{got:?}");
+    }
+
+    /// A put whose last tag fails to write (a trigger stands in for a store failure) leaves the
+    /// manifest and every earlier tag unwritten, and the tags it would have moved where they were.
+    #[tokio::test]
+    async fn failed_tag_write_rolls_back_manifest_and_tags() {
+        let (_dir, store) = temp_store().await;
+        let repo: RepoName = "atomic/app".parse().expect("repo");
+        let config = Digest::compute(Algorithm::Sha256, b"atomic config");
+        store.commit_blob(&repo, &config, 13, "k", 1).await.expect("commit");
+        let manifest_of = |extra: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"a/b","digest":"{config}","size":13}},"layers":[]{extra}}}"#
+            )
+        };
+        let (old, new) = (manifest_of(""), manifest_of(r#","annotations":{"n":"2"}"#));
+        let (old_parsed, new_parsed) =
+            (manifest::parse(old.as_bytes(), None).expect("parse"), manifest::parse(new.as_bytes(), None).expect("parse"));
+        let (old_digest, new_digest) =
+            (Digest::compute(Algorithm::Sha256, old.as_bytes()), Digest::compute(Algorithm::Sha256, new.as_bytes()));
+        let tags = |names: &[&str]| names.iter().map(|n| n.parse::<Tag>().expect("tag")).collect::<Vec<_>>();
+        let before = tags(&["a"]);
+        let m = NewManifest { digest: &old_digest, bytes: old.as_bytes(), parsed: &old_parsed, tags: &before };
+        assert_eq!(store.put_manifest(&repo, m, 2).await.expect("put"), PutManifestOutcome::Stored);
+
+        sqlx::query(
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON tags WHEN NEW.name = 'boom' \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        )
+        .execute(&store.writer)
+        .await
+        .expect("trigger");
+        let failing = tags(&["a", "b", "boom"]);
+        let m = NewManifest { digest: &new_digest, bytes: new.as_bytes(), parsed: &new_parsed, tags: &failing };
+        let got = store.put_manifest(&repo, m, 3).await;
+        assert!(got.is_err(), "the injected failure must surface: {got:?}");
+
+        assert_eq!(store.get_manifest(&repo, &Reference::Digest(new_digest)).await.expect("get"), None, "manifest rolled back");
+        let a = store.get_manifest(&repo, &Reference::Tag("a".parse().expect("tag"))).await.expect("get").expect("a");
+        assert_eq!(a.digest, old_digest, "a must not have moved");
+        assert_eq!(store.list_tags(&repo, Page { last: None, n: None }).await.expect("tags"), Some(vec!["a".to_owned()]));
     }
 
     /// Many concurrent pushes on one store, and on two stores sharing one file (as two processes
@@ -1434,7 +1478,7 @@ mod tests {
                     let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
                     let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
                     let tag: Tag = format!("t{i}").parse().expect("tag");
-                    let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+                    let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tags: std::slice::from_ref(&tag) };
                     assert_eq!(store.put_manifest(&repo, m, 1000).await.expect("put"), PutManifestOutcome::Stored);
                     assert!(store.get_manifest(&repo, &Reference::Digest(md)).await.expect("get").is_some());
                 }
@@ -1716,7 +1760,7 @@ mod tests {
         let parsed = manifest::parse(bytes.as_bytes(), None).expect("parse");
         let md = Digest::compute(Algorithm::Sha256, bytes.as_bytes());
         let tag: Tag = "latest".parse().expect("tag");
-        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tag: Some(&tag) };
+        let m = NewManifest { digest: &md, bytes: bytes.as_bytes(), parsed: &parsed, tags: std::slice::from_ref(&tag) };
         store.put_manifest(&repo, m, 1).await.expect("put");
         let per_task = 5000;
         let tasks = 16;

@@ -32,6 +32,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     blobs(store).await;
     mount(store).await;
     manifests(store).await;
+    manifest_tags(store).await;
     index_manifests(store).await;
     delete(store).await;
     list_tags(store).await;
@@ -124,21 +125,21 @@ async fn put(
     store: &dyn MetadataStore,
     r: &RepoName,
     bytes: &[u8],
-    t: Option<&Tag>,
+    tags: &[Tag],
     now: UnixTime,
 ) -> (Digest, PutManifestOutcome) {
     let parsed = manifest::parse(bytes, None).expect("suite manifest parses");
     let digest = Digest::compute(Algorithm::Sha256, bytes);
     let outcome = store
-        .put_manifest(r, NewManifest { digest: &digest, bytes, parsed: &parsed, tag: t }, now)
+        .put_manifest(r, NewManifest { digest: &digest, bytes, parsed: &parsed, tags }, now)
         .await
         .expect("put_manifest");
     (digest, outcome)
 }
 
 /// Like [`put`], asserting the manifest was stored.
-async fn put_ok(store: &dyn MetadataStore, r: &RepoName, bytes: &[u8], t: Option<&Tag>, now: UnixTime) -> Digest {
-    let (d, outcome) = put(store, r, bytes, t, now).await;
+async fn put_ok(store: &dyn MetadataStore, r: &RepoName, bytes: &[u8], tags: &[Tag], now: UnixTime) -> Digest {
+    let (d, outcome) = put(store, r, bytes, tags, now).await;
     assert_eq!(outcome, PutManifestOutcome::Stored, "manifest {d} should be stored");
     d
 }
@@ -245,9 +246,10 @@ pub async fn manifests(store: &dyn MetadataStore) {
     let bytes = image(&config, &[&layer]);
     let digest = Digest::compute(Algorithm::Sha256, &bytes);
     let v1 = tag("v1");
+    let only_v1 = std::slice::from_ref(&v1);
 
     // Nothing pushed yet: everything is missing, and nothing is stored.
-    let (_, outcome) = put(store, &r, &bytes, Some(&v1), T0).await;
+    let (_, outcome) = put(store, &r, &bytes, only_v1, T0).await;
     let PutManifestOutcome::Missing(missing) = outcome else { panic!("expected Missing, got {outcome:?}") };
     assert_eq!(sorted(missing), sorted(vec![config.clone(), layer.clone()]));
     assert_eq!(get(store, &r, Reference::Digest(digest.clone())).await, None);
@@ -256,7 +258,7 @@ pub async fn manifests(store: &dyn MetadataStore) {
 
     // Config only: the layer is missing.
     push_blob(store, &r, "manifests-config", T0).await;
-    let (_, outcome) = put(store, &r, &bytes, Some(&v1), T0).await;
+    let (_, outcome) = put(store, &r, &bytes, only_v1, T0).await;
     assert_eq!(outcome, PutManifestOutcome::Missing(vec![layer.clone()]));
     assert_eq!(get(store, &r, Reference::Digest(digest.clone())).await, None);
     assert_eq!(tags_of(store, &r).await, Some(vec![]), "the tag must not be set");
@@ -264,18 +266,18 @@ pub async fn manifests(store: &dyn MetadataStore) {
     // A blob linked only to another repository does not count.
     let elsewhere = repo("suite/manifests/elsewhere");
     push_blob(store, &elsewhere, "manifests-layer", T0).await;
-    let (_, outcome) = put(store, &r, &bytes, Some(&v1), T0).await;
+    let (_, outcome) = put(store, &r, &bytes, only_v1, T0).await;
     assert_eq!(outcome, PutManifestOutcome::Missing(vec![layer.clone()]));
 
     // A layer listed twice and missing is reported (at least) once.
     let twice = image(&config, &[&dig("manifests-missing"), &dig("manifests-missing")]);
-    let (_, outcome) = put(store, &r, &twice, None, T0).await;
+    let (_, outcome) = put(store, &r, &twice, &[], T0).await;
     let PutManifestOutcome::Missing(missing) = outcome else { panic!("expected Missing, got {outcome:?}") };
     assert_eq!(sorted(missing), vec![dig("manifests-missing")]);
 
     // Everything present: stored and tagged.
     push_blob(store, &r, "manifests-layer", T0).await;
-    assert_eq!(put_ok(store, &r, &bytes, Some(&v1), T0).await, digest);
+    assert_eq!(put_ok(store, &r, &bytes, only_v1, T0).await, digest);
     let rec = get(store, &r, Reference::Digest(digest.clone())).await.expect("manifest by digest");
     assert_eq!(rec.digest, digest);
     assert_eq!(rec.bytes, bytes);
@@ -288,24 +290,24 @@ pub async fn manifests(store: &dyn MetadataStore) {
     assert_eq!(get(store, &repo("suite/manifests/unknown"), Reference::Tag(v1.clone())).await, None);
 
     // Idempotent: putting it again (with and without a tag) keeps one manifest.
-    put_ok(store, &r, &bytes, Some(&v1), T0 + 1).await;
-    put_ok(store, &r, &bytes, None, T0 + 2).await;
+    put_ok(store, &r, &bytes, only_v1, T0 + 1).await;
+    put_ok(store, &r, &bytes, &[], T0 + 2).await;
     assert_eq!(get(store, &r, Reference::Digest(digest.clone())).await, Some(rec.clone()));
     assert_eq!(tags_of(store, &r).await, Some(vec!["v1".to_owned()]));
 
     // A second tag on the same manifest.
-    put_ok(store, &r, &bytes, Some(&tag("latest")), T0 + 3).await;
+    put_ok(store, &r, &bytes, &[tag("latest")], T0 + 3).await;
     assert_eq!(tags_of(store, &r).await, Some(vec!["latest".to_owned(), "v1".to_owned()]));
 
     // A manifest reusing a layer twice is fine.
     let dup = image(&config, &[&layer, &layer]);
-    let dup_digest = put_ok(store, &r, &dup, None, T0 + 4).await;
+    let dup_digest = put_ok(store, &r, &dup, &[], T0 + 4).await;
     assert_eq!(get(store, &r, Reference::Digest(dup_digest.clone())).await.map(|m| m.bytes), Some(dup.clone()));
 
     // Moving a tag: v1 now names the new manifest; the old one stays reachable by digest.
     let layer2 = push_blob(store, &r, "manifests-layer2", T0).await.0;
     let bytes2 = image(&config, &[&layer2]);
-    let digest2 = put_ok(store, &r, &bytes2, Some(&v1), T0 + 5).await;
+    let digest2 = put_ok(store, &r, &bytes2, only_v1, T0 + 5).await;
     let rec2 = get(store, &r, Reference::Tag(v1.clone())).await.expect("v1");
     assert_eq!((rec2.digest.clone(), rec2.bytes.clone()), (digest2.clone(), bytes2));
     assert_eq!(get(store, &r, Reference::Tag(tag("latest"))).await.map(|m| m.digest), Some(digest.clone()));
@@ -317,15 +319,71 @@ pub async fn manifests(store: &dyn MetadataStore) {
         media::DOCKER_MANIFEST
     )
     .into_bytes();
-    let docker_digest = put_ok(store, &r, &docker, Some(&tag("docker")), T0 + 6).await;
+    let docker_digest = put_ok(store, &r, &docker, &[tag("docker")], T0 + 6).await;
     let rec = get(store, &r, Reference::Tag(tag("docker"))).await.expect("docker tag");
     assert_eq!((rec.digest, rec.media_type.as_str()), (docker_digest, media::DOCKER_MANIFEST));
 
     // A manifest with a subject records it, even when the subject is not (yet) in the repository.
     let absent = dig("manifests-absent-subject");
     let with_subject = image_with(&config, media::OCI_CONFIG, &[&layer], &subject_field(&absent));
-    let ws = put_ok(store, &r, &with_subject, None, T0 + 7).await;
+    let ws = put_ok(store, &r, &with_subject, &[], T0 + 7).await;
     assert_eq!(get(store, &r, Reference::Digest(ws)).await.and_then(|m| m.subject), Some(absent));
+}
+
+/// `put_manifest` with several tags: every tag is set with the manifest, or none is; a later put
+/// moves and adds tags in one go and leaves the tags it does not name alone.
+pub async fn manifest_tags(store: &dyn MetadataStore) {
+    let r = repo("suite/manifest-tags");
+    let config = push_blob(store, &r, "mtags-config", T0).await.0;
+    let layer = dig("mtags-layer");
+    let bytes = image(&config, &[&layer]);
+    let digest = Digest::compute(Algorithm::Sha256, &bytes);
+    let three = [tag("a"), tag("b"), tag("c")];
+    let digest_of = |t: &'static str| {
+        let r = r.clone();
+        async move { get(store, &r, Reference::Tag(tag(t))).await.map(|m| m.digest) }
+    };
+
+    // Refused for a missing layer: neither the manifest nor any of its tags is written.
+    let (_, outcome) = put(store, &r, &bytes, &three, T0).await;
+    assert_eq!(outcome, PutManifestOutcome::Missing(vec![layer.clone()]));
+    assert_eq!(get(store, &r, Reference::Digest(digest.clone())).await, None);
+    for t in ["a", "b", "c"] {
+        assert_eq!(digest_of(t).await, None, "tag {t} of a refused manifest");
+    }
+    assert_eq!(tags_of(store, &r).await, Some(vec![]));
+
+    // Everything present: one put sets all three tags.
+    push_blob(store, &r, "mtags-layer", T0).await;
+    assert_eq!(put_ok(store, &r, &bytes, &three, T0 + 1).await, digest);
+    for t in ["a", "b", "c"] {
+        assert_eq!(digest_of(t).await, Some(digest.clone()), "tag {t}");
+    }
+    assert_eq!(tags_of(store, &r).await, Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]));
+
+    // A second manifest refused with tags that exist and tags that do not: nothing moves.
+    let layer2 = dig("mtags-layer2");
+    let bytes2 = image(&config, &[&layer2]);
+    let (digest2, outcome) = put(store, &r, &bytes2, &[tag("b"), tag("d")], T0 + 2).await;
+    assert_eq!(outcome, PutManifestOutcome::Missing(vec![layer2.clone()]));
+    assert_eq!(digest_of("b").await, Some(digest.clone()), "a refused put must not move b");
+    assert_eq!(digest_of("d").await, None, "a refused put must not add d");
+
+    // Accepted: c moves, d is added (listed twice, set once), a and b stay.
+    push_blob(store, &r, "mtags-layer2", T0).await;
+    assert_eq!(put_ok(store, &r, &bytes2, &[tag("c"), tag("d"), tag("d")], T0 + 3).await, digest2);
+    assert_eq!(digest_of("a").await, Some(digest.clone()));
+    assert_eq!(digest_of("b").await, Some(digest.clone()));
+    assert_eq!(digest_of("c").await, Some(digest2.clone()));
+    assert_eq!(digest_of("d").await, Some(digest2.clone()));
+    assert_eq!(tags_of(store, &r).await, Some(["a", "b", "c", "d"].map(String::from).to_vec()));
+
+    // Re-pushing the first manifest with all four tags moves c and d back.
+    put_ok(store, &r, &bytes, &[tag("a"), tag("b"), tag("c"), tag("d")], T0 + 4).await;
+    for t in ["a", "b", "c", "d"] {
+        assert_eq!(digest_of(t).await, Some(digest.clone()), "tag {t} after the re-push");
+    }
+    assert_eq!(get(store, &r, Reference::Digest(digest2)).await.map(|m| m.bytes), Some(bytes2), "untagged, still stored");
 }
 
 /// Indexes: child manifests must be manifests of the same repository.
@@ -333,36 +391,36 @@ pub async fn index_manifests(store: &dyn MetadataStore) {
     let r = repo("suite/index");
     let other = repo("suite/index/other");
     let config = push_blob(store, &r, "index-config", T0).await.0;
-    let amd = put_ok(store, &r, &image(&config, &[]), None, T0).await;
+    let amd = put_ok(store, &r, &image(&config, &[]), &[], T0).await;
     let arm_bytes = image_with(&config, media::OCI_CONFIG, &[], r#","annotations":{"arch":"arm64"}"#);
     let arm = Digest::compute(Algorithm::Sha256, &arm_bytes);
     // The same child exists only in another repository: does not count.
     push_blob(store, &other, "index-config", T0).await;
-    put_ok(store, &other, &arm_bytes, None, T0).await;
+    put_ok(store, &other, &arm_bytes, &[], T0).await;
 
     let idx = index_with(&[&amd, &arm], "");
-    let (idx_digest, outcome) = put(store, &r, &idx, Some(&tag("multi")), T0).await;
+    let (idx_digest, outcome) = put(store, &r, &idx, &[tag("multi")], T0).await;
     assert_eq!(outcome, PutManifestOutcome::Missing(vec![arm.clone()]));
     assert_eq!(get(store, &r, Reference::Tag(tag("multi"))).await, None);
 
-    put_ok(store, &r, &arm_bytes, None, T0).await;
-    assert_eq!(put_ok(store, &r, &idx, Some(&tag("multi")), T0).await, idx_digest);
+    put_ok(store, &r, &arm_bytes, &[], T0).await;
+    assert_eq!(put_ok(store, &r, &idx, &[tag("multi")], T0).await, idx_digest);
     let rec = get(store, &r, Reference::Tag(tag("multi"))).await.expect("index by tag");
     assert_eq!((rec.digest, rec.media_type.as_str(), rec.bytes), (idx_digest.clone(), media::OCI_INDEX, idx));
 
     // An index of indexes, and an empty index.
-    let outer = put_ok(store, &r, &index_with(&[&idx_digest], ""), Some(&tag("outer")), T0).await;
+    let outer = put_ok(store, &r, &index_with(&[&idx_digest], ""), &[tag("outer")], T0).await;
     assert_eq!(get(store, &r, Reference::Tag(tag("outer"))).await.map(|m| m.digest), Some(outer));
-    put_ok(store, &r, &index_with(&[], ""), Some(&tag("empty")), T0).await;
+    put_ok(store, &r, &index_with(&[], ""), &[tag("empty")], T0).await;
 }
 
 /// `delete_tag` and `delete_manifest`.
 pub async fn delete(store: &dyn MetadataStore) {
     let r = repo("suite/delete");
     let config = push_blob(store, &r, "delete-config", T0).await.0;
-    let m1 = put_ok(store, &r, &image(&config, &[]), Some(&tag("a")), T0).await;
-    put_ok(store, &r, &image(&config, &[]), Some(&tag("b")), T0).await;
-    let m2 = put_ok(store, &r, &image_with(&config, "application/x-other", &[], ""), Some(&tag("c")), T0).await;
+    let m1 = put_ok(store, &r, &image(&config, &[]), &[tag("a")], T0).await;
+    put_ok(store, &r, &image(&config, &[]), &[tag("b")], T0).await;
+    let m2 = put_ok(store, &r, &image_with(&config, "application/x-other", &[], ""), &[tag("c")], T0).await;
 
     // delete_tag: the manifest stays.
     assert!(store.delete_tag(&r, &tag("a")).await.expect("delete_tag"));
@@ -374,7 +432,7 @@ pub async fn delete(store: &dyn MetadataStore) {
     assert_eq!(get(store, &r, Reference::Tag(tag("b"))).await.map(|m| m.digest), Some(m1.clone()));
 
     // delete_manifest: takes every tag pointing at it along.
-    put_ok(store, &r, &image(&config, &[]), Some(&tag("a")), T0).await;
+    put_ok(store, &r, &image(&config, &[]), &[tag("a")], T0).await;
     assert!(store.delete_manifest(&r, &m1).await.expect("delete_manifest"));
     assert!(!store.delete_manifest(&r, &m1).await.expect("delete_manifest"));
     assert!(!store.delete_manifest(&repo("suite/delete/unknown"), &m1).await.expect("delete_manifest"));
@@ -385,7 +443,7 @@ pub async fn delete(store: &dyn MetadataStore) {
     assert!(get(store, &r, Reference::Digest(m2.clone())).await.is_some());
 
     // It can be pushed again afterwards.
-    put_ok(store, &r, &image(&config, &[]), Some(&tag("a")), T0 + 1).await;
+    put_ok(store, &r, &image(&config, &[]), &[tag("a")], T0 + 1).await;
     assert_eq!(get(store, &r, Reference::Tag(tag("a"))).await.map(|m| m.digest), Some(m1.clone()));
 
     // With its last tag deleted, a repository that still has manifests lists no tags.
@@ -395,7 +453,7 @@ pub async fn delete(store: &dyn MetadataStore) {
     assert_eq!(tags_of(store, &r).await, Some(vec![]));
 
     // Deleting a manifest referenced by an index in the same repository is allowed.
-    let idx = put_ok(store, &r, &index_with(&[&m2], ""), Some(&tag("idx")), T0).await;
+    let idx = put_ok(store, &r, &index_with(&[&m2], ""), &[tag("idx")], T0).await;
     assert!(store.delete_manifest(&r, &m2).await.expect("delete_manifest"));
     assert!(get(store, &r, Reference::Digest(idx)).await.is_some());
 }
@@ -408,10 +466,10 @@ pub async fn list_tags(store: &dyn MetadataStore) {
     let config = push_blob(store, &r, "tags-config", T0).await.0;
     assert_eq!(tags_of(store, &r).await, Some(vec![]));
 
-    let m = put_ok(store, &r, &image(&config, &[]), None, T0).await;
+    let m = put_ok(store, &r, &image(&config, &[]), &[], T0).await;
     let names = ["v2", "a", "B", "b", "a.1", "_x", "Z", "v1", "v10", "a-1", "A"];
     for (i, n) in names.iter().enumerate() {
-        put_ok(store, &r, &image(&config, &[]), Some(&tag(n)), T0 + i as i64).await;
+        put_ok(store, &r, &image(&config, &[]), &[tag(n)], T0 + i as i64).await;
     }
     // Byte order: uppercase, then '_', then lowercase; '-' < '.' < digits.
     let want: Vec<String> =
@@ -453,11 +511,11 @@ pub async fn list_repositories(store: &dyn MetadataStore) {
     let after = Some("zzzz/list");
     push_blob(store, &repo("zzzz/list/b"), "repos-b", T0).await;
     let config = push_blob(store, &repo("zzzz/list/a"), "repos-a", T0).await.0;
-    put_ok(store, &repo("zzzz/list/a"), &image(&config, &[]), Some(&tag("x")), T0).await;
+    put_ok(store, &repo("zzzz/list/a"), &image(&config, &[]), &[tag("x")], T0).await;
     // A repository whose only manifest has no tag, and which lost its blob link.
     let c = repo("zzzz/list/a/c");
     let cfg = push_blob(store, &c, "repos-c", T0).await.0;
-    put_ok(store, &c, &image(&cfg, &[]), None, T0).await;
+    put_ok(store, &c, &image(&cfg, &[]), &[], T0).await;
     assert!(store.unlink_blob(&c, &cfg).await.expect("unlink"));
     push_blob(store, &repo("zzzz/list/a-b"), "repos-ab", T0).await;
     push_blob(store, &repo("zzzz/list/a.b"), "repos-a.b", T0).await;
@@ -467,7 +525,7 @@ pub async fn list_repositories(store: &dyn MetadataStore) {
     let gone = repo("zzzz/list/gone");
     let gd = push_blob(store, &gone, "repos-gone", T0).await.0;
     assert!(store.unlink_blob(&gone, &gd).await.expect("unlink"));
-    let (_, outcome) = put(store, &repo("zzzz/list/refused"), &image(&config, &[]), None, T0).await;
+    let (_, outcome) = put(store, &repo("zzzz/list/refused"), &image(&config, &[]), &[], T0).await;
     assert!(matches!(outcome, PutManifestOutcome::Missing(_)));
     assert_eq!(store.mount_blob(&repo("zzzz/list/mount"), &gone, &gd, T0).await.expect("mount"), None);
 
@@ -505,7 +563,7 @@ pub async fn referrers(store: &dyn MetadataStore) {
     let r = repo("suite/referrers");
     let config = push_blob(store, &r, "referrers-config", T0).await.0;
     let empty = push_blob(store, &r, "referrers-{}", T0).await.0;
-    let subject = put_ok(store, &r, &image(&config, &[]), Some(&tag("app")), T0).await;
+    let subject = put_ok(store, &r, &image(&config, &[]), &[tag("app")], T0).await;
 
     // An SBOM with artifactType and annotations.
     let sbom_bytes = image_with(
@@ -518,19 +576,19 @@ pub async fn referrers(store: &dyn MetadataStore) {
             subject_field(&subject)
         ),
     );
-    let sbom = put_ok(store, &r, &sbom_bytes, None, T0).await;
+    let sbom = put_ok(store, &r, &sbom_bytes, &[], T0).await;
     // A signature without artifactType: the config media type stands in.
     let sig_bytes = image_with(&empty, "application/vnd.example.sig.config", &[], &subject_field(&subject));
-    let sig = put_ok(store, &r, &sig_bytes, None, T0).await;
+    let sig = put_ok(store, &r, &sig_bytes, &[], T0).await;
     // An index referrer.
     let idx_bytes =
         index_with(&[&sig], &format!(r#","artifactType":"application/vnd.example.bundle"{}"#, subject_field(&subject)));
-    let idx = put_ok(store, &r, &idx_bytes, None, T0).await;
+    let idx = put_ok(store, &r, &idx_bytes, &[], T0).await;
     // Not a referrer of `subject`: no subject, or another subject.
-    put_ok(store, &r, &image(&empty, &[]), None, T0).await;
+    put_ok(store, &r, &image(&empty, &[]), &[], T0).await;
     let other_subject = dig("referrers-absent");
     let dangling_bytes = image_with(&empty, media::OCI_EMPTY, &[], &subject_field(&other_subject));
-    let dangling = put_ok(store, &r, &dangling_bytes, None, T0).await;
+    let dangling = put_ok(store, &r, &dangling_bytes, &[], T0).await;
 
     let mut got = store.referrers(&r, &subject, None).await.expect("referrers");
     got.sort_by(|a, b| a.digest.cmp(&b.digest));
@@ -576,7 +634,7 @@ pub async fn referrers(store: &dyn MetadataStore) {
 
     // A deleted referrer disappears; re-putting one does not duplicate it.
     assert!(store.delete_manifest(&r, &sbom).await.expect("delete_manifest"));
-    put_ok(store, &r, &sig_bytes, None, T0 + 1).await;
+    put_ok(store, &r, &sig_bytes, &[], T0 + 1).await;
     let mut got: Vec<Digest> =
         store.referrers(&r, &subject, None).await.expect("referrers").into_iter().map(|x| x.digest).collect();
     got.sort();
@@ -718,7 +776,7 @@ pub async fn gc(store: &dyn MetadataStore) {
 
     // A: old link, referenced by a manifest: survives.
     let a = push_blob(store, &r, "gc-a", old).await.0;
-    let m = put_ok(store, &r, &image(&a, &[]), Some(&tag("keep")), old).await;
+    let m = put_ok(store, &r, &image(&a, &[]), &[tag("keep")], old).await;
     // B: old unreferenced link: link and record go.
     let b = push_blob(store, &r, "gc-b", old).await.0;
     // C: old link refreshed by a second commit: survives.
@@ -728,7 +786,7 @@ pub async fn gc(store: &dyn MetadataStore) {
     // D: old link in r, but referenced in r2: the r link goes, the record stays.
     let d = push_blob(store, &r, "gc-d", old).await.0;
     push_blob(store, &r2, "gc-d", old).await;
-    put_ok(store, &r2, &image(&d, &[]), None, old).await;
+    put_ok(store, &r2, &image(&d, &[]), &[], old).await;
     // E: recent unreferenced link: survives.
     let e = push_blob(store, &r, "gc-e", new).await.0;
     // F: record whose only link was removed by hand: the record goes.
@@ -741,7 +799,7 @@ pub async fn gc(store: &dyn MetadataStore) {
     assert!(store.unlink_blob(&r3, &g).await.expect("unlink"));
     // H: old link touched by a manifest put recently (then deleted): survives.
     let h = push_blob(store, &r, "gc-h", old).await.0;
-    let hm = put_ok(store, &r, &image(&h, &[]), None, new).await;
+    let hm = put_ok(store, &r, &image(&h, &[]), &[], new).await;
     assert!(store.delete_manifest(&r, &hm).await.expect("delete_manifest"));
     // I: old link mounted again recently into r: survives.
     let i = push_blob(store, &r, "gc-i", old).await.0;
@@ -834,7 +892,7 @@ pub async fn gc_many(store: &dyn MetadataStore) {
         }
         let config = layers.remove(0);
         let refs: Vec<&Digest> = layers.iter().collect();
-        put_ok(store, r, &image(&config, &refs), Some(&tag("keep")), 10).await;
+        put_ok(store, r, &image(&config, &refs), &[tag("keep")], 10).await;
         kept.push((r.clone(), config));
         kept.extend(layers.into_iter().map(|d| (r.clone(), d)));
     }

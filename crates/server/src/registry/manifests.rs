@@ -17,8 +17,8 @@ use super::uploads::now;
 use super::Request;
 use crate::error::{ApiError, ApiResult};
 
-/// The most tags one PUT may set with `?tag=`. Each costs a write transaction (see
-/// [`put`]), so the number is bounded; pushing more tags takes several requests.
+/// The most tags one PUT may set with `?tag=`. All are written in the manifest's transaction,
+/// one upsert each, so the number is bounded; pushing more tags takes several requests.
 pub const MAX_TAGS_PER_PUT: usize = 16;
 
 fn tag_invalid(e: impl std::fmt::Display) -> ApiError {
@@ -126,29 +126,23 @@ pub async fn put(req: &Request, repo: &RepoName, raw: &str, body: Body) -> ApiRe
         ManifestError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::SizeInvalid, e.to_string()),
         other => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, other.to_string()),
     })?;
-    // The metadata store sets one tag per transaction: the first goes with the manifest, each
-    // further one is its own idempotent put of the same manifest. (All tags were validated above,
-    // so only a store failure can leave some of them unset; the client's retry completes them.)
-    let first = target.tags.first();
-    let rest = target.tags.iter().skip(1).map(Some);
-    for tag in std::iter::once(first).chain(rest) {
-        let outcome = req
-            .state
-            .meta
-            .put_manifest(repo, NewManifest { digest: &digest, bytes: &bytes, parsed: &parsed, tag }, now())
-            .await?;
-        if let PutManifestOutcome::Missing(missing) = outcome {
-            let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::ManifestBlobUnknown,
-                format!("the manifest references content that is not in {repo}: {}; push it first", list.join(", ")),
-            )
-            .with_detail(serde_json::json!({ "missing": list })));
-        }
+    // One store call, one transaction: the manifest, its references and every tag, or nothing.
+    let outcome = req
+        .state
+        .meta
+        .put_manifest(repo, NewManifest { digest: &digest, bytes: &bytes, parsed: &parsed, tags: &target.tags }, now())
+        .await?;
+    if let PutManifestOutcome::Missing(missing) = outcome {
+        let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ManifestBlobUnknown,
+            format!("the manifest references content that is not in {repo}: {}; push it first", list.join(", ")),
+        )
+        .with_detail(serde_json::json!({ "missing": list })));
     }
-    let tags: Vec<&str> = target.tags.iter().map(Tag::as_str).collect();
-    tracing::info!(%repo, reference = %raw, tags = ?tags, %digest, subject = %req.caller.subject, "manifest pushed");
+    let tags_text = target.tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(",");
+    tracing::info!(%repo, reference = %raw, tags = %tags_text, %digest, subject = %req.caller.subject, "manifest pushed");
     let mut resp = (
         StatusCode::CREATED,
         [
@@ -198,7 +192,8 @@ mod tests {
         let tags = |ts: &[&str]| ts.iter().map(|t| t.parse::<Tag>().unwrap()).collect::<Vec<_>>();
         let d = |s: &str| Some(s.parse::<Digest>().unwrap());
         let many: Vec<(String, String)> = (0..MAX_TAGS_PER_PUT).map(|i| ("tag".to_owned(), format!("t{i}"))).collect();
-        let cases: Vec<(&str, Vec<(String, String)>, Result<PutTarget, ErrorCode>)> = vec![
+        type Case<'a> = (&'a str, Vec<(String, String)>, Result<PutTarget, ErrorCode>);
+        let cases: Vec<Case> = vec![
             ("latest", q(&[]), Ok(PutTarget { tags: tags(&["latest"]), digest: None })),
             (D256, q(&[]), Ok(PutTarget { tags: vec![], digest: d(D256) })),
             (D256, q(&[("tag", "a"), ("tag", "b"), ("tag", "a")]), Ok(PutTarget { tags: tags(&["a", "b"]), digest: d(D256) })),
