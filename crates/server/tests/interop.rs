@@ -346,6 +346,47 @@ async fn push_by_digest_with_tags_sets_every_tag_or_none() {
 }
 
 #[tokio::test]
+async fn push_with_tags_refused_for_a_missing_layer_sets_no_tag() {
+    let reg = Reg::new().await;
+    let config = reg.push_blob("gaps", b"{}").await;
+    let layer_bytes = b"layer never pushed";
+    let layer = sha256(layer_bytes);
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{}}}]}}"#,
+        layer_bytes.len()
+    )
+    .into_bytes();
+    let d = sha256(&m);
+    let ct = [("content-type", OCI_MANIFEST)];
+    let tags = ["v1", "latest", "stable", "extra"];
+
+    // By digest with three ?tag=, and by tag with a further ?tag=: refused whole, no tag set.
+    for uri in [format!("/v2/gaps/manifests/{d}?tag=v1&tag=latest&tag=stable"), "/v2/gaps/manifests/extra?tag=v1".to_owned()] {
+        let r = reg.admin(Method::PUT, &uri, &ct, m.clone()).await;
+        assert_eq!((r.status.as_u16(), r.code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{uri}: {}", r.text());
+        assert_eq!(r.json()["errors"][0]["detail"]["missing"], serde_json::json!([layer]), "{uri}");
+        assert!(r.headers.get("oci-tag").is_none(), "{uri}: a refused push names no tag");
+        let r = reg.admin(Method::GET, &format!("/v2/gaps/manifests/{d}"), &[], vec![]).await;
+        assert_eq!(r.status, 404, "{uri}: the manifest must not be stored");
+        for tag in tags {
+            let r = reg.admin(Method::GET, &format!("/v2/gaps/manifests/{tag}"), &[], vec![]).await;
+            assert_eq!((r.status.as_u16(), r.code().as_str()), (404, "MANIFEST_UNKNOWN"), "{uri}: tag {tag}");
+        }
+    }
+    let r = reg.admin(Method::GET, "/v2/gaps/tags/list", &[], vec![]).await;
+    assert_eq!((r.status.as_u16(), r.json()["tags"].as_array().map(Vec::len).unwrap_or(0)), (200, 0), "{}", r.text());
+
+    // Once the layer is there, the same push sets every tag.
+    reg.push_blob("gaps", layer_bytes).await;
+    let r = reg.admin(Method::PUT, &format!("/v2/gaps/manifests/{d}?tag=v1&tag=latest&tag=stable"), &ct, m.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for tag in ["v1", "latest", "stable"] {
+        let r = reg.admin(Method::GET, &format!("/v2/gaps/manifests/{tag}"), &[], vec![]).await;
+        assert_eq!((r.status.as_u16(), r.header("docker-content-digest")), (200, d.as_str()), "{tag}");
+    }
+}
+
+#[tokio::test]
 async fn push_by_tag_with_a_sha512_digest_is_addressed_by_it() {
     let reg = Reg::new().await;
     let m = reg.image("five12", "sha512").await;
