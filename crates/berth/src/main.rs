@@ -166,7 +166,7 @@ fn init_logging(cfg: &Config) {
     }
     let ignored = config::ignored_env();
     if !ignored.is_empty() {
-        tracing::warn!(?ignored, "ignoring environment variables that are not Berth settings (see docs/configuration.md)");
+        tracing::warn!(ignored = %ignored.join(", "), "ignoring environment variables that are not Berth settings (see docs/configuration.md)");
     }
 }
 
@@ -309,7 +309,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         version = env!("CARGO_PKG_VERSION"),
         url = format!("{scheme}://{}", listener.local_addr()?),
         data_dir = %cfg.data_dir.display(),
-        anonymous = ?cfg.anonymous,
+        anonymous = cfg.anonymous.as_str(),
         "Berth is listening"
     );
     // One shutdown signal for every listener.

@@ -443,3 +443,49 @@ async fn kill9_and_restart_keep_pushed_images() {
     b.pull("keep/me:v1", &b.path("back"), "v1").assert_success();
     img.assert_same_content(&OciImage::read(&b.path("back"), "v1"));
 }
+
+// ------------------------------------------------------------------------------------------
+// Logs
+
+/// What Rust's debug formatting leaves in a line (`Some("x")`, `Access { kind: … }`, `["a"]`
+/// from a `Vec`): log lines must read as text, not as Rust.
+fn debug_formatting(line: &str) -> Option<&'static str> {
+    ["Some(", "None,", "Access {", "RegistryClaims", "Principal {", " { kind:", "\\u001b[", "\u{1b}["].into_iter().find(|p| line.contains(p))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_plain_text_and_json() {
+    for format in ["json", "text"] {
+        let mut b = Berth::builder().env("BERTH_LOG_FORMAT", format).env("BERTH_LOG_LEVEL", "info,berth::access=debug").start();
+        let http = b.http();
+        // A refused login with a long, hostile user name, a token with less than was asked,
+        // a push and a denied pull.
+        let name = format!("evil\n{}\u{1b}[31m", "x".repeat(5000));
+        let r = http.get(b.url("/service/token?service=berth")).basic_auth(&name, Some("pw")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = b.admin(Method::GET, "/service/token?service=berth&scope=repository:library/app:pull,push&scope=registry:catalog:*&scope=repository:library/app:frobnicate").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let img = OciImage::write(&b.path("src"), "v1", &[1000]);
+        b.skopeo(&["copy", "--dest-creds", &format!("admin:{}", b.admin_password()), "--dest-tls-verify=false", &img.oci_ref(), &b.docker_ref("library/app:v1")])
+            .assert_success();
+        let logs = b.stderr();
+        assert!(logs.contains("login refused"), "{logs}");
+        assert!(logs.contains("issued a registry token with less than was asked"), "{logs}");
+        for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(p) = debug_formatting(line) {
+                panic!("{format} log line with Rust debug formatting ({p:?}): {line}");
+            }
+            assert!(line.len() < 4096, "a {}-byte {format} log line: {}", line.len(), &line[..200]);
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                if v["target"] == "berth::access" {
+                    assert_eq!(v["client"], "127.0.0.1", "access log without the client: {line}");
+                    if v["route"] == "upload" {
+                        assert_eq!(v["principal"], "admin", "access log without the principal: {line}");
+                    }
+                }
+            }
+        }
+        assert!(!logs.contains(&"x".repeat(200)), "the long user name reached the log whole");
+    }
+}

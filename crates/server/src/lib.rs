@@ -43,6 +43,17 @@ pub enum AnonymousAccess {
     ReadWrite,
 }
 
+impl AnonymousAccess {
+    /// The mode as written in the configuration (`off`, `pull`, `read-write`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnonymousAccess::Off => "off",
+            AnonymousAccess::Pull => "pull",
+            AnonymousAccess::ReadWrite => "read-write",
+        }
+    }
+}
+
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

@@ -61,13 +61,15 @@ fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Op
         .unwrap_or_default();
     // Never a refresh_token: docker would store it, and a federated login must be repeated with a
     // fresh OIDC token.
-    Ok(Json(serde_json::json!({
+    let mut resp = Json(serde_json::json!({
         "token": issued.token,
         "access_token": issued.token,
         "expires_in": issued.expires_in,
         "issued_at": issued_at,
     }))
-    .into_response())
+    .into_response();
+    resp.extensions_mut().insert(crate::ops::PrincipalLabel(Arc::from(p.subject.as_str())));
+    Ok(resp)
 }
 
 /// Scopes as a client writes them (`repository:a/b:pull,push registry:catalog:*`), for logs.

@@ -387,3 +387,35 @@ async fn public_projects_disabled_and_expired_robots() {
     let r = reg.api(Method::DELETE, "/identity-providers/ci", Value::Null).await;
     assert_eq!(r.status, 409, "robots still use it: {}", r.text());
 }
+
+#[tokio::test]
+async fn an_expiring_federated_robot_bounds_its_tokens_and_the_verified_token_cache() {
+    let reg = Reg::new().await;
+    let issuer = Issuer::new();
+    reg.setup(&issuer).await;
+    let expires = now() + 3;
+    let expires_text = chrono::DateTime::from_timestamp(expires as i64, 0).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = reg
+        .api(
+            Method::POST,
+            "/robots",
+            json!({"name": "short", "project": "library", "identityProvider": "ci", "expiresAt": expires_text,
+                   "rules": [{"claim": "repository", "equals": "org/short"}],
+                   "permissions": [{"repositories": "app", "actions": ["pull"]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let jwt = issuer.mint(&github("org/short"));
+    let r = reg.exchange("jwt", &jwt, "repository:library/app:pull").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The registry token never outlives the robot (it used to get the whole token_ttl).
+    assert!(r.json()["expires_in"].as_u64().unwrap() <= 3, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    // The same OIDC token, verified and cached a moment ago, is refused once the robot expired.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let r = reg.exchange("jwt", &jwt, "repository:library/app:pull").await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.message().contains("no robots matched your token"), "{}", r.text());
+    let r = reg.send(Method::GET, "/v2/library/app/tags/list", Some(&format!("Bearer {token}")), vec![]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}

@@ -217,10 +217,14 @@ pub async fn dispatch(
 ) -> Response {
     let label = parse_path(uri.path()).map(|e| e.label()).unwrap_or("v2-unknown");
     let client = connect.map(|c| c.0 .0.ip());
-    let mut resp = match route(state, method, uri, headers, body, client).await {
+    let mut principal = None;
+    let mut resp = match route(state, method, uri, headers, body, client, &mut principal).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
+    if let Some(p) = principal {
+        resp.extensions_mut().insert(crate::ops::PrincipalLabel(p));
+    }
     resp.extensions_mut().insert(RouteLabel(label));
     resp.headers_mut()
         .insert("docker-distribution-api-version", http::HeaderValue::from_static("registry/2.0"));
@@ -267,11 +271,20 @@ fn audit(state: &AppState, caller: &Caller, o: Outcome<'_>, client: Option<std::
     });
 }
 
-async fn route(state: Arc<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body, client: Option<std::net::IpAddr>) -> ApiResult {
+async fn route(
+    state: Arc<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    client: Option<std::net::IpAddr>,
+    principal: &mut Option<Arc<str>>,
+) -> ApiResult {
     let endpoint = parse_path(uri.path())?;
     let base = auth::base_url(&state, &headers);
     let creds = auth::parse_authorization(&headers)?;
     let caller = auth::authenticate(&state, &base, creds, client).await?;
+    *principal = Some(Arc::from(caller.subject.as_str()));
     if let (Some(repo), Some(action)) = (endpoint.repo(), endpoint.action(&method)) {
         if !caller.allows(repo.as_str(), action) {
             let err = deny(&state, &base, &caller, repo, &method, action, mount_source(&endpoint, &method, &uri).as_ref());
