@@ -729,7 +729,7 @@ fn stale_logins(lines: &[&str]) -> Vec<usize> {
     };
     let requests_token = lines.iter().any(|l| l.contains("ACTIONS_ID_TOKEN_REQUEST_URL"));
     let mut bad = Vec::new();
-    for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.contains("docker push")) {
+    for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("docker push")) {
         let mut ok = false;
         for j in (0..i).rev() {
             let prev = lines[j];

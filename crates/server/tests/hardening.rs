@@ -3,6 +3,8 @@
 //! and collapsed audit rows, closed metric labels, scope caps, and the connection-level limits of
 //! `serve_with` over real sockets on 127.0.0.1.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
