@@ -253,7 +253,10 @@ struct Outcome<'a> {
 fn audit(state: &AppState, caller: &Caller, o: Outcome<'_>, client: Option<std::net::IpAddr>) {
     let Outcome { action, repo, reference, result, message } = o;
     let origin = caller.origin.as_deref();
-    state.audit.record(berth_meta::AuditEvent {
+    use crate::text::{capped, MAX_LOGGED_MESSAGE, MAX_LOGGED_NAME};
+    let reference = capped(reference, MAX_LOGGED_NAME);
+    let message = message.map(|m| capped(&m, MAX_LOGGED_MESSAGE));
+    let event = berth_meta::AuditEvent {
         id: 0,
         time_ms: crate::audit::now_ms(),
         action: action.into(),
@@ -265,10 +268,17 @@ fn audit(state: &AppState, caller: &Caller, o: Outcome<'_>, client: Option<std::
         jti: origin.and_then(|o| o.jti.clone()),
         claims: origin.filter(|o| !o.claims.is_empty()).map(|o| serde_json::Value::Object(o.claims.clone())),
         repository: Some(repo.to_string()),
-        reference: Some(reference.to_owned()),
+        reference: Some(reference),
         client: client.map(|c| c.to_string()),
         message,
-    });
+    };
+    // Refusals repeat: a caller denied the same thing again and again gets one row and a count.
+    if result == "ok" {
+        state.audit.record(event);
+    } else {
+        let key = format!("{action}|{result}|{}|{}|{repo}", caller.subject, event.client.as_deref().unwrap_or(""));
+        state.audit.record_collapsing(key, event);
+    }
 }
 
 async fn route(
