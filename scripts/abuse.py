@@ -143,9 +143,9 @@ async def parallel(n, make, limit=None):
     return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def http_once(port, data, timeout=30):
+async def http_once(port, data, timeout=30, source=None):
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, local_addr=source), timeout)
         w.write(data)
         await w.drain()
         resp = await asyncio.wait_for(r.read(), timeout)
@@ -156,14 +156,16 @@ async def http_once(port, data, timeout=30):
 
 
 def attack_logins(port, ctx):
-    """1,000 parallel wrong passwords for admin (argon2 each, before issue 8)."""
+    """1,000 parallel wrong passwords for admin (argon2 each, before issue 8), from 4 addresses
+    (250 each, under the per-address connection limit): exactly 10 per address may be checked."""
     async def main():
         def req(i):
             return (f"GET /service/token?service=berth HTTP/1.1\r\nhost: x\r\nauthorization: {basic('admin', f'wrong-{i}')}\r\n"
                     "connection: close\r\n\r\n").encode()
-        return await parallel(1000, lambda i: http_once(port, req(i)))
+        return await parallel(1000, lambda i: http_once(port, req(i), source=(f"127.0.0.{10 + i % 4}", 0)))
     statuses = asyncio.run(main())
-    return f"401: {statuses.count(401)}, 429: {statuses.count(429)}, 503: {statuses.count(503)}, other: {len([s for s in statuses if s not in (401, 429, 503)])}"
+    return (f"401: {statuses.count(401)} (limit: 4 addresses x 10), 429: {statuses.count(429)}, 503: {statuses.count(503)}, "
+            f"other: {len([s for s in statuses if s not in (401, 429, 503)])}")
 
 
 def attack_audit(port, ctx):
