@@ -13,6 +13,7 @@
 //! each other's changes. Verified tokens are cached by their SHA-256 for at most 5 minutes,
 //! never past their `exp`.
 
+pub mod issuer;
 pub mod keys;
 pub mod provider;
 

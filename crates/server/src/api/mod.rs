@@ -26,7 +26,6 @@ use utoipa::OpenApi;
 use crate::auth::{self, Credentials, LoginError};
 use crate::AppState;
 
-pub mod issuer;
 pub mod types;
 use types::*;
 
@@ -459,7 +458,7 @@ async fn stored_providers(s: &AppState) -> AdminResult<Vec<(String, Provider)>> 
 /// Refuses `p` when another stored provider has the same issuer and a shared audience.
 async fn check_issuer(s: &AppState, name: &str, p: &Provider) -> AdminResult<()> {
     let stored = stored_providers(s).await?;
-    match issuer::issuer_conflict(name, p, stored.iter().map(|(n, p)| (n.as_str(), p))) {
+    match berth_identity::federation::issuer::issuer_conflict(name, p, stored.iter().map(|(n, p)| (n.as_str(), p))) {
         Some(why) => Err(AdminError::conflict(why)),
         None => Ok(()),
     }
@@ -690,7 +689,7 @@ pub fn validate_document(doc: &ApplyDocument, others: Vec<(String, Provider)>) -
     let resolved = doc.identity_providers.iter().map(|p| idp_record_resolved(p).map_err(|e| AdminError::invalid(format!("identity provider {:?}: {}", p.name, e.message)))).collect::<AdminResult<Vec<_>>>()?;
     let mut providers: Vec<(String, Provider)> = others.into_iter().filter(|(n, _)| !resolved.iter().any(|(r, _)| &r.name == n)).collect();
     for (rec, p) in &resolved {
-        if let Some(why) = issuer::issuer_conflict(&rec.name, p, providers.iter().map(|(n, p)| (n.as_str(), p))) {
+        if let Some(why) = berth_identity::federation::issuer::issuer_conflict(&rec.name, p, providers.iter().map(|(n, p)| (n.as_str(), p))) {
             return Err(AdminError::conflict(why));
         }
         providers.push((rec.name.clone(), p.clone()));

@@ -1,11 +1,11 @@
 //! Issuer comparison for identity providers: two providers whose issuers are the same URL after
 //! normalisation and whose audiences overlap would both claim every token of that issuer (the
 //! first listed would capture the other's tokens), so the second is refused.
-//!
-//! The normalisation belongs next to `ProviderSpec::resolve` in `berth-identity` (which already
-//! drops a trailing slash); it lives here until it moves there.
+//! Pure (no IO): the admin API, the CLI (through it) and `apply` call it before storing a
+//! provider. Routing tokens still compares `iss` exactly, less one trailing slash
+//! ([`super::normalize_issuer`]).
 
-use berth_identity::federation::Provider;
+use super::Provider;
 
 /// The form in which two issuers are compared: scheme and host lowercase, the scheme's default
 /// port dropped, one trailing slash dropped. Path, query and user info are kept as they are
@@ -75,7 +75,7 @@ pub fn issuer_conflict<'a>(name: &str, p: &Provider, others: impl IntoIterator<I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_identity::federation::ProviderSpec;
+    use crate::federation::ProviderSpec;
 
     #[test]
     fn issuer_keys() {
