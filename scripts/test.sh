@@ -86,6 +86,10 @@ log "oras $("$VENV/bin/python" -c 'from importlib.metadata import version; print
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH: install the Rust toolchain (rustup)"
 
 # --- The tests -------------------------------------------------------------------------------
+# The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them
+# first, so a binary left there by an older build of another feature set is never the one run.
+log "building the workspace's binaries"
+cargo build --workspace --bins --locked
 log "running: cargo test --workspace --locked --no-fail-fast $*"
 start=$SECONDS
 status=0

@@ -536,9 +536,10 @@ fn kubelet_asks(args: &[&str], image: &str, sa_token: &str) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    // A plugin that refuses its arguments exits before reading stdin: its stderr says why.
+    let written = child.stdin.take().unwrap().write_all(request.to_string().as_bytes());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "plugin failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "plugin failed ({written:?}): {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
