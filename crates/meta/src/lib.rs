@@ -36,10 +36,11 @@ pub use sqlite::SqliteStore;
 /// Metadata store errors. The server maps them to HTTP statuses.
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
+    /// The backend failed; its own error type stays at its edge (the message keeps its text).
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(String),
     #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A write refers to something that does not exist, or breaks a rule of the data (a robot of

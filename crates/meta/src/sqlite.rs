@@ -24,6 +24,19 @@ use crate::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a connection waits for another process's write lock before failing.
+// sqlx's errors stay inside this backend: the trait's error carries their text only.
+impl From<sqlx::Error> for MetaError {
+    fn from(e: sqlx::Error) -> MetaError {
+        MetaError::Db(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for MetaError {
+    fn from(e: sqlx::migrate::MigrateError) -> MetaError {
+        MetaError::Migrate(e.to_string())
+    }
+}
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rows per garbage-collection write transaction.
 const GC_BATCH: i64 = 500;
