@@ -15,17 +15,9 @@ pub use token::{RegistryClaims, TokenError, TokenIssuer, TokenOrigin};
 /// The unverified `iss` of a JWT, to tell registry tokens from federated ones before verifying
 /// anything. None when the token is not a JWT with a string `iss`.
 pub fn peek_issuer(token: &str) -> Option<String> {
-    use base64::Engine as _;
-    #[derive(serde::Deserialize)]
-    struct Iss {
-        iss: Option<String>,
-    }
-    let payload = token.split('.').nth(1)?;
-    if payload.len() > 16 * 1024 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+    // The same strict decoding as verification (size limit, base64url, no duplicate members).
+    let (_, claims) = berth_jose::peek_claims(token, &berth_jose::Limits::default()).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 /// True if a password looks like a JWT (three base64url parts, a JSON header): such passwords are
@@ -51,6 +43,37 @@ impl PrincipalKind {
             PrincipalKind::Anonymous => "anonymous",
             PrincipalKind::User => "user",
             PrincipalKind::Robot => "robot",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn jwt(header: &str, payload: &str) -> String {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.{}", b(header), b(payload), b("sig"))
+    }
+
+    #[test]
+    fn peek_issuer_table() {
+        let key = token::generate_signing_key().unwrap();
+        let issuer = TokenIssuer::new(&key, "berth", "berth", std::time::Duration::from_secs(60)).unwrap();
+        let own = issuer.issue("admin", PrincipalKind::User, vec![], None).unwrap().token;
+        let h = r#"{"alg":"RS256","typ":"JWT"}"#;
+        let cases: Vec<(String, Option<&str>)> = vec![
+            (own, Some("berth")),
+            (jwt(h, r#"{"iss":"https://token.actions.githubusercontent.com"}"#), Some("https://token.actions.githubusercontent.com")),
+            (jwt(h, r#"{"sub":"x"}"#), None),
+            (jwt(h, r#"{"iss":5}"#), None),
+            (jwt(h, r#"{"iss":"a","iss":"b"}"#), None),
+            ("not.a.jwt".into(), None),
+            (format!("{}.{}.x", "e".repeat(20_000), "e"), None),
+        ];
+        for (token, want) in cases {
+            assert_eq!(peek_issuer(&token).as_deref(), want, "{}", &token[..token.len().min(80)]);
         }
     }
 }
