@@ -66,14 +66,29 @@ impl SqliteStore {
         let writer_options = base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal);
         // The writer connection is kept open for the store's lifetime, which also keeps the WAL
         // and shared-memory files in place for the readers.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(writer_options)
-            .await?;
+        // Switching a fresh file to WAL takes an exclusive lock without waiting for the busy
+        // handler, so a second process opening the same fresh file at that moment gets
+        // SQLITE_BUSY: it retries, as the migrations do.
+        let mut attempt = 1;
+        let writer = loop {
+            let connected = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(writer_options.clone())
+                .await;
+            match connected {
+                Ok(pool) => break pool,
+                Err(e) if attempt < MIGRATE_ATTEMPTS && is_busy(&e) => {
+                    tracing::warn!(error = %e, attempt, "opening the metadata database: busy, retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         migrate(&writer).await?;
 
         let readers = std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).clamp(4, 8)) as u32;
@@ -98,6 +113,14 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// Whether SQLite answered SQLITE_BUSY (5) or SQLITE_LOCKED (6), extended codes included.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// Runs the migrations, retrying a few times: two processes opening a fresh file at once may
