@@ -5,22 +5,19 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::Router;
-use base64::Engine as _;
-use berth_blob::FsBlobStore;
-use berth_identity::TokenIssuer;
-use berth_meta::{MetadataStore, SqliteStore, UserRecord};
-use berth_server::{AppState, ServerConfig};
+use berth_meta::{MetadataStore, SqliteStore};
+use berth_server::AnonymousAccess;
+use common::{basic, Resp, PW};
 use http::{Method, Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-const PW: &str = "admin-password";
 
 struct Api {
     app: Router,
@@ -28,41 +25,10 @@ struct Api {
     _dir: tempfile::TempDir,
 }
 
-struct Resp {
-    status: StatusCode,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
-    }
-    fn message(&self) -> String {
-        self.json()["errors"][0]["message"].as_str().unwrap_or("").to_owned()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
-}
-
 impl Api {
     async fn new() -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
-        let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false }).await.unwrap();
-        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false }).await.unwrap();
-        let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
-        let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
-        let blobs = Arc::new(FsBlobStore::open(dir.path().to_path_buf()).unwrap());
-        let app = berth_server::app(AppState::new(meta.clone(), blobs, tokens, ServerConfig::default()));
+        let (app, meta) = common::open_app(dir.path(), AnonymousAccess::Off).await;
         Api { app, meta, _dir: dir }
     }
 
@@ -71,9 +37,7 @@ impl Api {
             .await
             .expect("the server must answer without waiting for the body")
             .unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Resp { status, body }
+        Resp::read(resp).await
     }
 
     async fn call(&self, method: Method, uri: &str, auth: Option<(&str, &str)>, body: Option<Value>) -> Resp {

@@ -4,69 +4,22 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
 use axum::body::Body;
 use axum::Router;
-use base64::Engine as _;
-use berth_blob::FsBlobStore;
-use berth_identity::TokenIssuer;
-use berth_meta::{MetadataStore, SqliteStore, UserRecord};
-use berth_server::{AnonymousAccess, AppState, ServerConfig};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use sha2::Digest as _;
+use berth_server::AnonymousAccess;
+use common::{basic, sha256, sha512, Resp, PW};
+use http::{Method, Request};
 use tower::ServiceExt;
-
-const PW: &str = "admin-password";
 
 struct Reg {
     app: Router,
     dir: tempfile::TempDir,
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
-    }
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-fn sha512(b: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)))
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
-}
-
 async fn build(dir: &std::path::Path, anonymous: AnonymousAccess) -> Router {
-    let meta = Arc::new(SqliteStore::open(&dir.join("berth.db")).await.unwrap());
-    if meta.get_user("admin").await.unwrap().is_none() {
-        let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false }).await.unwrap();
-        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false }).await.unwrap();
-    }
-    let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
-    let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
-    let blobs = Arc::new(FsBlobStore::open(dir.to_path_buf()).unwrap());
-    let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous, tls: false, ..ServerConfig::default() };
-    berth_server::app(AppState::new(meta, blobs, tokens, cfg))
+    common::open_app(dir, anonymous).await.0
 }
 
 impl Reg {
@@ -88,11 +41,7 @@ impl Reg {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let resp = self.app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Resp { status, headers, body }
+        Resp::read(self.app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap()).await
     }
     /// As admin with Basic credentials directly on /v2.
     async fn admin(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {

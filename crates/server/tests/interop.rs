@@ -6,22 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use base64::Engine as _;
-use berth_blob::FsBlobStore;
-use berth_identity::TokenIssuer;
-use berth_meta::{MetadataStore, SqliteStore, UserRecord};
-use berth_server::{AnonymousAccess, AppState, ServerConfig};
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use sha2::Digest as _;
+use berth_meta::{MetadataStore, SqliteStore};
+use berth_server::AnonymousAccess;
+use common::{basic, sha256, sha512, Resp, PW};
+use http::{Method, Request};
 use tower::ServiceExt;
 
-const PW: &str = "admin-password";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
@@ -31,50 +27,10 @@ struct Reg {
     _dir: tempfile::TempDir,
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-fn sha512(b: &[u8]) -> String {
-    format!("sha512:{}", hex::encode(sha2::Sha512::digest(b)))
-}
-
-fn basic(user: &str, pw: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")))
-}
-
 impl Reg {
     async fn with(anonymous: AnonymousAccess) -> Reg {
         let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
-        let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false }).await.unwrap();
-        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false }).await.unwrap();
-        let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
-        let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
-        let blobs = Arc::new(FsBlobStore::open(dir.path().to_path_buf()).unwrap());
-        let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous, tls: false, ..ServerConfig::default() };
-        let app = berth_server::app(AppState::new(meta.clone(), blobs, tokens, cfg));
+        let (app, meta) = common::open_app(dir.path(), anonymous).await;
         Reg { app, meta, _dir: dir }
     }
     async fn new() -> Reg {
@@ -86,11 +42,7 @@ impl Reg {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let resp = self.app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-        Resp { status, headers, body }
+        Resp::read(self.app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap()).await
     }
     async fn admin(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
         let auth = basic("admin", PW);

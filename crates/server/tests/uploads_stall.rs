@@ -4,76 +4,30 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use base64::Engine as _;
-use berth_blob::FsBlobStore;
-use berth_identity::TokenIssuer;
-use berth_meta::{MetadataStore, SqliteStore, UserRecord};
-use berth_server::{AnonymousAccess, AppState, ServerConfig};
+use berth_server::AnonymousAccess;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
-use sha2::Digest as _;
+use common::{basic, sha256, Resp, PW};
+use http::{Method, Request, StatusCode};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-const PW: &str = "admin-password";
-
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn code(&self) -> String {
-        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_owned()
-    }
-    fn message(&self) -> String {
-        self.json()["errors"][0]["message"].as_str().unwrap_or("").to_owned()
-    }
-}
-
-fn sha256(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
-}
-
-fn basic() -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("admin:{PW}")))
-}
-
 async fn build(dir: &std::path::Path) -> Router {
-    let meta = Arc::new(SqliteStore::open(&dir.join("berth.db")).await.unwrap());
-    let hash = berth_identity::password::hash(PW).unwrap();
-    meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await.unwrap();
-    let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
-    let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
-    let blobs = Arc::new(FsBlobStore::open(dir.to_path_buf()).unwrap());
-    let cfg = ServerConfig { external_url: None, service: "berth".into(), anonymous: AnonymousAccess::Off, tls: false, ..ServerConfig::default() };
-    berth_server::app(AppState::new(meta, blobs, tokens, cfg))
+    common::open_app(dir, AnonymousAccess::Off).await.0
 }
 
 /// Sends a request as admin (Basic credentials on /v2).
 async fn send(app: &Router, method: Method, uri: &str, headers: &[(&str, &str)], body: Body) -> Resp {
-    let mut b = Request::builder().method(method).uri(uri).header("host", "registry.test").header("authorization", basic());
+    let mut b = Request::builder().method(method).uri(uri).header("host", "registry.test").header("authorization", basic("admin", PW));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = app.clone().oneshot(b.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Resp { status, headers, body }
+    Resp::read(app.clone().oneshot(b.body(body).unwrap()).await.unwrap()).await
 }
 
 /// A request body fed by hand: it waits (stalls) while the sender is quiet.
