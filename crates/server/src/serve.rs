@@ -60,7 +60,10 @@ pub struct MinRateBody<B> {
     min_per_window: u64,
     min_rate: u64,
     received: u64,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The end of the current window; its timer is made only when the body first has to wait,
+    /// so requests without a body (most of them) cost no timer.
+    window_end: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: bool,
 }
 
@@ -72,7 +75,8 @@ impl<B> MinRateBody<B> {
             min_per_window: min_rate.saturating_mul(window.as_secs().max(1)),
             min_rate,
             received: 0,
-            deadline: Box::pin(tokio::time::sleep(window)),
+            window_end: tokio::time::Instant::now() + window,
+            deadline: None,
             failed: false,
         }
     }
@@ -103,7 +107,9 @@ where
             Poll::Pending => {
                 // The window's timer runs only while the server waits for the client; a handler
                 // that stops reading (back-pressure from disk) is not the client's fault.
-                while this.deadline.as_mut().poll(cx).is_ready() {
+                let end = this.window_end;
+                let deadline = this.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+                while deadline.as_mut().poll(cx).is_ready() {
                     if this.received < this.min_per_window {
                         this.failed = true;
                         let e = BodyTooSlow { received: this.received, window_secs: this.window.as_secs(), min_rate: this.min_rate };
@@ -111,8 +117,8 @@ where
                         return Poll::Ready(Some(Err(Box::new(e))));
                     }
                     this.received = 0;
-                    let next = tokio::time::Instant::now() + this.window;
-                    this.deadline.as_mut().reset(next);
+                    this.window_end = tokio::time::Instant::now() + this.window;
+                    deadline.as_mut().reset(this.window_end);
                 }
                 Poll::Pending
             }
@@ -165,6 +171,26 @@ impl Drop for AddressSlot {
                 open.remove(&self.ip);
             }
         }
+    }
+}
+
+/// An accepted connection's share of the limits: its global slot, its address's slot and the
+/// `berth_open_connections` gauge, all given back when dropped.
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: AddressSlot,
+}
+
+impl OpenConnection {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, slot: AddressSlot) -> OpenConnection {
+        metrics::gauge!("berth_open_connections").increment(1.0);
+        OpenConnection { _permit: permit, _slot: slot }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("berth_open_connections").decrement(1.0);
     }
 }
 
@@ -397,30 +423,20 @@ pub async fn serve_with(
                 let app = app.clone();
                 let limits = limits.clone();
                 let stop = stop_rx.clone();
-                metrics::gauge!("berth_open_connections").increment(1.0);
-                match &acceptor {
-                    None => {
-                        tokio::spawn(async move {
-                            serve_io(stream, app, peer, limits, stop).await;
-                            metrics::gauge!("berth_open_connections").decrement(1.0);
-                            drop(slot);
-                            drop(permit);
-                        });
+                // Held by the connection's task: frees its slots (and the gauge) however it ends.
+                let open = OpenConnection::new(permit, slot);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    match acceptor {
+                        None => serve_io(stream, app, peer, limits, stop).await,
+                        Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => serve_io(tls, app, peer, limits, stop).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
                     }
-                    Some(acceptor) => {
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => serve_io(tls, app, peer, limits, stop).await,
-                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
-                            metrics::gauge!("berth_open_connections").decrement(1.0);
-                            drop(slot);
-                            drop(permit);
-                        });
-                    }
-                }
+                    drop(open);
+                });
             }
             _ = &mut shutdown => break,
         }
