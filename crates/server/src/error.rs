@@ -87,20 +87,21 @@ impl From<BlobError> for ApiError {
                 format!("upload has {actual} bytes, not the declared {declared}"),
             ),
             BlobError::NotFound(key) => ApiError::internal("reading a blob whose object is missing", key),
-            BlobError::Body(io) => match slow_body(&io) {
-                Some(m) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ErrorCode::BlobUploadInvalid,
-                    format!("{m}; the bytes that arrived are kept: query the upload's status and resume"),
-                ),
-                None => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::BlobUploadInvalid,
-                    format!("the request body ended early ({io}); query the upload's status and resume"),
-                ),
-            },
+            BlobError::Body(io) => {
+                let (status, why) = body_failure(&io);
+                ApiError::new(status, ErrorCode::BlobUploadInvalid, format!("{why}; query the upload's status and resume"))
+            }
             BlobError::Io(io) => ApiError::internal("writing to blob storage", io),
         }
+    }
+}
+
+/// The status and reason of a request body that failed midway: 408 when it was slower than
+/// `limits.body_min_rate`, else 400.
+pub fn body_failure(e: &std::io::Error) -> (StatusCode, String) {
+    match slow_body(e) {
+        Some(m) => (StatusCode::REQUEST_TIMEOUT, m),
+        None => (StatusCode::BAD_REQUEST, format!("the request body failed midway ({e})")),
     }
 }
 

@@ -90,14 +90,6 @@ async fn session(req: &Request, repo: &RepoName, id: &str) -> ApiResult<u64> {
     req.state.blobs.upload_size(id).await?.ok_or_else(ApiError::upload_unknown)
 }
 
-/// 408 with the reason when the body was slower than `limits.body_min_rate`, else 400.
-fn body_failure(e: &std::io::Error) -> (StatusCode, String) {
-    match crate::error::slow_body(e) {
-        Some(m) => (StatusCode::REQUEST_TIMEOUT, m),
-        None => (StatusCode::BAD_REQUEST, format!("the request body failed midway ({e})")),
-    }
-}
-
 /// Appends the body to a session. If the body fails midway (the client reset the connection, or
 /// the server's body timeout ended a stall), the bytes that arrived are kept and the answer is a
 /// 400 `BLOB_UPLOAD_INVALID` carrying the session's `Location` and its new `Range`, so the client
@@ -115,7 +107,7 @@ async fn append(req: &Request, repo: &RepoName, id: &str, offset: u64, body: Bod
             req.state.meta.touch_upload(id, now()).await?;
             tracing::info!(%repo, upload = id, kept = size, error = %e, "upload body failed midway");
             let location = format!("{}/v2/{repo}/blobs/uploads/{id}", req.base);
-            let (status, why) = body_failure(&e);
+            let (status, why) = crate::error::body_failure(&e);
             Err(ApiError::new(
                 status,
                 ErrorCode::BlobUploadInvalid,
@@ -183,7 +175,7 @@ pub async fn start(req: &Request, repo: &RepoName, body: Body) -> ApiResult {
                 // One request, no session for the client to resume: it must retry.
                 Err(BlobError::Body(e)) => {
                     tracing::info!(%repo, error = %e, "monolithic upload body failed midway");
-                    let (status, why) = body_failure(&e);
+                    let (status, why) = crate::error::body_failure(&e);
                     return Err(ApiError::new(status, ErrorCode::BlobUploadInvalid, format!("{why}; nothing was stored: retry the upload")));
                 }
                 Err(e) => return Err(e.into()),
