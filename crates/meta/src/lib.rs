@@ -112,13 +112,37 @@ pub struct Referrer {
     pub annotations: Option<serde_json::Value>,
 }
 
-/// An upload session. Its bytes live in the blob store under the same id.
+/// An upload session. Its bytes live in the blob store under the same id; the record holds how
+/// far the finished writes got, so that the next write (from any process) continues from there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
     pub id: String,
     pub repo: RepoName,
     pub created: UnixTime,
+    /// The last activity: creation, a claim, a touch or a release (garbage collection removes
+    /// sessions idle since its upload cutoff).
     pub updated: UnixTime,
+    /// Bytes stored by the writes that finished (the next write starts here).
+    pub offset: u64,
+    /// The serialised running hash of those bytes (`berth_oci::ResumableHasher::checkpoint`;
+    /// empty before the first write). Opaque to the store.
+    pub hash_state: Vec<u8>,
+    /// Writes finished so far; the next write is part `parts + 1`.
+    pub parts: u32,
+}
+
+/// The answer to a claim on an upload ([`MetadataStore::claim_upload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadClaim {
+    /// The caller holds the upload until it releases it or the lease ends.
+    Claimed(UploadRecord),
+    /// Another request holds it (its lease has not ended). Checked before the offset: the
+    /// holder's release will move it.
+    Busy { offset: u64 },
+    /// The upload's offset is not the one the caller expected.
+    OutOfOrder { offset: u64 },
+    /// No such upload (or it belongs to another repository).
+    Unknown,
 }
 
 /// A local user.
@@ -310,10 +334,34 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     // ---- upload sessions ----
 
+    //
+    // A write to an upload (one PATCH, or the final PUT) first claims it with a token of its own
+    // (unique per claim, e.g. a random UUID) and a lease end, writes its bytes to the blob store
+    // after `offset`, then releases it with the new offset and hash state. The claim is what
+    // serialises writes to one upload across every process on the store: a second writer gets
+    // `Busy` until the first releases or its lease ends, and a writer whose lease was taken over
+    // cannot record anything (its release fails, so the bytes it wrote past the recorded offset
+    // are ignored and overwritten by the next write).
+
+    /// Creates a session of `repo` at offset 0, with an empty hash state, no parts and no lease.
     async fn create_upload(&self, id: &str, repo: &RepoName, now: UnixTime) -> Result<()>;
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>>;
-    /// Marks the session as active at `now` (after each chunk).
+    /// Marks the session as active at `now` (never moves `updated` back).
     async fn touch_upload(&self, id: &str, now: UnixTime) -> Result<()>;
+    /// Takes the upload for one write (or for the final commit): succeeds only if it belongs to
+    /// `repo`, no unexpired lease is held (`lease_until > now`), and (when `expected_offset` is
+    /// Some) its offset equals it. One atomic statement/transaction: of any number of concurrent
+    /// claims, from any number of processes, exactly one wins. A successful claim also marks the
+    /// session active (`updated` becomes at least `now`) and returns the record as claimed.
+    async fn claim_upload(&self, id: &str, repo: &RepoName, expected_offset: Option<u64>, token: &str, lease_until: UnixTime, now: UnixTime) -> Result<UploadClaim>;
+    /// Extends the caller's lease; false if it no longer holds it (another claim took the upload
+    /// over, it was released, or the session is gone). A lease that ended but that nobody took
+    /// over is still the caller's.
+    async fn renew_upload_claim(&self, id: &str, token: &str, lease_until: UnixTime) -> Result<bool>;
+    /// Compare-and-set: if `token` still holds the lease, records the new offset, hash state and
+    /// parts, sets `updated = now` and clears the lease; false (nothing changed) otherwise. As for
+    /// renewing, a lease that ended but that nobody took over is still the caller's.
+    async fn release_upload(&self, id: &str, token: &str, offset: u64, hash_state: &[u8], parts: u32, now: UnixTime) -> Result<bool>;
     /// Removes the session record. Returns false if absent.
     async fn delete_upload(&self, id: &str) -> Result<bool>;
 

@@ -17,7 +17,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
     AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
-    MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadRecord,
+    MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadClaim, UploadRecord,
     UserRecord,
 };
 
@@ -569,20 +569,11 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
-        let row = sqlx::query("SELECT repo, created, updated FROM uploads WHERE id = ?1")
+        let row = sqlx::query(&format!("SELECT {UPLOAD_COLUMNS} FROM uploads WHERE id = ?1"))
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
-        row.map(|row| {
-            let repo: String = row.try_get(0)?;
-            Ok(UploadRecord {
-                id: id.to_owned(),
-                repo: repo.parse().map_err(|e| MetaError::Corrupt(format!("upload {id}: {e}")))?,
-                created: row.try_get(1)?,
-                updated: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        row.map(|row| upload_from_row(id, &row)).transpose()
     }
 
     async fn touch_upload(&self, id: &str, now: UnixTime) -> Result<()> {
@@ -592,6 +583,81 @@ impl MetadataStore for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    async fn claim_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        expected_offset: Option<u64>,
+        token: &str,
+        lease_until: UnixTime,
+        now: UnixTime,
+    ) -> Result<UploadClaim> {
+        let expected = expected_offset.map(size_to_db).transpose()?;
+        let mut tx = self.write_tx().await?;
+        // The claim is one conditional UPDATE, atomic on its own (the transaction only lets the
+        // refusal below be classified against the same state).
+        let claimed = sqlx::query(&format!(
+            "UPDATE uploads SET lease_token = ?3, lease_until = ?4, updated = max(updated, ?5) \
+             WHERE id = ?1 AND repo = ?2 AND (lease_until IS NULL OR lease_until <= ?5) \
+             AND (?6 IS NULL OR \"offset\" = ?6) RETURNING {UPLOAD_COLUMNS}"
+        ))
+        .bind(id)
+        .bind(repo.as_str())
+        .bind(token)
+        .bind(lease_until)
+        .bind(now)
+        .bind(expected)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = claimed {
+            let record = upload_from_row(id, &row)?;
+            tx.commit().await?;
+            return Ok(UploadClaim::Claimed(record));
+        }
+        let row = sqlx::query("SELECT lease_until, \"offset\" FROM uploads WHERE id = ?1 AND repo = ?2")
+            .bind(id)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        let Some(row) = row else {
+            return Ok(UploadClaim::Unknown);
+        };
+        let held_until: Option<UnixTime> = row.try_get(0)?;
+        let offset = size_from_db(row.try_get(1)?)?;
+        Ok(if held_until.is_some_and(|until| until > now) {
+            UploadClaim::Busy { offset }
+        } else {
+            UploadClaim::OutOfOrder { offset }
+        })
+    }
+
+    async fn renew_upload_claim(&self, id: &str, token: &str, lease_until: UnixTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE uploads SET lease_until = ?3 WHERE id = ?1 AND lease_token = ?2")
+            .bind(id)
+            .bind(token)
+            .bind(lease_until)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_upload(&self, id: &str, token: &str, offset: u64, hash_state: &[u8], parts: u32, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET \"offset\" = ?3, hash_state = ?4, parts = ?5, updated = ?6, \
+             lease_token = NULL, lease_until = NULL WHERE id = ?1 AND lease_token = ?2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(size_to_db(offset)?)
+        .bind(hash_state)
+        .bind(i64::from(parts))
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_upload(&self, id: &str) -> Result<bool> {
@@ -1171,6 +1237,23 @@ const ROBOT_COLUMNS: &str =
 
 const USER_COLUMNS: &str = "name, password_hash, admin, disabled";
 
+/// The columns [`upload_from_row`] reads (the id is known by the caller).
+const UPLOAD_COLUMNS: &str = "repo, created, updated, \"offset\", hash_state, parts";
+
+fn upload_from_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<UploadRecord> {
+    let repo: String = row.try_get(0)?;
+    let parts: i64 = row.try_get(5)?;
+    Ok(UploadRecord {
+        id: id.to_owned(),
+        repo: repo.parse().map_err(|e| MetaError::Corrupt(format!("upload {id}: {e}")))?,
+        created: row.try_get(1)?,
+        updated: row.try_get(2)?,
+        offset: size_from_db(row.try_get(3)?)?,
+        hash_state: row.try_get(4)?,
+        parts: u32::try_from(parts).map_err(|_| MetaError::Corrupt(format!("upload {id}: stored part count {parts}")))?,
+    })
+}
+
 /// Increments the federation generation; every write to projects, robots, identity providers or
 /// users calls it in its transaction.
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
@@ -1361,6 +1444,16 @@ mod tests {
     async fn suite() {
         let (_dir, store) = temp_store().await;
         testsuite::run_all(&store).await;
+    }
+
+    /// The suite's races with their writers spread over two stores on one file (two processes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_races_across_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("meta.db");
+        let one = SqliteStore::open(&path).await.expect("open");
+        let two = SqliteStore::open(&path).await.expect("open again");
+        testsuite::run_races(&one, &two).await;
     }
 
     #[tokio::test]

@@ -17,10 +17,11 @@
 use std::str::FromStr;
 
 use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
+use futures_util::future::join_all;
 
 use crate::{
     AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
-    NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadRecord, UserRecord,
+    NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadClaim, UploadRecord, UserRecord,
 };
 
 /// The "current" time of the suite's parts (except [`gc`]).
@@ -39,6 +40,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     list_repositories(store).await;
     referrers(store).await;
     uploads(store).await;
+    upload_claims(store).await;
     users(store).await;
     settings(store).await;
     gc(store).await;
@@ -51,6 +53,15 @@ pub async fn run_all(store: &dyn MetadataStore) {
     audit_pages(store).await;
     audit_prune(store).await;
     login_failures(store).await;
+    run_races(store, store).await;
+}
+
+/// Runs the race parts (concurrent writers that only a correctly isolated backend keeps exact)
+/// with the writers spread over `one` and `two`, two handles on the same database (as two Berth
+/// processes would hold). [`run_all`] runs them with one handle; a backend's own tests call this
+/// too with two handles on one database (after [`run_all`], or on a fresh store).
+pub async fn run_races(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    upload_claim_race(one, two).await;
 }
 
 // ---- helpers ----
@@ -641,17 +652,28 @@ pub async fn referrers(store: &dyn MetadataStore) {
     assert_eq!(got, sorted(vec![sig, idx]));
 }
 
-/// Upload sessions.
+/// Upload sessions: create, get, touch, delete.
 pub async fn uploads(store: &dyn MetadataStore) {
     let r = repo("suite/uploads");
     assert_eq!(store.get_upload("uploads-1").await.expect("get_upload"), None);
     store.create_upload("uploads-1", &r, T0).await.expect("create_upload");
-    let want = UploadRecord { id: "uploads-1".into(), repo: r.clone(), created: T0, updated: T0 };
+    let want = UploadRecord {
+        id: "uploads-1".into(),
+        repo: r.clone(),
+        created: T0,
+        updated: T0,
+        offset: 0,
+        hash_state: Vec::new(),
+        parts: 0,
+    };
     assert_eq!(store.get_upload("uploads-1").await.expect("get_upload"), Some(want.clone()));
 
     store.touch_upload("uploads-1", T0 + 30).await.expect("touch_upload");
     let got = store.get_upload("uploads-1").await.expect("get_upload");
-    assert_eq!(got, Some(UploadRecord { updated: T0 + 30, ..want }));
+    assert_eq!(got, Some(UploadRecord { updated: T0 + 30, ..want.clone() }));
+    // Touching never moves the activity time back.
+    store.touch_upload("uploads-1", T0 + 10).await.expect("touch_upload");
+    assert_eq!(store.get_upload("uploads-1").await.expect("get_upload"), Some(UploadRecord { updated: T0 + 30, ..want }));
     // Touching an unknown session is not an error.
     store.touch_upload("uploads-unknown", T0).await.expect("touch_upload");
     assert_eq!(store.get_upload("uploads-unknown").await.expect("get_upload"), None);
@@ -659,6 +681,156 @@ pub async fn uploads(store: &dyn MetadataStore) {
     assert!(store.delete_upload("uploads-1").await.expect("delete_upload"));
     assert!(!store.delete_upload("uploads-1").await.expect("delete_upload"));
     assert_eq!(store.get_upload("uploads-1").await.expect("get_upload"), None);
+}
+
+async fn claim(
+    store: &dyn MetadataStore,
+    id: &str,
+    r: &RepoName,
+    expected: Option<u64>,
+    token: &str,
+    until: UnixTime,
+    now: UnixTime,
+) -> UploadClaim {
+    store.claim_upload(id, r, expected, token, until, now).await.expect("claim_upload")
+}
+
+async fn upload(store: &dyn MetadataStore, id: &str) -> UploadRecord {
+    store.get_upload(id).await.expect("get_upload").expect("the upload exists")
+}
+
+/// Claims on an upload: claim, renew and release (compare-and-set on the claim's token), the
+/// offset check, a held lease, an ended lease taken over, another repository.
+pub async fn upload_claims(store: &dyn MetadataStore) {
+    let r = repo("suite/claims");
+    let other = repo("suite/claims/other");
+    let id = "claims-1";
+    store.create_upload(id, &r, T0).await.expect("create_upload");
+    let fresh = upload(store, id).await;
+    assert_eq!((fresh.offset, fresh.hash_state.as_slice(), fresh.parts), (0, &[][..], 0));
+
+    // Unknown sessions, and sessions of another repository.
+    assert_eq!(claim(store, "claims-none", &r, None, "c-0", T0 + 60, T0).await, UploadClaim::Unknown);
+    assert_eq!(claim(store, id, &other, None, "c-0", T0 + 60, T0).await, UploadClaim::Unknown);
+    assert_eq!(claim(store, id, &other, Some(0), "c-0", T0 + 60, T0).await, UploadClaim::Unknown);
+    // The wrong offset.
+    assert_eq!(claim(store, id, &r, Some(5), "c-0", T0 + 60, T0).await, UploadClaim::OutOfOrder { offset: 0 });
+    assert_eq!(upload(store, id).await, fresh, "refused claims change nothing");
+    // Nobody holds it: releasing or renewing with any token fails.
+    assert!(!store.release_upload(id, "c-0", 9, b"x", 1, T0).await.expect("release_upload"));
+    assert!(!store.renew_upload_claim(id, "c-0", T0 + 60).await.expect("renew_upload_claim"));
+    assert_eq!(upload(store, id).await, fresh);
+
+    // Claimed: the record as it is, marked active.
+    let got = claim(store, id, &r, Some(0), "c-1", T0 + 60, T0 + 1).await;
+    assert_eq!(got, UploadClaim::Claimed(UploadRecord { updated: T0 + 1, ..fresh.clone() }));
+    // Held: every other claim is Busy (also one with a wrong offset: the release moves it), until
+    // the lease's last second; another repository still sees nothing.
+    for (expected, now) in [(Some(0), T0 + 2), (None, T0 + 30), (Some(7), T0 + 59)] {
+        assert_eq!(claim(store, id, &r, expected, "c-2", T0 + 120, now).await, UploadClaim::Busy { offset: 0 }, "{expected:?} at {now}");
+    }
+    assert_eq!(claim(store, id, &other, None, "c-2", T0 + 120, T0 + 2).await, UploadClaim::Unknown);
+    // Only the holder's token releases or renews.
+    assert!(!store.release_upload(id, "c-2", 9, b"x", 1, T0 + 3).await.expect("release_upload"));
+    assert!(!store.renew_upload_claim(id, "c-2", T0 + 600).await.expect("renew_upload_claim"));
+    assert_eq!(upload(store, id).await, UploadRecord { updated: T0 + 1, ..fresh.clone() });
+    // Renewed: still held after the first lease would have ended.
+    assert!(store.renew_upload_claim(id, "c-1", T0 + 120).await.expect("renew_upload_claim"));
+    assert_eq!(claim(store, id, &r, Some(0), "c-2", T0 + 200, T0 + 90).await, UploadClaim::Busy { offset: 0 });
+    // Released: offset, hash state and parts recorded, `updated` is the release's time, the
+    // lease is gone.
+    assert!(store.release_upload(id, "c-1", 100, b"state-1", 1, T0 + 100).await.expect("release_upload"));
+    let one = UploadRecord { updated: T0 + 100, offset: 100, hash_state: b"state-1".to_vec(), parts: 1, ..fresh.clone() };
+    assert_eq!(upload(store, id).await, one);
+    assert!(!store.release_upload(id, "c-1", 200, b"again", 2, T0 + 101).await.expect("release_upload"), "released twice");
+    assert!(!store.renew_upload_claim(id, "c-1", T0 + 600).await.expect("renew_upload_claim"), "renewed after release");
+    assert_eq!(upload(store, id).await, one);
+
+    // The next write must start where the last one ended.
+    assert_eq!(claim(store, id, &r, Some(0), "c-3", T0 + 200, T0 + 110).await, UploadClaim::OutOfOrder { offset: 100 });
+    let got = claim(store, id, &r, Some(100), "c-3", T0 + 200, T0 + 110).await;
+    assert_eq!(got, UploadClaim::Claimed(UploadRecord { updated: T0 + 110, ..one.clone() }));
+    // Its lease ends (`lease_until > now` no longer holds): another claim takes the upload over,
+    // and the old holder can neither renew nor record anything.
+    let got = claim(store, id, &r, Some(100), "c-4", T0 + 400, T0 + 200).await;
+    assert_eq!(got, UploadClaim::Claimed(UploadRecord { updated: T0 + 200, ..one.clone() }));
+    assert!(!store.renew_upload_claim(id, "c-3", T0 + 600).await.expect("renew_upload_claim"));
+    assert!(!store.release_upload(id, "c-3", 150, b"stale", 2, T0 + 201).await.expect("release_upload"));
+    assert_eq!(upload(store, id).await.offset, 100, "a taken-over writer records nothing");
+    assert!(store.release_upload(id, "c-4", 250, b"state-2", 2, T0 + 210).await.expect("release_upload"));
+    let two = UploadRecord { updated: T0 + 210, offset: 250, hash_state: b"state-2".to_vec(), parts: 2, ..fresh.clone() };
+    assert_eq!(upload(store, id).await, two);
+    // A lease that ended but that nobody took over is still its holder's.
+    assert!(matches!(claim(store, id, &r, None, "c-5", T0 + 220, T0 + 215).await, UploadClaim::Claimed(_)));
+    assert!(store.renew_upload_claim(id, "c-5", T0 + 500).await.expect("renew_upload_claim"));
+    assert!(store.release_upload(id, "c-5", 300, b"", 3, T0 + 900).await.expect("release_upload"));
+    assert_eq!(upload(store, id).await, UploadRecord { updated: T0 + 900, offset: 300, hash_state: Vec::new(), parts: 3, ..fresh });
+
+    // A deleted session cannot be released or claimed.
+    assert!(matches!(claim(store, id, &r, Some(300), "c-6", T0 + 1000, T0 + 901).await, UploadClaim::Claimed(_)));
+    assert!(store.delete_upload(id).await.expect("delete_upload"));
+    assert!(!store.release_upload(id, "c-6", 400, b"", 4, T0 + 902).await.expect("release_upload"));
+    assert_eq!(claim(store, id, &r, None, "c-7", T0 + 1000, T0 + 903).await, UploadClaim::Unknown);
+    assert_eq!(store.get_upload(id).await.expect("get_upload"), None);
+}
+
+/// Concurrent claims per round of [`upload_claim_race`].
+const RACERS: usize = 16;
+
+/// Many claims on one upload at once: exactly one wins, every other one is told it is busy, and
+/// only the winner's token can release it. Then a second race on the released upload, half
+/// expecting the old offset and half the new: again exactly one wins.
+///
+/// `one` and `two` are handles on the same database (two processes); the claims alternate between
+/// them. Pass the same store twice for one handle. The assertions are exact: a claim that reads
+/// then writes, or a backend whose claims can both see the lease free, fails them.
+pub async fn upload_claim_race(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    let r = repo("suite/claimrace");
+    for round in 0..4 {
+        let id = format!("claimrace-{round}");
+        one.create_upload(&id, &r, T0).await.expect("create_upload");
+        let racers = (0..RACERS).map(|i| {
+            let (store, id, r) = (if i % 2 == 0 { one } else { two }, id.clone(), r.clone());
+            async move { store.claim_upload(&id, &r, Some(0), &format!("{id}-{i}"), T0 + 60, T0).await.expect("claim_upload") }
+        });
+        let got = join_all(racers).await;
+        let winners: Vec<usize> = (0..RACERS).filter(|&i| matches!(got[i], UploadClaim::Claimed(_))).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one of {RACERS} concurrent claims wins: {got:?}");
+        let winner = winners[0];
+        for (i, g) in got.iter().enumerate() {
+            if i != winner {
+                assert_eq!(*g, UploadClaim::Busy { offset: 0 }, "round {round}, claim {i}");
+            }
+        }
+        // Only the winner holds it: every loser's release fails (from either handle).
+        for i in (0..RACERS).filter(|&i| i != winner) {
+            let store = if i % 2 == 0 { two } else { one };
+            assert!(!store.release_upload(&id, &format!("{id}-{i}"), 1, b"loser", 1, T0 + 1).await.expect("release_upload"));
+        }
+        assert!(two.release_upload(&id, &format!("{id}-{winner}"), 10, b"winner", 1, T0 + 1).await.expect("release_upload"));
+        assert_eq!(one.get_upload(&id).await.expect("get_upload").map(|u| (u.offset, u.hash_state, u.parts)), Some((10, b"winner".to_vec(), 1)));
+
+        // Second race: half expect the stale offset 0, half the recorded 10.
+        let racers = (0..RACERS).map(|i| {
+            let (store, id, r) = (if i % 2 == 0 { two } else { one }, id.clone(), r.clone());
+            let expected = if i < RACERS / 2 { 0 } else { 10 };
+            async move { store.claim_upload(&id, &r, Some(expected), &format!("{id}-again-{i}"), T0 + 60, T0 + 2).await.expect("claim_upload") }
+        });
+        let got = join_all(racers).await;
+        let winners: Vec<usize> = (0..RACERS).filter(|&i| matches!(got[i], UploadClaim::Claimed(_))).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one claim at the right offset wins: {got:?}");
+        assert!(winners[0] >= RACERS / 2, "round {round}: a claim at the stale offset won: {got:?}");
+        for (i, g) in got.iter().enumerate().filter(|&(i, _)| i != winners[0]) {
+            assert!(
+                matches!(g, UploadClaim::Busy { offset: 10 } | UploadClaim::OutOfOrder { offset: 10 }),
+                "round {round}, claim {i}: {g:?}"
+            );
+            if i >= RACERS / 2 {
+                assert_eq!(*g, UploadClaim::Busy { offset: 10 }, "round {round}, claim {i} expected the right offset");
+            }
+        }
+        assert!(one.delete_upload(&id).await.expect("delete_upload"));
+    }
 }
 
 fn user(name: &str, hash: &str, admin: bool, disabled: bool) -> UserRecord {
