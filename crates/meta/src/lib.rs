@@ -426,6 +426,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// what is missing; so is one with both a secret and a provider. A refused write stores
     /// nothing.
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()>;
+    /// Creates a robot only if none has its name, atomically (false: it exists, nothing changed).
+    /// Same reference checks as put_robot (Conflict naming the missing project/provider), made
+    /// first: a robot of an unknown project is refused even when the name is taken. Of any
+    /// number of concurrent creates of one name, from any number of processes, exactly one
+    /// returns true and its record is the one stored.
+    async fn create_robot(&self, robot: &RobotRecord) -> Result<bool>;
     async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>>;
     /// All robots (None) or those of one project, by name.
     async fn list_robots(&self, project: Option<&str>) -> Result<Vec<RobotRecord>>;
@@ -436,6 +442,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Creates or replaces an identity provider (an existing one keeps its creation time).
     async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()>;
+    /// Creates an identity provider only if none has its name, atomically (false: it exists,
+    /// nothing changed). Of concurrent creates of one name exactly one returns true, as for
+    /// [`create_robot`](MetadataStore::create_robot).
+    async fn create_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<bool>;
     async fn get_identity_provider(&self, name: &str) -> Result<Option<IdentityProviderRecord>>;
     /// All identity providers, by name.
     async fn list_identity_providers(&self) -> Result<Vec<IdentityProviderRecord>>;

@@ -935,49 +935,28 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()> {
-        // The schema enforces all three rules too; checking first gives messages that name the
-        // missing row instead of a bare constraint failure.
-        if robot.secret_hash.is_some() && robot.identity_provider.is_some() {
-            return Err(MetaError::Conflict(format!(
-                "robot {:?} cannot have both a static secret and an identity provider",
-                robot.name
-            )));
-        }
         let mut tx = self.write_tx().await?;
-        if let Some(project) = &robot.project {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)")
-                .bind(project)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !exists {
-                tx.rollback().await?;
-                return Err(MetaError::Conflict(format!(
-                    "project {project:?} does not exist; create it before robot {:?}",
-                    robot.name
-                )));
-            }
+        if let Err(e) = check_robot_refs(&mut tx, robot).await {
+            tx.rollback().await?;
+            return Err(e);
         }
-        if let Some(provider) = &robot.identity_provider {
-            let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM identity_providers WHERE name = ?1)")
-                .bind(provider)
-                .fetch_one(&mut *tx)
-                .await?;
-            if !exists {
-                tx.rollback().await?;
-                return Err(MetaError::Conflict(format!(
-                    "identity provider {provider:?} does not exist; add it before robot {:?}",
-                    robot.name
-                )));
-            }
+        upsert_robot(&mut tx, robot, robot.secret_hash.as_deref(), robot.created_at, robot.updated_at).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_robot(&self, robot: &RobotRecord) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if let Err(e) = check_robot_refs(&mut tx, robot).await {
+            tx.rollback().await?;
+            return Err(e);
         }
-        sqlx::query(
+        // One statement decides: the insert happens or the name was taken.
+        let created = sqlx::query(
             "INSERT INTO robots (name, project, description, disabled, expires_at, secret_hash, identity_provider, \
              rules, permissions, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-             ON CONFLICT (name) DO UPDATE SET project = excluded.project, description = excluded.description, \
-             disabled = excluded.disabled, expires_at = excluded.expires_at, secret_hash = excluded.secret_hash, \
-             identity_provider = excluded.identity_provider, rules = excluded.rules, \
-             permissions = excluded.permissions, updated_at = excluded.updated_at",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&robot.name)
         .bind(&robot.project)
@@ -991,10 +970,16 @@ impl MetadataStore for SqliteStore {
         .bind(robot.created_at)
         .bind(robot.updated_at)
         .execute(&mut *tx)
-        .await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(created)
     }
 
     async fn get_robot(&self, name: &str) -> Result<Option<RobotRecord>> {
@@ -1039,19 +1024,33 @@ impl MetadataStore for SqliteStore {
 
     async fn put_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
+        upsert_identity_provider(&mut tx, provider, provider.created_at, provider.updated_at).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_identity_provider(&self, provider: &IdentityProviderRecord) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let created = sqlx::query(
             "INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(&provider.name)
         .bind(provider.config.to_string())
         .bind(provider.created_at)
         .bind(provider.updated_at)
         .execute(&mut *tx)
-        .await?;
-        bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        Ok(())
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(created)
     }
 
     async fn get_identity_provider(&self, name: &str) -> Result<Option<IdentityProviderRecord>> {
@@ -1258,6 +1257,99 @@ fn upload_from_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<UploadReco
 /// users calls it in its transaction.
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Refuses (with a [`MetaError::Conflict`] naming what is wrong) a robot with both a static
+/// secret and an identity provider, or whose project or provider does not exist (as seen inside
+/// `tx`). The schema enforces all three too; checking first gives messages that name the missing
+/// row instead of a bare constraint failure.
+async fn check_robot_refs(tx: &mut Transaction<'static, Sqlite>, robot: &RobotRecord) -> Result<()> {
+    if robot.secret_hash.is_some() && robot.identity_provider.is_some() {
+        return Err(MetaError::Conflict(format!(
+            "robot {:?} cannot have both a static secret and an identity provider",
+            robot.name
+        )));
+    }
+    if let Some(project) = &robot.project {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)")
+            .bind(project)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !exists {
+            return Err(MetaError::Conflict(format!(
+                "project {project:?} does not exist; create it before robot {:?}",
+                robot.name
+            )));
+        }
+    }
+    if let Some(provider) = &robot.identity_provider {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM identity_providers WHERE name = ?1)")
+            .bind(provider)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !exists {
+            return Err(MetaError::Conflict(format!(
+                "identity provider {provider:?} does not exist; add it before robot {:?}",
+                robot.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates or replaces a robot with `secret_hash` (instead of the record's) and these times; an
+/// existing robot keeps its creation time.
+async fn upsert_robot(
+    tx: &mut Transaction<'static, Sqlite>,
+    robot: &RobotRecord,
+    secret_hash: Option<&str>,
+    created_at: UnixTime,
+    updated_at: UnixTime,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO robots (name, project, description, disabled, expires_at, secret_hash, identity_provider, \
+         rules, permissions, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT (name) DO UPDATE SET project = excluded.project, description = excluded.description, \
+         disabled = excluded.disabled, expires_at = excluded.expires_at, secret_hash = excluded.secret_hash, \
+         identity_provider = excluded.identity_provider, rules = excluded.rules, \
+         permissions = excluded.permissions, updated_at = excluded.updated_at",
+    )
+    .bind(&robot.name)
+    .bind(&robot.project)
+    .bind(&robot.description)
+    .bind(robot.disabled)
+    .bind(robot.expires_at)
+    .bind(secret_hash)
+    .bind(&robot.identity_provider)
+    .bind(robot.rules.to_string())
+    .bind(robot.permissions.to_string())
+    .bind(created_at)
+    .bind(updated_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Creates or replaces an identity provider with these times; an existing one keeps its creation
+/// time.
+async fn upsert_identity_provider(
+    tx: &mut Transaction<'static, Sqlite>,
+    provider: &IdentityProviderRecord,
+    created_at: UnixTime,
+    updated_at: UnixTime,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+    )
+    .bind(&provider.name)
+    .bind(provider.config.to_string())
+    .bind(created_at)
+    .bind(updated_at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -49,6 +49,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     robots(store).await;
     identity_providers(store).await;
     federation_generation(store).await;
+    creates(store).await;
     audit(store).await;
     audit_pages(store).await;
     audit_prune(store).await;
@@ -62,6 +63,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
 /// too with two handles on one database (after [`run_all`], or on a fresh store).
 pub async fn run_races(one: &dyn MetadataStore, two: &dyn MetadataStore) {
     upload_claim_race(one, two).await;
+    create_race(one, two).await;
 }
 
 // ---- helpers ----
@@ -1552,6 +1554,104 @@ pub async fn federation_generation(store: &dyn MetadataStore) {
         assert!(store.delete_robot(n).await.expect("delete_robot"));
     }
     assert_eq!(store.delete_project("suite-gen-proj2").await.expect("delete_project"), DeleteOutcome::Deleted);
+}
+
+/// `create_robot` and `create_identity_provider`: only when the name is free, with the
+/// reference checks of `put_robot`; the generation moves only when something was created.
+pub async fn creates(store: &dyn MetadataStore) {
+    async fn generation(store: &dyn MetadataStore) -> i64 {
+        store.federation_generation().await.expect("federation_generation")
+    }
+    let (p, idp) = ("suite-create-proj", "suite-create-idp");
+    assert!(store.create_project(&project(p, false, T0)).await.expect("create_project"));
+
+    let g = generation(store).await;
+    let gh = provider(idp, "https://create.example", T0);
+    assert!(store.create_identity_provider(&gh).await.expect("create_identity_provider"));
+    assert_eq!(store.get_identity_provider(idp).await.expect("get_identity_provider"), Some(gh.clone()));
+    assert!(generation(store).await > g, "a created provider moves the generation");
+    let g = generation(store).await;
+    let other = provider(idp, "https://other.example", T0 + 5);
+    assert!(!store.create_identity_provider(&other).await.expect("create_identity_provider"));
+    assert_eq!(store.get_identity_provider(idp).await.expect("get_identity_provider"), Some(gh.clone()), "an existing provider stays");
+    assert_eq!(generation(store).await, g, "creating an existing provider changes nothing");
+
+    let ci = robot("robot$suite-create-proj+ci", Some(p), Some(idp), None);
+    assert!(store.create_robot(&ci).await.expect("create_robot"));
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+    assert!(generation(store).await > g, "a created robot moves the generation");
+    let g = generation(store).await;
+    let changed = RobotRecord { description: "second".into(), identity_provider: None, secret_hash: Some("h".into()), ..ci.clone() };
+    assert!(!store.create_robot(&changed).await.expect("create_robot"));
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()), "an existing robot stays");
+    assert_eq!(generation(store).await, g, "creating an existing robot changes nothing");
+
+    // The reference checks of put_robot, for a free name and for a taken one alike.
+    for name in ["robot$suite-create-ghost+x", ci.name.as_str()] {
+        let ghost = RobotRecord { name: name.into(), project: Some("suite-create-ghost".into()), ..ci.clone() };
+        assert_conflict(store.create_robot(&ghost).await, &["suite-create-ghost"]);
+        let lost = RobotRecord { name: name.into(), identity_provider: Some("suite-create-nosuchidp".into()), ..ci.clone() };
+        assert_conflict(store.create_robot(&lost).await, &["suite-create-nosuchidp"]);
+        let both = RobotRecord { name: name.into(), secret_hash: Some("h".into()), ..ci.clone() };
+        assert!(matches!(store.create_robot(&both).await, Err(MetaError::Conflict(_))), "{name}");
+    }
+    assert_eq!(store.get_robot("robot$suite-create-ghost+x").await.expect("get_robot"), None);
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(ci.clone()));
+    assert_eq!(generation(store).await, g, "refused creates change nothing");
+
+    // Once deleted, the name is free again.
+    assert!(store.delete_robot(&ci.name).await.expect("delete_robot"));
+    assert!(store.create_robot(&changed).await.expect("create_robot"));
+    assert_eq!(store.get_robot(&ci.name).await.expect("get_robot"), Some(changed));
+
+    assert!(store.delete_robot(&ci.name).await.expect("delete_robot"));
+    assert_eq!(store.delete_identity_provider(idp).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+}
+
+/// Many creates of one robot name at once, and of one provider name: exactly one returns true,
+/// the stored row is that one, and the generation moved exactly once. Handles as for
+/// [`upload_claim_race`].
+pub async fn create_race(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    let p = "suite-crace-proj";
+    assert!(one.create_project(&project(p, false, T0)).await.expect("create_project"));
+    for round in 0..3 {
+        let before = one.federation_generation().await.expect("federation_generation");
+        let name = format!("robot$suite-crace-proj+r{round}");
+        let records: Vec<RobotRecord> = (0..RACERS)
+            .map(|i| RobotRecord { description: format!("racer {i}"), ..robot(&name, Some(p), None, Some(&format!("h{i}"))) })
+            .collect();
+        let racers = records.iter().enumerate().map(|(i, r)| {
+            let store = if i % 2 == 0 { one } else { two };
+            async move { store.create_robot(r).await.expect("create_robot") }
+        });
+        let got = join_all(racers).await;
+        let winners: Vec<usize> = (0..RACERS).filter(|&i| got[i]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one of {RACERS} concurrent creates of {name} wins: {got:?}");
+        assert_eq!(two.get_robot(&name).await.expect("get_robot").as_ref(), Some(&records[winners[0]]), "the winner's robot is stored");
+        assert_eq!(one.federation_generation().await.expect("federation_generation"), before + 1, "round {round}: one bump");
+        assert!(one.delete_robot(&name).await.expect("delete_robot"));
+
+        let before = two.federation_generation().await.expect("federation_generation");
+        let name = format!("suite-crace-idp{round}");
+        let records: Vec<IdentityProviderRecord> =
+            (0..RACERS).map(|i| provider(&name, &format!("https://racer{i}.example"), T0)).collect();
+        let racers = records.iter().enumerate().map(|(i, r)| {
+            let store = if i % 2 == 0 { two } else { one };
+            async move { store.create_identity_provider(r).await.expect("create_identity_provider") }
+        });
+        let got = join_all(racers).await;
+        let winners: Vec<usize> = (0..RACERS).filter(|&i| got[i]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one of {RACERS} concurrent creates of {name} wins: {got:?}");
+        assert_eq!(
+            one.get_identity_provider(&name).await.expect("get_identity_provider").as_ref(),
+            Some(&records[winners[0]]),
+            "the winner's provider is stored"
+        );
+        assert_eq!(two.federation_generation().await.expect("federation_generation"), before + 1, "round {round}: one bump");
+        assert_eq!(two.delete_identity_provider(&name).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
+    }
+    assert_eq!(one.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
 }
 
 // ---- audit log ----
