@@ -195,6 +195,50 @@ pub struct IdentityProviderRecord {
     pub updated_at: UnixTime,
 }
 
+/// A declarative batch for [`MetadataStore::apply`]: every object is created or brought to the
+/// given state; nothing absent from the batch is touched. The records' `created_at` and
+/// `updated_at` are ignored (the store sets them from `apply`'s `now`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyBatch<'a> {
+    pub projects: &'a [ProjectRecord],
+    pub identity_providers: &'a [IdentityProviderRecord],
+    /// For a static-secret robot (no `identity_provider`), `secret_hash` is the hash to store if
+    /// the robot has none yet (the caller made a fresh secret for that case); otherwise ignored.
+    pub robots: &'a [RobotRecord],
+}
+
+/// What [`MetadataStore::apply`] did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyAction {
+    Created,
+    Updated,
+    /// It already matched the batch; nothing was written.
+    Unchanged,
+}
+
+impl ApplyAction {
+    /// `created`, `updated` or `unchanged` (the admin API's wording).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyAction::Created => "created",
+            ApplyAction::Updated => "updated",
+            ApplyAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// What [`MetadataStore::apply`] did, object by object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Same order as the batch.
+    pub projects: Vec<ApplyAction>,
+    /// Same order as the batch.
+    pub identity_providers: Vec<ApplyAction>,
+    /// Per robot: what happened, and whether the `secret_hash` given in the batch was stored
+    /// (true only for a static-secret robot that had no stored hash).
+    pub robots: Vec<(ApplyAction, bool)>,
+}
+
 /// The outcome of deleting something others may refer to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -452,6 +496,20 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Deletes an identity provider, or refuses with [`DeleteOutcome::InUse`] (naming some of
     /// them) while robots are federated with it.
     async fn delete_identity_provider(&self, name: &str) -> Result<DeleteOutcome>;
+
+    /// Writes projects, then identity providers, then robots in ONE transaction: any error (a
+    /// robot of an unknown project, ...) writes nothing. Each object is compared with what is
+    /// stored inside the transaction (so with what earlier objects of the batch wrote): a project
+    /// is unchanged when `public` is equal; a provider when `config` is equal; a robot when
+    /// project, description, disabled, expires_at, identity_provider, rules and permissions are
+    /// equal and (it is federated or it already has a secret hash). A static robot that already
+    /// has a secret hash keeps it (the batch's hash is then ignored); one without gets the
+    /// batch's `secret_hash`; a federated robot has none. Robots get the checks of
+    /// [`put_robot`](MetadataStore::put_robot) (a [`MetaError::Conflict`] naming what is missing).
+    /// Created objects get `created_at = now`; existing objects keep their creation time; every
+    /// written robot and provider gets `updated_at = now`. The federation generation increases
+    /// once if anything changed, not at all otherwise.
+    async fn apply(&self, batch: ApplyBatch<'_>, now: UnixTime) -> Result<ApplyOutcome>;
 
     /// A counter that every change to projects, robots, identity providers or users increases, in
     /// the same transaction. Replicas poll it (one single-row read) to know when to reload their

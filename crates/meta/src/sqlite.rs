@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
-    AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
+    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
     MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadClaim, UploadRecord,
     UserRecord,
 };
@@ -1091,6 +1091,20 @@ impl MetadataStore for SqliteStore {
         Ok(DeleteOutcome::Deleted)
     }
 
+    async fn apply(&self, batch: ApplyBatch<'_>, now: UnixTime) -> Result<ApplyOutcome> {
+        let mut tx = self.write_tx().await?;
+        match apply_in(&mut tx, batch, now).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
     async fn federation_generation(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT generation FROM federation_generation WHERE id = 1").fetch_one(&self.reader).await?)
     }
@@ -1258,6 +1272,101 @@ fn upload_from_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<UploadReco
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The writes of [`MetadataStore::apply`] inside its transaction (the caller commits on success
+/// and rolls back on error).
+async fn apply_in(tx: &mut Transaction<'static, Sqlite>, batch: ApplyBatch<'_>, now: UnixTime) -> Result<ApplyOutcome> {
+    let mut outcome = ApplyOutcome::default();
+    for p in batch.projects {
+        let public: Option<bool> = sqlx::query_scalar("SELECT public FROM projects WHERE name = ?1")
+            .bind(&p.name)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let action = match public {
+            Some(public) if public == p.public => ApplyAction::Unchanged,
+            Some(_) => ApplyAction::Updated,
+            None => ApplyAction::Created,
+        };
+        if action != ApplyAction::Unchanged {
+            sqlx::query(
+                "INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET public = excluded.public",
+            )
+            .bind(&p.name)
+            .bind(p.public)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        outcome.projects.push(action);
+    }
+    for provider in batch.identity_providers {
+        let row = sqlx::query("SELECT name, config, created_at, updated_at FROM identity_providers WHERE name = ?1")
+            .bind(&provider.name)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let action = match row.map(|r| idp_from_row(&r)).transpose()? {
+            Some(stored) if stored.config == provider.config => ApplyAction::Unchanged,
+            Some(_) => ApplyAction::Updated,
+            None => ApplyAction::Created,
+        };
+        if action != ApplyAction::Unchanged {
+            upsert_identity_provider(tx, provider, now, now).await?;
+        }
+        outcome.identity_providers.push(action);
+    }
+    for robot in batch.robots {
+        check_robot_refs(tx, robot).await?;
+        let row = sqlx::query(&format!("SELECT {ROBOT_COLUMNS} FROM robots WHERE name = ?1"))
+            .bind(&robot.name)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let stored = row.map(|r| robot_from_row(&r)).transpose()?;
+        let federated = robot.identity_provider.is_some();
+        let stored_hash = stored.as_ref().and_then(|s| s.secret_hash.clone());
+        let action = match &stored {
+            None => ApplyAction::Created,
+            Some(s)
+                if s.project == robot.project
+                    && s.description == robot.description
+                    && s.disabled == robot.disabled
+                    && s.expires_at == robot.expires_at
+                    && s.identity_provider == robot.identity_provider
+                    && s.rules == robot.rules
+                    && s.permissions == robot.permissions
+                    && (federated || stored_hash.is_some()) =>
+            {
+                ApplyAction::Unchanged
+            }
+            Some(_) => ApplyAction::Updated,
+        };
+        let mut secret_stored = false;
+        if action != ApplyAction::Unchanged {
+            // A federated robot has no secret; a static one keeps its hash, or gets the batch's.
+            let hash = match (federated, stored_hash) {
+                (true, _) => None,
+                (false, Some(kept)) => Some(kept),
+                (false, None) => {
+                    secret_stored = robot.secret_hash.is_some();
+                    robot.secret_hash.clone()
+                }
+            };
+            let created_at = stored.as_ref().map_or(now, |s| s.created_at);
+            upsert_robot(tx, robot, hash.as_deref(), created_at, now).await?;
+        }
+        outcome.robots.push((action, secret_stored));
+    }
+    let changed = outcome
+        .projects
+        .iter()
+        .chain(&outcome.identity_providers)
+        .chain(outcome.robots.iter().map(|(a, _)| a))
+        .any(|a| *a != ApplyAction::Unchanged);
+    if changed {
+        bump_generation(tx).await?;
+    }
+    Ok(outcome)
 }
 
 /// Refuses (with a [`MetaError::Conflict`] naming what is wrong) a robot with both a static

@@ -20,7 +20,7 @@ use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
 use futures_util::future::join_all;
 
 use crate::{
-    AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
+    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
     NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadClaim, UploadRecord, UserRecord,
 };
 
@@ -50,6 +50,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     identity_providers(store).await;
     federation_generation(store).await;
     creates(store).await;
+    apply(store).await;
     audit(store).await;
     audit_pages(store).await;
     audit_prune(store).await;
@@ -1607,6 +1608,160 @@ pub async fn creates(store: &dyn MetadataStore) {
     assert!(store.delete_robot(&ci.name).await.expect("delete_robot"));
     assert_eq!(store.delete_identity_provider(idp).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
     assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+}
+
+/// `apply`: created/updated/unchanged, the secret-hash rules, creation times kept, one
+/// generation bump per batch that changed something (none otherwise), and a failing batch that
+/// writes nothing at all.
+pub async fn apply(store: &dyn MetadataStore) {
+    use ApplyAction::{Created, Unchanged, Updated};
+    async fn generation(store: &dyn MetadataStore) -> i64 {
+        store.federation_generation().await.expect("federation_generation")
+    }
+    async fn run(store: &dyn MetadataStore, p: &[ProjectRecord], i: &[IdentityProviderRecord], r: &[RobotRecord], now: UnixTime) -> crate::Result<ApplyOutcome> {
+        store.apply(ApplyBatch { projects: p, identity_providers: i, robots: r }, now).await
+    }
+    assert_eq!((Created.as_str(), Updated.as_str(), Unchanged.as_str()), ("created", "updated", "unchanged"));
+    let (pa, pb, idp) = ("suite-apply-a", "suite-apply-b", "suite-apply-idp");
+    let (ci, fed, bare) = ("robot$suite-apply-a+ci", "robot$suite-apply-a+fed", "robot$suite-apply-bare");
+    // Times in the batch are ignored: the store uses `now`.
+    let projects = vec![project(pa, false, 1), project(pb, true, 1)];
+    let providers = vec![provider(idp, "https://apply.example", 1)];
+    let robots = |ci_hash: &str, bare_hash: Option<&str>| {
+        vec![
+            robot(ci, Some(pa), None, Some(ci_hash)),
+            robot(fed, Some(pa), Some(idp), None),
+            robot(bare, None, None, bare_hash),
+        ]
+    };
+
+    // An empty batch does nothing.
+    let g = generation(store).await;
+    assert_eq!(run(store, &[], &[], &[], T0).await.expect("apply"), ApplyOutcome::default());
+    assert_eq!(generation(store).await, g);
+
+    // Everything new (robots of a project and a provider created earlier in the same batch).
+    let got = run(store, &projects, &providers, &robots("h1", None), T0 + 10).await.expect("apply");
+    assert_eq!(
+        got,
+        ApplyOutcome {
+            projects: vec![Created, Created],
+            identity_providers: vec![Created],
+            robots: vec![(Created, true), (Created, false), (Created, false)],
+        }
+    );
+    assert_eq!(generation(store).await, g + 1, "one bump for the whole batch");
+    assert_eq!(store.get_project(pa).await.expect("get_project"), Some(project(pa, false, T0 + 10)));
+    assert_eq!(store.get_identity_provider(idp).await.expect("get"), Some(provider(idp, "https://apply.example", T0 + 10)));
+    let stamped = |r: RobotRecord, hash: Option<&str>, created: UnixTime, updated: UnixTime| RobotRecord {
+        secret_hash: hash.map(Into::into),
+        created_at: created,
+        updated_at: updated,
+        ..r
+    };
+    let [ci0, fed0, bare0]: [RobotRecord; 3] = robots("h1", None).try_into().unwrap();
+    assert_eq!(store.get_robot(ci).await.expect("get_robot"), Some(stamped(ci0.clone(), Some("h1"), T0 + 10, T0 + 10)));
+    assert_eq!(store.get_robot(fed).await.expect("get_robot"), Some(stamped(fed0.clone(), None, T0 + 10, T0 + 10)));
+    assert_eq!(store.get_robot(bare).await.expect("get_robot"), Some(stamped(bare0.clone(), None, T0 + 10, T0 + 10)));
+
+    // Again, with fresh hashes: the static robot with a hash keeps it (unchanged); the one
+    // without gets the batch's (updated, stored).
+    let got = run(store, &projects, &providers, &robots("h2", Some("hb")), T0 + 20).await.expect("apply");
+    assert_eq!(
+        got,
+        ApplyOutcome {
+            projects: vec![Unchanged, Unchanged],
+            identity_providers: vec![Unchanged],
+            robots: vec![(Unchanged, false), (Unchanged, false), (Updated, true)],
+        }
+    );
+    assert_eq!(generation(store).await, g + 2);
+    assert_eq!(store.get_robot(ci).await.expect("get_robot"), Some(stamped(ci0.clone(), Some("h1"), T0 + 10, T0 + 10)));
+    assert_eq!(store.get_robot(bare).await.expect("get_robot"), Some(stamped(bare0.clone(), Some("hb"), T0 + 10, T0 + 20)));
+
+    // Once more: nothing changes, nothing is written, the generation stays.
+    let got = run(store, &projects, &providers, &robots("h3", Some("hc")), T0 + 30).await.expect("apply");
+    assert_eq!(got.projects, [Unchanged, Unchanged]);
+    assert_eq!(got.identity_providers, [Unchanged]);
+    assert_eq!(got.robots, [(Unchanged, false), (Unchanged, false), (Unchanged, false)]);
+    assert_eq!(generation(store).await, g + 2, "an unchanged batch does not move the generation");
+    assert_eq!(store.get_robot(bare).await.expect("get_robot"), Some(stamped(bare0.clone(), Some("hb"), T0 + 10, T0 + 20)));
+
+    // Updates: creation times stay, update times move, a static robot keeps its hash, a robot
+    // that becomes federated loses it.
+    let projects2 = vec![project(pa, true, 1), project(pb, true, 1)];
+    let providers2 = vec![provider(idp, "https://changed.example", 1)];
+    let ci2 = RobotRecord { description: "changed".into(), ..robot(ci, Some(pa), None, Some("h4")) };
+    let bare2 = robot(bare, None, Some(idp), None);
+    let got = run(store, &projects2, &providers2, &[ci2.clone(), fed0.clone(), bare2.clone()], T0 + 40).await.expect("apply");
+    assert_eq!(
+        got,
+        ApplyOutcome {
+            projects: vec![Updated, Unchanged],
+            identity_providers: vec![Updated],
+            robots: vec![(Updated, false), (Unchanged, false), (Updated, false)],
+        }
+    );
+    assert_eq!(generation(store).await, g + 3);
+    assert_eq!(store.get_project(pa).await.expect("get_project"), Some(project(pa, true, T0 + 10)));
+    let want_idp = IdentityProviderRecord { created_at: T0 + 10, updated_at: T0 + 40, ..provider(idp, "https://changed.example", 1) };
+    assert_eq!(store.get_identity_provider(idp).await.expect("get"), Some(want_idp.clone()));
+    assert_eq!(store.get_robot(ci).await.expect("get_robot"), Some(stamped(ci2.clone(), Some("h1"), T0 + 10, T0 + 40)));
+    assert_eq!(store.get_robot(bare).await.expect("get_robot"), Some(stamped(bare2, None, T0 + 10, T0 + 40)));
+    // Back to a static secret: it has none now, so it takes the batch's.
+    let got = run(store, &[], &[], &[robot(bare, None, None, Some("hd"))], T0 + 50).await.expect("apply");
+    assert_eq!(got.robots, [(Updated, true)]);
+    assert_eq!(store.get_robot(bare).await.expect("get_robot").and_then(|r| r.secret_hash).as_deref(), Some("hd"));
+    // A static robot whose batch carries no hash and that has none: stored without one, and
+    // still "updated" on every apply (it cannot log in until it gets one).
+    let nohash = "robot$suite-apply-nohash";
+    assert_eq!(run(store, &[], &[], &[robot(nohash, None, None, None)], T0 + 55).await.expect("apply").robots, [(Created, false)]);
+    assert_eq!(run(store, &[], &[], &[robot(nohash, None, None, None)], T0 + 56).await.expect("apply").robots, [(Updated, false)]);
+    assert_eq!(store.get_robot(nohash).await.expect("get_robot").map(|r| (r.secret_hash, r.created_at)), Some((None, T0 + 55)));
+
+    // A batch whose last robot refers to an unknown project writes NOTHING: not the new project
+    // and provider before it, not the changes to existing ones, not the robots before it.
+    let g = generation(store).await;
+    let before = (
+        store.get_project(pa).await.expect("get_project"),
+        store.get_identity_provider(idp).await.expect("get"),
+        store.get_robot(ci).await.expect("get_robot"),
+    );
+    let failing = |last: RobotRecord| {
+        let projects = vec![project("suite-apply-new", false, 1), project(pa, false, 1)];
+        let providers = vec![provider("suite-apply-newidp", "https://new.example", 1), provider(idp, "https://again.example", 1)];
+        let robots = vec![
+            robot("robot$suite-apply-new+x", Some("suite-apply-new"), Some("suite-apply-newidp"), None),
+            RobotRecord { description: "must not be written".into(), ..ci2.clone() },
+            last,
+        ];
+        (projects, providers, robots)
+    };
+    let (p, i, r) = failing(robot("robot$suite-apply-ghost+x", Some("suite-apply-ghost"), None, Some("h")));
+    assert_conflict(run(store, &p, &i, &r, T0 + 60).await, &["suite-apply-ghost"]);
+    let (p, i, r) = failing(robot("robot$suite-apply-lost", None, Some("suite-apply-nosuchidp"), None));
+    assert_conflict(run(store, &p, &i, &r, T0 + 60).await, &["suite-apply-nosuchidp"]);
+    let (p, i, r) = failing(robot("robot$suite-apply-both", None, Some(idp), Some("h")));
+    assert!(matches!(run(store, &p, &i, &r, T0 + 60).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.get_project("suite-apply-new").await.expect("get_project"), None, "the batch's new project is absent");
+    assert_eq!(store.get_identity_provider("suite-apply-newidp").await.expect("get"), None, "the batch's new provider is absent");
+    assert_eq!(store.get_robot("robot$suite-apply-new+x").await.expect("get_robot"), None, "the batch's first robot is absent");
+    let after = (
+        store.get_project(pa).await.expect("get_project"),
+        store.get_identity_provider(idp).await.expect("get"),
+        store.get_robot(ci).await.expect("get_robot"),
+    );
+    assert_eq!(after, before, "existing objects are as before the failed batch");
+    assert_eq!(generation(store).await, g, "a failed batch does not move the generation");
+
+    // Clean up.
+    for r in [ci, fed, bare, nohash] {
+        assert!(store.delete_robot(r).await.expect("delete_robot"), "{r}");
+    }
+    for p in [pa, pb] {
+        assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+    }
+    assert_eq!(store.delete_identity_provider(idp).await.expect("delete_identity_provider"), DeleteOutcome::Deleted);
 }
 
 /// Many creates of one robot name at once, and of one provider name: exactly one returns true,
