@@ -1,15 +1,26 @@
 //! The backend-independent test suite every [`MetadataStore`] implementation must pass.
 //!
+//! Compiled for this crate's tests and, for other crates (another backend), with the cargo
+//! feature `testsuite`; never in release binaries.
+//!
 //! Call [`run_all`] on a fresh, empty store. The parts use disjoint repositories, digests and
 //! keys, so they can also run one by one. Timestamps: every part uses times around [`T0`] except
-//! [`gc`] and [`gc_many`], which work far in the past so that its cutoffs touch nothing else; repository names
-//! starting with `zzzz/` are reserved for [`list_repositories`].
+//! [`gc`] and [`gc_many`], which work far in the past so that its cutoffs touch nothing else, and
+//! [`gc_race`], which works at 1000..2000 (between them and [`T0`]); repository names starting
+//! with `zzzz/` are reserved for [`list_repositories`].
 //!
 //! The federation parts ([`projects`], [`robots`], [`identity_providers`],
-//! [`federation_generation`]) name their rows `suite-…`/`robot$suite-…`, compare listings after
-//! keeping only their own names, and delete what they created. The audit parts each keep to a
-//! window of event times and bound their queries by it; [`audit_prune`] works below every other
-//! window. [`login_failures`] prunes only windows below [`T0`] that it created.
+//! [`federation_generation`], [`creates`], [`apply`]) name their rows `suite-…`/`robot$suite-…`,
+//! compare listings after keeping only their own names, and delete what they created. The audit
+//! parts each keep to a window of event times and bound their queries by it; [`audit_prune`]
+//! works below every other window. [`login_failures`] prunes only windows below [`T0`] that it
+//! created.
+//!
+//! The race parts ([`run_races`]: [`upload_claim_race`], [`create_race`], [`gc_race`]) run many
+//! writers at once, spread over two handles on one database (two processes), and assert exact
+//! outcomes (exactly one winner; a pushed manifest never loses its blob), so that a backend with
+//! weaker isolation than SQLite's single writer fails them. They need no other writer on the
+//! database meanwhile (they count generation bumps), and can run again on the same database.
 
 // A test suite: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -65,6 +76,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
 pub async fn run_races(one: &dyn MetadataStore, two: &dyn MetadataStore) {
     upload_claim_race(one, two).await;
     create_race(one, two).await;
+    gc_race(one, two).await;
 }
 
 // ---- helpers ----
@@ -1091,6 +1103,62 @@ pub async fn gc_many(store: &dyn MetadataStore) {
     }
     assert!(store.get_upload("gcmany-upload-fresh").await.expect("get_upload").is_some());
     assert_eq!(store.collect_garbage(50, 50).await.expect("collect_garbage"), GcReport::default());
+}
+
+/// A manifest push racing garbage collection, round after round: a blob is committed with an
+/// old last-used time (so a collection would take it), then `collect_garbage(now, ..)` and a
+/// `put_manifest` referencing it run at once (on `one` and `two` in turn, each started first in
+/// turn). Each round one of them wins, exactly: either the put was refused as `Missing` that
+/// blob (and the collection deleted its key), or it was stored and the blob is still linked with
+/// its key in use and not among the collection's deleted keys. A collection that does not
+/// re-check its deletions under the write lock, or a put that checks its references outside its
+/// transaction, fails it.
+///
+/// Works at times 1000..2000, between [`gc_many`] and [`T0`]; its collections take nothing of
+/// the other parts (what they leave below 2000 is referenced) and no upload session.
+pub async fn gc_race(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    let r = repo("suite/gcrace");
+    let (old, now) = (1000, 2000);
+    // Each run takes fresh digests (a run's stored manifests and blobs stay), numbered by a
+    // setting per run so that the suite can run again on the same database.
+    let mut run = 0;
+    while one.get_setting(&format!("suite.gcrace.{run}")).await.expect("get_setting").is_some() {
+        run += 1;
+    }
+    one.init_setting(&format!("suite.gcrace.{run}"), "taken").await.expect("init_setting");
+    for round in 0..40 {
+        let seed = format!("gcrace-{run}-{round}");
+        let (blob, c) = push_blob(one, &r, &seed, old).await;
+        assert_eq!(c, BlobCommit::Stored);
+        let bytes = image(&blob, &[]);
+        let (gc_store, put_store) = if round % 2 == 0 { (one, two) } else { (two, one) };
+        let gc = async { gc_store.collect_garbage(now, UnixTime::MIN).await.expect("collect_garbage") };
+        let push = put(put_store, &r, &bytes, &[], now);
+        let (report, (manifest, outcome)) = if round % 4 < 2 {
+            tokio::join!(gc, push)
+        } else {
+            let (pushed, report) = tokio::join!(push, gc);
+            (report, pushed)
+        };
+        assert!(report.stale_uploads.is_empty(), "round {round}: {report:?}");
+        let deleted = report.deleted_keys.contains(&key(&seed));
+        match outcome {
+            PutManifestOutcome::Stored => {
+                assert!(!deleted, "round {round}: the manifest was stored but its blob's key was collected: {report:?}");
+                let linked = one.repo_blob(&r, &blob).await.expect("repo_blob");
+                assert_eq!(linked.map(|b| b.storage_key), Some(key(&seed)), "round {round}: a stored manifest's blob must stay linked");
+                assert!(two.key_in_use(&key(&seed)).await.expect("key_in_use"), "round {round}");
+                assert!(get(one, &r, Reference::Digest(manifest)).await.is_some(), "round {round}");
+            }
+            PutManifestOutcome::Missing(missing) => {
+                assert_eq!(missing, vec![blob.clone()], "round {round}");
+                assert!(deleted, "round {round}: the put was refused, so the collection took the link and then the record: {report:?}");
+                assert_eq!(one.repo_blob(&r, &blob).await.expect("repo_blob"), None, "round {round}");
+                assert!(get(two, &r, Reference::Digest(manifest)).await.is_none(), "round {round}: a refused put stores nothing");
+            }
+        }
+        assert!(report.deleted_keys.iter().all(|k| *k == key(&seed)), "round {round}: the collection took only this round's blob: {report:?}");
+    }
 }
 
 // ---- projects, robots, identity providers, generation ----
