@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,10 +17,6 @@ use reqwest::Method;
 use sha2::Digest as _;
 
 const PW: &str = "crash-test-password";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A plain synchronous health probe.
 fn healthy(port: u16) -> bool {
@@ -33,13 +31,18 @@ fn healthy(port: u16) -> bool {
     buf.starts_with("HTTP/1.1 200")
 }
 
-/// The server process; killed (SIGKILL) when dropped, so a failing test leaves no process behind.
-struct Server(Child);
+/// The server process and the port it logged; killed (SIGKILL) when dropped, so a failing test
+/// leaves no process behind.
+struct Server(Child, u16);
 
 impl Server {
     fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+    /// The port this run listens on (every start gets its own).
+    fn port(&self) -> u16 {
+        self.1
     }
 }
 
@@ -49,20 +52,37 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &std::path::Path, port: u16, log: &std::path::Path) -> Server {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let mut child = Server(Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("serve")
-        .env("BERTH_DATA_DIR", data)
-        .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("BERTH_ADMIN_PASSWORD", PW)
-        .env("BERTH_LOG_LEVEL", "warn")
-        .env_remove("BERTH_TEST_PYTHON")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap());
+/// Starts `berth serve` on port 0, appending its logs to `log`, and waits until it is healthy
+/// on the port its "Berth is listening" line names.
+fn start(data: &std::path::Path, log_path: &std::path::Path) -> Server {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
+    // Earlier runs wrote the start of the file; this run's listening line comes after.
+    let from = log.metadata().unwrap().len() as usize;
+    let mut child = Server(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("serve")
+            .env("BERTH_DATA_DIR", data)
+            .env("BERTH_LISTEN", "127.0.0.1:0")
+            .env("BERTH_ADMIN_PASSWORD", PW)
+            // Warnings, and info of the `berth*` targets: the start line (target `berth`)
+            // names the address.
+            .env("BERTH_LOG_LEVEL", "warn,berth=info")
+            .env_remove("BERTH_TEST_PYTHON")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+        0,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
+    match support::wait_listening(&mut child.0, log_path, from, Duration::from_secs(30)) {
+        Ok(addr) => child.1 = addr.port(),
+        Err(status) => {
+            let logs = std::fs::read(log_path).unwrap_or_default();
+            panic!("berth exited with {status} before logging its address:\n{}", String::from_utf8_lossy(logs.get(from..).unwrap_or_default()))
+        }
+    }
+    let port = child.port();
     while !healthy(port) {
         if let Ok(Some(status)) = child.0.try_wait() {
             panic!("berth exited with {status} before becoming healthy");
@@ -205,8 +225,8 @@ async fn kill_9_during_concurrent_pushes_loses_nothing() {
     let acked: Acked = Arc::new(Mutex::new(BTreeMap::new()));
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
     for cycle in 0..3 {
-        let port = free_port();
-        let mut child = start(&data, port, &log);
+        let mut child = start(&data, &log);
+        let port = child.port();
         let c = Client::new(port);
         let before = verify(&c, &acked).await;
         let stop = Arc::new(AtomicBool::new(false));
@@ -224,9 +244,8 @@ async fn kill_9_during_concurrent_pushes_loses_nothing() {
     }
     assert!(acked.lock().unwrap().len() >= 3, "too few pushes completed to mean anything; see {}", log.display());
     // After the last crash: restart, verify, collect garbage with no grace, verify again.
-    let port = free_port();
-    let mut child = start(&data, port, &log);
-    let c = Client::new(port);
+    let mut child = start(&data, &log);
+    let c = Client::new(child.port());
     let n = verify(&c, &acked).await;
     let gc = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["gc", "--grace", "0s", "--upload-ttl", "0s"])
@@ -251,8 +270,8 @@ async fn gc_while_pushing_loses_nothing() {
     let data = dir.path().join("data");
     let log = dir.path().join("berth.log");
     let acked: Acked = Arc::new(Mutex::new(BTreeMap::new()));
-    let port = free_port();
-    let mut child = start(&data, port, &log);
+    let mut child = start(&data, &log);
+    let port = child.port();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4).map(|w| tokio::spawn(pusher(Client::new(port), w, acked.clone(), stop.clone()))).collect();
     // `berth gc` runs as another process on the same database and blobs, over and over, while

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{berth_command, free_port, run, Berth, CmdOutput, ADMIN_PASSWORD};
+use support::{berth_command, run, Berth, CmdOutput, ADMIN_PASSWORD};
 
 /// A static JWKS (RFC 7515's P-256 example key) so providers need no network.
 fn jwks() -> String {
@@ -115,13 +115,15 @@ fn idp_update_and_robot_update() {
 
 #[test]
 fn users_gc_json_and_metrics_listener() {
-    let metrics_port = free_port();
-    let mut b = Berth::builder().env("BERTH_METRICS_LISTEN", &format!("127.0.0.1:{metrics_port}")).start();
+    // Port 0 for both listeners; Berth refuses a metrics_listen equal to listen (127.0.0.1:0)
+    // as a whole, so the metrics listener takes another loopback address.
+    let mut b = Berth::builder().env("BERTH_METRICS_LISTEN", "127.0.0.2:0").start();
 
     // The metrics listener needs no credentials; /metrics on the main listener does.
     let (main_metrics, side_metrics) = {
         let main = b.url("/metrics");
-        let side = format!("http://127.0.0.1:{metrics_port}/metrics");
+        // Its address is in the line Berth logs once it is bound.
+        let side = b.wait_log_field("metrics are served without authentication here", "url");
         let http = b.http();
         support::block_on(async move {
             let m = http.get(&main).send().await.unwrap().status().as_u16();
@@ -233,11 +235,11 @@ impl Drop for TlsServer {
 }
 
 fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let log_path = dir.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = berth_command()
         .arg("serve")
-        .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("BERTH_LISTEN", "127.0.0.1:0")
         .env("BERTH_DATA_DIR", dir.join("data"))
         .env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("BERTH_TLS__CERT", cert)
@@ -246,19 +248,12 @@ fn serve_tls(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let mut server = TlsServer { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
-        if log.contains("Berth is listening") {
-            return server;
-        }
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!("berth serve exited with {status}:\n{log}");
-        }
-        assert!(Instant::now() < deadline, "berth serve did not start:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
+    let mut server = TlsServer { child, port: 0 };
+    match support::wait_listening(&mut server.child, &log_path, 0, Duration::from_secs(60)) {
+        Ok(addr) => server.port = addr.port(),
+        Err(status) => panic!("berth serve exited with {status}:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default()),
     }
+    server
 }
 
 #[test]

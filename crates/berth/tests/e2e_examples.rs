@@ -2,8 +2,9 @@
 //! into one Berth (as an operator who follows several platform pages does), twice (the second
 //! time changes nothing), so they cannot rot or silently rebind each other's robots. Then each
 //! example's promise is checked with OIDC tokens shaped like the seeds' real GitHub, GitLab,
-//! Forgejo and Kubernetes tokens: the providers' keys are swapped for a test key (everything
-//! else as in the examples), and the token endpoint must grant exactly what the docs say.
+//! Forgejo and Kubernetes tokens (berth-testkit's claim sets): the providers' keys are swapped
+//! for a test key (everything else as in the examples), and the token endpoint must grant
+//! exactly what the docs say.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -11,11 +12,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use base64::Engine as _;
+use berth_testkit::{claims, jws, Key, KeyKind};
 use serde_json::{json, Value};
 use support::{berth_command, run, Berth};
 
@@ -124,83 +123,33 @@ fn every_example_apply_file_applies_idempotently_together() {
 // ------------------------------------------------------------------------------------------
 // The examples' promises, with real tokens
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+/// A token over `claims` signed by the test key (berth-testkit's JWS with the key's ES256).
+fn mint(key: &Key, claims: &Value) -> String {
+    jws::sign(key, key.alg(), Value::Null, claims)
 }
 
-/// The test issuer's key: an EC P-256 key that signs ES256 tokens.
-struct TestKey(EcdsaKeyPair);
-
-impl TestKey {
-    fn new() -> TestKey {
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-        TestKey(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap())
-    }
-    fn jwks(&self) -> Value {
-        let p = self.0.public_key().as_ref();
-        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": "test", "x": b64(&p[1..33]), "y": b64(&p[33..65])}]})
-    }
-    fn mint(&self, claims: &Value) -> String {
-        let input = format!("{}.{}", b64(json!({"alg": "ES256", "kid": "test", "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", b64(sig.as_ref()))
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A GitHub Actions token (the seed's claims, 5 minutes) of `repository` at `git_ref`.
+/// A GitHub Actions token (the seed's claims, 5 minutes) of `repository` at `git_ref`, run by
+/// the event `event`.
 fn github(repository: &str, git_ref: &str, event: &str) -> Value {
-    let t = now();
-    json!({
-        "actor": "Vad1mo", "aud": AUD, "event_name": event, "exp": t + 300, "iat": t, "nbf": t - 300,
-        "iss": "https://token.actions.githubusercontent.com", "jti": format!("gh-{git_ref}-{event}"),
-        "job_workflow_ref": format!("{repository}/.github/workflows/build.yml@{git_ref}"),
-        "ref": git_ref, "ref_protected": "false", "ref_type": "branch", "repository": repository,
-        "repository_owner": repository.split('/').next().unwrap(), "repository_visibility": "public",
-        "run_id": "19677834613", "sha": "15a5ebfa3fb5ddf10c4b4250e14496bec7f03a56",
-        "sub": format!("repo:{repository}:ref:{git_ref}"), "workflow": "build"
-    })
+    let c = claims::github_for("https://token.actions.githubusercontent.com", AUD, claims::now(), repository, git_ref);
+    claims::merge(c, json!({"event_name": event}))
 }
 
-/// A Forgejo Actions token: GitHub's claims, Forgejo's issuer.
+/// A Forgejo Actions token: GitHub's claims (a push), Forgejo's issuer.
 fn forgejo(repository: &str, git_ref: &str) -> Value {
-    let mut c = github(repository, git_ref, "push");
-    c["iss"] = json!("https://code.example.com/api/actions");
-    c
+    let c = claims::forgejo_for("https://code.example.com/api/actions", AUD, claims::now(), repository, git_ref);
+    claims::merge(c, json!({"event_name": "push"}))
 }
 
-/// A GitLab CI ID token (the seed's claims, 1 hour) of `project_path`.
+/// A GitLab CI ID token (the seed's claims, 1 hour) of `project_path` on `main`.
 fn gitlab(project_path: &str, protected: bool) -> Value {
-    let t = now();
-    let namespace = project_path.rsplit_once('/').unwrap().0;
-    json!({
-        "project_id": "76366029", "project_path": project_path, "namespace_id": "1087575", "namespace_path": namespace,
-        "user_login": "vad1mo", "user_access_level": "owner", "pipeline_id": "2179265456", "pipeline_source": "push",
-        "job_id": "12217223061", "ref": "main", "ref_type": "branch", "ref_path": "refs/heads/main",
-        "ref_protected": protected.to_string(), "runner_id": 47561171, "runner_environment": "self-hosted",
-        "sha": "de7a8b6e3892321ac9d2305f26332dcdc775f1c2", "jti": format!("gl-{project_path}-{protected}"),
-        "iat": t, "nbf": t - 5, "exp": t + 3600, "iss": "https://gitlab.com", "aud": AUD,
-        "sub": format!("project_path:{project_path}:ref_type:branch:ref:main")
-    })
+    let c = claims::gitlab_for("https://gitlab.com", AUD, claims::now(), project_path, "main");
+    claims::merge(c, json!({"ref_protected": protected.to_string()}))
 }
 
 /// A projected Kubernetes service-account token (the seed's claims, 1 hour).
 fn kubernetes(namespace: &str, sa: &str) -> Value {
-    let t = now();
-    json!({
-        "aud": [AUD], "exp": t + 3600, "iat": t, "nbf": t, "iss": "https://kubernetes.default.svc.cluster.local",
-        "jti": format!("k8s-{namespace}-{sa}"),
-        "kubernetes.io": {
-            "namespace": namespace,
-            "node": {"name": "k3d-cluster-agent-0", "uid": "2d3b1c0e-8f57-4f5a-9a46-6a2b8d2d1f11"},
-            "pod": {"name": "app-7d9f8c6b5-x2k4q", "uid": "6d1b4c9e-2a3f-4e5d-8c7b-1a2b3c4d5e6f"},
-            "serviceaccount": {"name": sa, "uid": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"}
-        },
-        "sub": format!("system:serviceaccount:{namespace}:{sa}")
-    })
+    claims::kubernetes_for("https://kubernetes.default.svc.cluster.local", &[AUD], claims::now(), namespace, sa)
 }
 
 /// What the token endpoint grants `token` on `repo` when asked for pull and push: `None` when it
@@ -241,12 +190,13 @@ async fn each_example_keeps_its_promise_with_all_examples_applied() {
         apply_file(&b, f).assert_success();
     }
     // The same providers with the test key instead of the issuers' real keys (no network).
-    let key = TestKey::new();
+    // An EC P-256 key (ES256) from berth-testkit, published as a static JWKS.
+    let key = Key::generate(KeyKind::EcP256);
     let mut providers: BTreeMap<String, Value> = BTreeMap::new();
     for (_, doc) in &files {
         for p in items(doc, "identityProviders") {
             let mut p = p.clone();
-            p["jwks"] = key.jwks();
+            p["jwks"] = json!({"keys": [key.jwk()]});
             providers.insert(p["name"].as_str().unwrap().to_owned(), p);
         }
     }
@@ -290,7 +240,7 @@ async fn each_example_keeps_its_promise_with_all_examples_applied() {
     ];
     let mut wrong = Vec::new();
     for (what, claims, repo, want) in cases {
-        let got = granted(&b, &key.mint(&claims), repo).await;
+        let got = granted(&b, &mint(&key, &claims), repo).await;
         if got != want {
             wrong.push(format!("{what}: on {repo} granted {got:?}, the docs promise {want:?}"));
         }

@@ -1,228 +1,34 @@
 //! End-to-end workload identity federation: the real `berth` binary, configured with its own CLI
-//! (`berth apply -f -`, `berth token explain`, `berth audit`), an OIDC test issuer served by this
-//! test on 127.0.0.1 (discovery + JWKS, key rotation, outage), and skopeo logging in with a
-//! GitHub-shaped OIDC token as its password, as a CI job does.
+//! (`berth apply -f -`, `berth token explain`, `berth audit`), berth-testkit's OIDC test issuer
+//! on 127.0.0.1 (discovery + JWKS, key rotation, outage, HTTPS with its own CA), and skopeo
+//! logging in with a GitHub-shaped OIDC token as its password, as a CI job does.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, RSA_PKCS1_SHA256};
-use axum::extract::State;
-use axum::response::IntoResponse;
-use base64::Engine as _;
+use berth_testkit::{claims, Flavor, IssuerOptions, KeyKind, TestIssuer};
 use serde_json::{json, Value};
 use support::{berth_command, run, Berth, OciImage};
 
 const AUD: &str = "registry.example.com";
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+/// The seed's GitHub Actions claims for `repository` on `refs/heads/main`, from `issuer`.
+fn github_claims(issuer: &TestIssuer, repository: &str) -> Value {
+    claims::github_for(&issuer.issuer(), AUD, claims::now(), repository, "refs/heads/main")
 }
 
-/// A signing key of the test issuer.
-enum Key {
-    Ec(EcdsaKeyPair),
-    Ec384(EcdsaKeyPair),
-    Ed(Ed25519KeyPair),
-    Rsa(RsaKeyPair),
+/// A GitHub Actions token of `repository` signed by the issuer's signing key.
+fn github(issuer: &TestIssuer, repository: &str) -> String {
+    issuer.mint(github_claims(issuer, repository))
 }
 
-impl Key {
-    fn alg(&self) -> &'static str {
-        match self {
-            Key::Ec(_) => "ES256",
-            Key::Ec384(_) => "ES384",
-            Key::Ed(_) => "EdDSA",
-            Key::Rsa(_) => "RS256",
-        }
-    }
-    fn jwk(&self, kid: &str) -> Value {
-        match self {
-            Key::Ec(k) => {
-                let p = k.public_key().as_ref();
-                json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": b64(&p[1..33]), "y": b64(&p[33..65])})
-            }
-            Key::Ec384(k) => {
-                let p = k.public_key().as_ref();
-                json!({"kty": "EC", "crv": "P-384", "alg": "ES384", "use": "sig", "kid": kid, "x": b64(&p[1..49]), "y": b64(&p[49..97])})
-            }
-            Key::Ed(k) => json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": b64(k.public_key().as_ref())}),
-            Key::Rsa(k) => {
-                let c = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(k.public_key());
-                json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid, "n": b64(&c.n), "e": b64(&c.e)})
-            }
-        }
-    }
-    fn sign(&self, input: &[u8]) -> Vec<u8> {
-        match self {
-            Key::Ec(k) | Key::Ec384(k) => k.sign(&SystemRandom::new(), input).unwrap().as_ref().to_vec(),
-            Key::Ed(k) => k.sign(input).as_ref().to_vec(),
-            Key::Rsa(k) => {
-                let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input, &mut sig).unwrap();
-                sig
-            }
-        }
-    }
-}
-
-struct IssuerState {
-    url: Mutex<String>,
-    /// (kid, key); the last one signs.
-    keys: Mutex<Vec<(String, Arc<Key>)>>,
-    down: AtomicBool,
-    jwks_fetches: AtomicU64,
-}
-
-/// A test OIDC issuer: discovery and JWKS over HTTP on 127.0.0.1.
-struct TestIssuer {
-    state: Arc<IssuerState>,
-}
-
-fn ec_key() -> Arc<Key> {
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-    Arc::new(Key::Ec(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap()))
-}
-
-fn ec384_key() -> Arc<Key> {
-    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-    Arc::new(Key::Ec384(EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, doc.as_ref()).unwrap()))
-}
-
-fn rsa_key() -> Arc<Key> {
-    Arc::new(Key::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap()))
-}
-
-fn ed_key() -> Arc<Key> {
-    let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-    Arc::new(Key::Ed(Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap()))
-}
-
-async fn discovery(State(s): State<Arc<IssuerState>>) -> axum::response::Response {
-    if s.down.load(Ordering::SeqCst) {
-        return (http_status(503), "down").into_response();
-    }
-    let url = s.url.lock().unwrap().clone();
-    let algs: Vec<&str> = s.keys.lock().unwrap().iter().map(|(_, k)| k.alg()).collect();
-    axum::Json(json!({"issuer": url, "jwks_uri": format!("{url}/jwks"), "id_token_signing_alg_values_supported": algs, "response_types_supported": ["id_token"], "subject_types_supported": ["public"]})).into_response()
-}
-
-async fn jwks(State(s): State<Arc<IssuerState>>) -> axum::response::Response {
-    if s.down.load(Ordering::SeqCst) {
-        return (http_status(503), "down").into_response();
-    }
-    s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-    let keys: Vec<Value> = s
-        .keys
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(kid, k)| k.jwk(kid))
-        .collect();
-    axum::Json(json!({ "keys": keys })).into_response()
-}
-
-fn http_status(code: u16) -> axum::http::StatusCode {
-    axum::http::StatusCode::from_u16(code).unwrap()
-}
-
-impl TestIssuer {
-    fn new_state(key: Arc<Key>) -> Arc<IssuerState> {
-        Arc::new(IssuerState { url: Mutex::new(String::new()), keys: Mutex::new(vec![("k1".into(), key)]), down: AtomicBool::new(false), jwks_fetches: AtomicU64::new(0) })
-    }
-    fn router(state: &Arc<IssuerState>) -> axum::Router {
-        axum::Router::new()
-            .route("/.well-known/openid-configuration", axum::routing::get(discovery))
-            .route("/jwks", axum::routing::get(jwks))
-            .with_state(state.clone())
-    }
-    /// Over HTTP with an EC P-256 key.
-    async fn start() -> TestIssuer {
-        let state = Self::new_state(ec_key());
-        let app = Self::router(&state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        *state.url.lock().unwrap() = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        TestIssuer { state }
-    }
-    /// Over HTTPS with the test CA's server certificate, signing with Ed25519.
-    async fn start_https(tls: &support::TlsFiles) -> TestIssuer {
-        let state = Self::new_state(ed_key());
-        let app = Self::router(&state);
-        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&tls.server_cert).unwrap()))
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&tls.server_key).unwrap())).unwrap().unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        *state.url.lock().unwrap() = format!("https://{}", listener.local_addr().unwrap());
-        tokio::spawn(berth_server::serve(listener, app, Some(Arc::new(config)), std::future::pending(), std::time::Duration::from_secs(1)));
-        TestIssuer { state }
-    }
-    fn url(&self) -> String {
-        self.state.url.lock().unwrap().clone()
-    }
-    /// A new signing key; the old ones leave the JWKS.
-    fn rotate(&self, kid: &str) {
-        *self.state.keys.lock().unwrap() = vec![(kid.into(), ec_key())];
-    }
-    /// Adds a key to the JWKS (the newest key signs).
-    fn add_key(&self, kid: &str, key: Arc<Key>) {
-        self.state.keys.lock().unwrap().push((kid.into(), key));
-    }
-    /// Signs with the key `kid`.
-    fn mint_with(&self, kid: &str, claims: &Value) -> String {
-        let key = self.state.keys.lock().unwrap().iter().find(|(k, _)| k == kid).map(|(_, k)| k.clone()).unwrap();
-        let input = format!("{}.{}", b64(json!({"alg": key.alg(), "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        format!("{input}.{}", b64(&key.sign(input.as_bytes())))
-    }
-    fn mint(&self, claims: &Value) -> String {
-        let (kid, key) = self.state.keys.lock().unwrap().last().cloned().unwrap();
-        let input = format!("{}.{}", b64(json!({"alg": key.alg(), "kid": kid, "typ": "JWT"}).to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        format!("{input}.{}", b64(&key.sign(input.as_bytes())))
-    }
-    /// The seed's GitHub Actions claims for `repository`.
-    fn github(&self, repository: &str) -> String {
-        self.mint(&self.github_claims(repository))
-    }
-    fn github_claims(&self, repository: &str) -> Value {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        json!({
-            "actor": "Vad1mo", "aud": AUD, "event_name": "workflow_dispatch", "exp": t + 300, "iat": t, "nbf": t - 300,
-            "iss": self.url(), "jti": format!("jti-{t}"), "ref": "refs/heads/main", "ref_protected": "false", "ref_type": "branch",
-            "repository": repository, "repository_owner": repository.split('/').next().unwrap(), "run_id": "19677834613",
-            "sha": "15a5ebfa3fb5ddf10c4b4250e14496bec7f03a56", "sub": format!("repo:{repository}:ref:refs/heads/main"),
-            "workflow": "Create Image and Push Using federated IDP"
-        })
-    }
-}
-
-/// The seed's Kubernetes service-account token claims (nested `kubernetes.io`, `aud` an array).
-fn kubernetes_claims(iss: &str, namespace: &str, sa: &str) -> Value {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    json!({
-        "aud": [AUD], "exp": t + 3600, "iat": t, "nbf": t, "iss": iss, "jti": format!("k8s-{t}"),
-        "kubernetes.io": {
-            "namespace": namespace,
-            "node": {"name": "k3d-cluster-agent-0", "uid": "2d3b1c0e-8f57-4f5a-9a46-6a2b8d2d1f11"},
-            "pod": {"name": "app-7d9f8c6b5-x2k4q", "uid": "6d1b4c9e-2a3f-4e5d-8c7b-1a2b3c4d5e6f"},
-            "serviceaccount": {"name": sa, "uid": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"}
-        },
-        "sub": format!("system:serviceaccount:{namespace}:{sa}")
-    })
+/// The seed's Kubernetes service-account token claims (nested `kubernetes.io`, `aud` an array)
+/// for `namespace:sa`.
+fn kubernetes_claims(issuer: &TestIssuer, namespace: &str, sa: &str) -> Value {
+    claims::kubernetes_for(&issuer.issuer(), &[AUD], claims::now(), namespace, sa)
 }
 
 /// Runs the berth CLI against `b` with `stdin`.
@@ -249,7 +55,7 @@ fn copy_with(b: &Berth, creds: &str, src: &OciImage, name: &str) -> support::Cmd
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_job_pushes_and_pulls_with_its_oidc_token() {
-    let issuer = TestIssuer::start().await;
+    let issuer = TestIssuer::start(IssuerOptions::new(Flavor::GitHub)).await;
     let mut b = Berth::start();
     let doc = format!(
         r#"
@@ -270,7 +76,7 @@ robots:
     permissions:
       - {{repositories: "app", actions: [pull, push]}}
 "#,
-        issuer = issuer.url()
+        issuer = issuer.issuer()
     );
     let out = cli(&b, &["apply", "-f", "-"], &doc).assert_success();
     assert!(out.stdout.contains("created   robot robot$library+ci-app"), "{}", out.stdout);
@@ -279,7 +85,7 @@ robots:
 
     // skopeo logs in with the OIDC token as its password and pushes, then pulls.
     let img = OciImage::write(&b.path("src"), "v1", &[50_000, 2_000]);
-    let token = issuer.github("org/app");
+    let token = github(&issuer, "org/app");
     copy_with(&b, &format!("jwt:{token}"), &img, "library/app:v1").assert_success();
     let back = b.path("back");
     b.skopeo(&["copy", "--src-creds", &format!("not-relevant:{token}"), "--src-tls-verify=false", &b.docker_ref("library/app:v1"), &format!("oci:{}:v1", back.display())])
@@ -288,20 +94,14 @@ robots:
 
     // Refused: another repository, and a token of another repository.
     copy_with(&b, &format!("jwt:{token}"), &img, "library/other:v1").assert_failure();
-    let other = issuer.github("org/other");
+    let other = github(&issuer, "org/other");
     copy_with(&b, &format!("jwt:{other}"), &img, "library/app:v2").assert_failure();
     let r = b.http().get(b.url("/service/token?scope=repository:library/app:pull")).basic_auth("jwt", Some(&other)).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("no robots matched your token"));
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let base = issuer.github_claims("org/app");
-    let patched = |patch: Value| {
-        let mut c = base.clone();
-        for (k, v) in patch.as_object().unwrap() {
-            c[k] = v.clone();
-        }
-        issuer.mint(&c)
-    };
+    let t = claims::now();
+    let base = github_claims(&issuer, "org/app");
+    let patched = |patch: Value| issuer.mint(claims::merge(base.clone(), patch));
     for (what, bad) in [
         ("wrong audience", patched(json!({"aud": "sts.amazonaws.com"}))),
         ("expired", patched(json!({"exp": t - 600, "iat": t - 900, "nbf": t - 900}))),
@@ -318,20 +118,20 @@ robots:
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["v1"]));
 
     // Key rotation: a token signed with a new key works (Berth refetches the JWKS once).
-    let fetches = issuer.state.jwks_fetches.load(Ordering::SeqCst);
-    issuer.rotate("k2");
-    let rotated = issuer.github("org/app");
+    let (_, fetches) = issuer.fetch_count();
+    issuer.rotate(KeyKind::Rsa2048);
+    let rotated = github(&issuer, "org/app");
     copy_with(&b, &format!("jwt:{rotated}"), &img, "library/app:v2").assert_success();
-    assert_eq!(issuer.state.jwks_fetches.load(Ordering::SeqCst), fetches + 1, "exactly one refetch for the new kid");
+    assert_eq!(issuer.fetch_count().1, fetches + 1, "exactly one refetch for the new kid");
     // The old token was verified before the rotation: that verification is cached (at most 5
     // minutes, never past its exp), so it keeps working without another fetch.
     let r = b.http().get(b.url("/v2/library/app/tags/list")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(issuer.state.jwks_fetches.load(Ordering::SeqCst), fetches + 1);
+    assert_eq!(issuer.fetch_count().1, fetches + 1);
 
     // Issuer down: the cached keys keep working.
-    issuer.state.down.store(true, Ordering::SeqCst);
-    let while_down = issuer.github("org/app");
+    issuer.set_down(true);
+    let while_down = github(&issuer, "org/app");
     copy_with(&b, &format!("jwt:{while_down}"), &img, "library/app:v3").assert_success();
 
     // Explain a refused token with the CLI (exit 1, each rule with its reason).
@@ -356,7 +156,7 @@ robots:
         last = r.status().as_u16();
     }
     assert_eq!(last, 429, "the 31st failure from one address is refused with 429");
-    let fresh = issuer.github("org/app");
+    let fresh = github(&issuer, "org/app");
     let r = client.get(b.url("/service/token?scope=repository:library/app:pull")).basic_auth("jwt", Some(&fresh)).send().await.unwrap();
     assert_eq!(r.status(), 200, "a valid OIDC token still works from the limited address");
     let _ = run; // keep the helper import used on every toolchain
@@ -365,14 +165,13 @@ robots:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_tokens_from_an_https_issuer_with_its_own_ca() {
     let b = Berth::start();
-    let tls = support::TlsFiles::generate(&b.path("issuer-tls"));
-    let issuer = TestIssuer::start_https(&tls).await;
-    let ca = std::fs::read_to_string(&tls.ca_cert).unwrap();
+    let issuer = TestIssuer::start_https(IssuerOptions::new(Flavor::Kubernetes).key(KeyKind::Ed25519)).await;
+    let ca = issuer.ca_pem().unwrap();
     let doc = json!({
         "projects": [{"name": "apps"}],
         "identityProviders": [
-            {"name": "cluster", "preset": "kubernetes", "issuer": issuer.url(), "audiences": [AUD], "certificateAuthority": ca},
-            {"name": "cluster-no-ca", "issuer": issuer.url(), "audiences": ["elsewhere"]}
+            {"name": "cluster", "preset": "kubernetes", "issuer": issuer.issuer(), "audiences": [AUD], "certificateAuthority": ca},
+            {"name": "cluster-no-ca", "issuer": issuer.issuer(), "audiences": ["elsewhere"]}
         ],
         "robots": [{"name": "team-a-pull", "project": "apps", "identityProvider": "cluster",
                     "rules": [{"claim": "kubernetes.io.namespace", "equals": "team-a"}],
@@ -389,12 +188,12 @@ async fn kubernetes_tokens_from_an_https_issuer_with_its_own_ca() {
 
     // Any service account of namespace team-a pushes and pulls; team-b is refused.
     let img = OciImage::write(&b.path("src"), "v1", &[10_000]);
-    let token = issuer.mint(&kubernetes_claims(&issuer.url(), "team-a", "puller"));
+    let token = issuer.mint(kubernetes_claims(&issuer, "team-a", "puller"));
     copy_with(&b, &format!("jwt:{token}"), &img, "apps/web:v1").assert_success();
     let back = b.path("back");
     b.skopeo(&["copy", "--src-creds", &format!("jwt:{token}"), "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v1", back.display())])
         .assert_success();
-    let other = issuer.mint(&kubernetes_claims(&issuer.url(), "team-b", "puller"));
+    let other = issuer.mint(kubernetes_claims(&issuer, "team-b", "puller"));
     let r = reqwest::Client::new()
         .get(format!("http://{}/service/token?scope=repository:apps/web:pull", b.host()))
         .basic_auth("jwt", Some(&other))
@@ -415,20 +214,25 @@ async fn kubernetes_tokens_from_an_https_issuer_with_its_own_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_of_the_issuer_verifies() {
-    let issuer = TestIssuer::start().await;
-    issuer.add_key("p384", ec384_key());
-    issuer.add_key("ed", ed_key());
-    issuer.add_key("rsa", rsa_key());
+    // The first key is EC P-256 (ES256); three more of the other kinds are published with it.
+    let issuer = TestIssuer::start(IssuerOptions::new(Flavor::Generic)).await;
+    let keys = [
+        ("k1", issuer.signing_kid()),
+        ("p384", issuer.add_key(KeyKind::EcP384)),
+        ("ed", issuer.add_key(KeyKind::Ed25519)),
+        ("rsa", issuer.add_key(KeyKind::Rsa2048)),
+    ];
     let b = Berth::start();
     let doc = json!({
         "projects": [{"name": "library"}],
-        "identityProviders": [{"name": "ci", "issuer": issuer.url(), "audiences": [AUD]}],
+        "identityProviders": [{"name": "ci", "issuer": issuer.issuer(), "audiences": [AUD]}],
         "robots": [{"name": "ci", "project": "library", "identityProvider": "ci",
                     "rules": [{"claim": "repository", "equals": "org/app"}], "permissions": [{"actions": ["pull"]}]}]
     });
     cli(&b, &["apply", "-f", "-"], &doc.to_string()).assert_success();
-    for kid in ["k1", "p384", "ed", "rsa"] {
-        let token = issuer.mint_with(kid, &issuer.github_claims("org/app"));
+    for (kid, id) in &keys {
+        let alg = issuer.key(id).unwrap().alg();
+        let token = issuer.mint_with(id, alg, Value::Null, github_claims(&issuer, "org/app"));
         let r = reqwest::Client::new()
             .get(format!("http://{}/service/token?scope=repository:library/app:pull", b.host()))
             .basic_auth("jwt", Some(&token))
@@ -450,14 +254,14 @@ async fn login_commands_show_berths_reason() {
     // "invalid username/password" and keeps the server's reason for the debug log, so the reason
     // (the 401 body's message, also in WWW-Authenticate's error_description) shows with
     // `skopeo --debug` / `podman --log-level=debug`; docs/federation.md says so.
-    let issuer = TestIssuer::start().await;
+    let issuer = TestIssuer::start(IssuerOptions::new(Flavor::GitHub)).await;
     let b = Berth::start();
     let doc = format!(
         "identityProviders:\n  - name: ci\n    issuer: {}\n    audiences: [{AUD}]\nrobots:\n  - name: only-app\n    identityProvider: ci\n    rules: [{{claim: repository, equals: org/app}}]\n    permissions: [{{repositories: \"app\", actions: [pull]}}]\n",
-        issuer.url()
+        issuer.issuer()
     );
     cli(&b, &["apply", "-f", "-"], &doc).assert_success();
-    let other = issuer.github("org/other");
+    let other = github(&issuer, "org/other");
     // scripts/test.sh installs both.
     assert!(which("podman"), "podman is not installed: run ./scripts/test.sh, which installs it");
     for client in ["skopeo", "podman"] {
@@ -468,7 +272,7 @@ async fn login_commands_show_berths_reason() {
         let out = b.client(client, &[debug_flag, "login", "--tls-verify=false", "-u", "jwt", "-p", &other, &b.host()]);
         eprintln!("{client} {debug_flag} login printed: {}", out.stderr.trim());
         assert!(out.stderr.contains("no robots matched your token"), "{client}: {}", out.stderr);
-        let good = issuer.github("org/app");
+        let good = github(&issuer, "org/app");
         b.client(client, &["login", "--tls-verify=false", "-u", "jwt", "-p", &good, &b.host()]).assert_success();
     }
 }
@@ -545,11 +349,11 @@ fn kubelet_asks(args: &[&str], image: &str, sa_token: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_credential_provider_pass_through_and_exchange() {
-    let issuer = TestIssuer::start().await;
+    let issuer = TestIssuer::start(IssuerOptions::new(Flavor::Kubernetes)).await;
     let b = Berth::start();
     let doc = json!({
         "projects": [{"name": "apps"}],
-        "identityProviders": [{"name": "cluster", "preset": "kubernetes", "issuer": issuer.url(), "audiences": [AUD]}],
+        "identityProviders": [{"name": "cluster", "preset": "kubernetes", "issuer": issuer.issuer(), "audiences": [AUD]}],
         "robots": [{"name": "team-a-pull", "project": "apps", "identityProvider": "cluster",
                     "rules": [{"claim": "kubernetes.io.namespace", "equals": "team-a"}],
                     "permissions": [{"repositories": "*", "actions": ["pull"]}]}]
@@ -560,7 +364,7 @@ async fn kubelet_credential_provider_pass_through_and_exchange() {
     let image = format!("{}/apps/web:v1", b.host());
 
     // Pass-through: the plugin's credentials are what containerd would use; skopeo pulls with them.
-    let sa = issuer.mint(&kubernetes_claims(&issuer.url(), "team-a", "default"));
+    let sa = issuer.mint(kubernetes_claims(&issuer, "team-a", "default"));
     let resp = kubelet_asks(&[], &image, &sa);
     let auth = &resp["auth"][b.host()];
     assert_eq!((auth["username"].as_str(), auth["password"].as_str()), (Some("jwt"), Some(sa.as_str())));
@@ -571,7 +375,7 @@ async fn kubelet_credential_provider_pass_through_and_exchange() {
     img.assert_same_content(&OciImage::read(&back, "v1"));
 
     // A service account of another namespace is refused by Berth.
-    let other = issuer.mint(&kubernetes_claims(&issuer.url(), "team-b", "default"));
+    let other = issuer.mint(kubernetes_claims(&issuer, "team-b", "default"));
     let resp = kubelet_asks(&[], &image, &other);
     let creds = format!("jwt:{}", resp["auth"][b.host()]["password"].as_str().unwrap());
     let out = b.skopeo(&["copy", "--src-creds", &creds, "--src-tls-verify=false", &b.docker_ref("apps/web:v1"), &format!("oci:{}:v2", back.display())]);

@@ -152,8 +152,14 @@ pub fn kubernetes_for(iss: &str, aud: &[&str], now: u64, namespace: &str, servic
 /// `refs/heads/main`, without the GitHub-only `check_run_id`, `runner_environment` and the
 /// `*_id` members of owner and actor.
 pub fn forgejo(iss: &str, aud: &str, now: u64) -> Value {
+    forgejo_for(iss, aud, now, "container-registry/federated-idp-examples", "refs/heads/main")
+}
+
+/// [`forgejo`] for another repository (`owner/name`) and ref, kept consistent as by
+/// [`github_for`].
+pub fn forgejo_for(iss: &str, aud: &str, now: u64, repository: &str, git_ref: &str) -> Value {
     merge(
-        github(iss, aud, now),
+        github_for(iss, aud, now, repository, git_ref),
         json!({"check_run_id": null, "runner_environment": null, "actor_id": null, "repository_owner_id": null}),
     )
 }
@@ -285,6 +291,10 @@ mod tests {
         }
         assert_eq!(c["sub"], "repo:container-registry/federated-idp-examples:ref:refs/heads/main");
         assert!(c.get("check_run_id").is_none());
+        let c = forgejo_for("i", "a", NOW, "myorg/myrepo", "refs/heads/dev");
+        assert_eq!(c["sub"], "repo:myorg/myrepo:ref:refs/heads/dev");
+        assert_eq!((c["repository_owner"].as_str(), c["ref"].as_str()), (Some("myorg"), Some("refs/heads/dev")));
+        assert!(c.get("actor_id").is_none() && c.get("repository_owner_id").is_none());
     }
 
     /// The seed payloads, verbatim from federated-idp-examples-README.md.

@@ -1,12 +1,14 @@
 //! The end-to-end harness: runs the real `berth` binary and real clients (skopeo, oras-py)
 //! against it, on 127.0.0.1 only.
 //!
-//! - [`Berth::builder`] starts `berth serve` on a free port with a temporary data folder, a fixed
+//! - [`Berth::builder`] starts `berth serve` on port 0 with a temporary data folder, a fixed
 //!   admin password (or a generated one), optional anonymous mode, TLS (a test CA and server
-//!   certificate made with the `openssl` CLI) and extra environment; it waits for `/healthz`.
+//!   certificate made with the `openssl` CLI) and extra environment; it reads the bound address
+//!   from the "Berth is listening" log line ([`wait_listening`]) and waits for `/healthz`.
 //!   Stdout and stderr of every run go to files in the temporary folder and are printed when a
-//!   test fails. Dropping the handle kills the process. [`Berth::restart`] keeps the data folder,
-//!   [`Berth::kill9`] and [`Berth::terminate`] stop it hard or gracefully.
+//!   test fails. Dropping the handle kills the process. [`Berth::restart`] keeps the data folder
+//!   (the address may change: ask [`Berth::host`] again), [`Berth::kill9`] and
+//!   [`Berth::terminate`] stop it hard or gracefully.
 //! - [`Berth::skopeo`] runs skopeo with its auth files, policy and temp files kept in the test's
 //!   folder, so tests never touch (or depend on) the user's configuration.
 //! - [`OciImage`] writes and reads small OCI image layouts (`oci:` transport) in pure Rust: a
@@ -20,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -237,8 +240,9 @@ impl BerthBuilder {
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir().unwrap();
         let data_dir = dir.path().join("data");
         let tls = self.tls.then(|| TlsFiles::generate(&dir.path().join("tls")));
-        let mut berth = Berth { dir, data_dir, port: 0, child: None, runs: 0, opts: self, tls, http: None };
-        berth.spawn_until_healthy(None);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut berth = Berth { dir, data_dir, addr, child: None, runs: 0, opts: self, tls, http: None };
+        berth.spawn_until_healthy();
         berth
     }
 }
@@ -248,7 +252,8 @@ pub struct Berth {
     dir: tempfile::TempDir,
     /// The data folder (BERTH_DATA_DIR); survives [`Berth::restart`].
     pub data_dir: PathBuf,
-    port: u16,
+    /// The address the current (last) run logged; a restart may change it.
+    addr: SocketAddr,
     child: Option<Child>,
     /// Number of starts so far; run `n` logs to `stdout-n.log` / `stderr-n.log`.
     runs: usize,
@@ -257,9 +262,67 @@ pub struct Berth {
     http: Option<reqwest::Client>,
 }
 
-/// A port that was free a moment ago (bound to port 0 and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The message of the line `berth serve` logs once its listener is bound; its `url` field
+/// (`http://127.0.0.1:<port>`) is how a test learns the port that `127.0.0.1:0` became.
+pub const LISTENING: &str = "Berth is listening";
+
+/// The value of `field` in the first complete line of `logs` whose message is `message`, in
+/// either of Berth's log formats: JSON (`{"message": "Berth is listening", "url": "http://..."}`,
+/// flattened) or text (`... INFO berth: Berth is listening version="0.1.0" url="http://..."`).
+pub fn log_field(logs: &str, message: &str, field: &str) -> Option<String> {
+    // A line still being written has no newline yet.
+    let complete = &logs[..logs.rfind('\n').map_or(0, |i| i + 1)];
+    complete.lines().find_map(|line| match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => {
+            let fields = if v.get("message").is_some() { &v } else { &v["fields"] };
+            (fields["message"] == message).then(|| fields[field].as_str().map(str::to_owned)).flatten()
+        }
+        Err(_) => text_field(line.split_once(message)?.1, field),
+    })
+}
+
+/// `field=value` or `field="value"` among the space-separated fields of a text log line.
+fn text_field(fields: &str, field: &str) -> Option<String> {
+    let key = format!("{field}=");
+    let at = fields.match_indices(&key).find(|(i, _)| *i == 0 || fields[..*i].ends_with(' '))?.0;
+    let value = &fields[at + key.len()..];
+    match value.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next().map(str::to_owned),
+        None => value.split_whitespace().next().map(str::to_owned),
+    }
+}
+
+/// The address in the `url` field of the [`LISTENING`] line of `logs`, if it is there yet.
+pub fn listening_addr(logs: &str) -> Option<SocketAddr> {
+    let url = log_field(logs, LISTENING, "url")?;
+    let authority = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest).trim_end_matches('/');
+    Some(authority.parse().unwrap_or_else(|e| panic!("{LISTENING:?} with an unreadable url {url:?}: {e}")))
+}
+
+/// Waits until `berth serve` (`child`, logging to the file `log`) has logged [`LISTENING`] and
+/// returns the address it is bound to. Only the part of `log` from byte `from` on is read (a log
+/// that several runs append to). Err(exit status) if the process ends first; panics with the log
+/// when `timeout` passes (Berth must log at `info` for its target `berth`).
+pub fn wait_listening(child: &mut Child, log: &Path, from: usize, timeout: Duration) -> Result<SocketAddr, ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let read = || std::fs::read(log).map(|b| String::from_utf8_lossy(b.get(from..).unwrap_or_default()).into_owned()).unwrap_or_default();
+    loop {
+        if let Some(addr) = listening_addr(&read()) {
+            return Ok(addr);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            // It may have logged the line just before it ended.
+            return listening_addr(&read()).ok_or(status);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "berth did not log {LISTENING:?} with its address within {timeout:?} (is its log level below info?)\n--- {}:\n{}",
+                log.display(),
+                read()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Berth {
@@ -279,12 +342,13 @@ impl Berth {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
+    /// The port of the current run (a restart may change it).
     pub fn port(&self) -> u16 {
-        self.port
+        self.addr.port()
     }
-    /// `127.0.0.1:<port>`: the registry host for clients.
+    /// `127.0.0.1:<port>`: the registry host for clients, as the current run logged it.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.addr.to_string()
     }
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
@@ -351,6 +415,22 @@ impl Berth {
     pub fn stderr(&self) -> String {
         self.stderr_of(self.runs.saturating_sub(1))
     }
+    /// The value of `field` in the line with `message` that the current run logs (text or JSON
+    /// logs, see [`log_field`]), waiting for the line at most as long as a start may take; e.g.
+    /// the `url` of "metrics are served without authentication here" with a metrics listener on
+    /// port 0.
+    pub fn wait_log_field(&self, message: &str, field: &str) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(value) = log_field(&self.stderr(), message, field) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!("berth did not log {message:?} with a field {field:?} within {START_TIMEOUT:?}\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     /// Number of starts so far.
     pub fn runs(&self) -> usize {
         self.runs
@@ -364,51 +444,45 @@ impl Berth {
         s
     }
 
-    fn spawn_until_healthy(&mut self, port: Option<u16>) {
-        let mut port = port.unwrap_or_else(free_port);
+    /// Starts run `n` on `127.0.0.1:0`, reads the address it logged, and waits for `/healthz`.
+    fn spawn_until_healthy(&mut self) {
         self.http = None; // pooled connections to a previous process are dead
-        for attempt in 0..8 {
-            let n = self.runs;
-            self.runs += 1;
-            let stdout = std::fs::File::create(self.path(&format!("stdout-{n}.log"))).unwrap();
-            let stderr = std::fs::File::create(self.path(&format!("stderr-{n}.log"))).unwrap();
-            let mut cmd = berth_command();
-            cmd.arg("serve")
-                .current_dir(self.dir.path())
-                .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
-                .env("BERTH_DATA_DIR", &self.data_dir)
-                .env("BERTH_LOG_LEVEL", "info")
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
-            if let Some(pw) = &self.opts.admin_password {
-                cmd.env("BERTH_ADMIN_PASSWORD", pw);
-            }
-            if let Some(a) = &self.opts.anonymous {
-                cmd.env("BERTH_ANONYMOUS", a);
-            }
-            if let Some(t) = &self.tls {
-                cmd.env("BERTH_TLS__CERT", &t.server_cert).env("BERTH_TLS__KEY", &t.server_key);
-            }
-            for (k, v) in &self.opts.env {
-                cmd.env(k, v);
-            }
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_berth")));
-            self.port = port;
-            self.child = Some(child);
-            match self.wait_healthy() {
-                Ok(()) => return,
-                Err(status) => {
-                    self.child = None;
-                    let err = self.stderr_of(n);
-                    if err.contains("cannot listen") && attempt < 7 {
-                        eprintln!("berth could not bind port {port} (taken meanwhile?); retrying on another port");
-                        port = free_port();
-                        continue;
-                    }
-                    panic!("berth exited with {status} before becoming healthy\n{}", self.logs());
-                }
-            }
+        let n = self.runs;
+        self.runs += 1;
+        let stdout = std::fs::File::create(self.path(&format!("stdout-{n}.log"))).unwrap();
+        let stderr_log = self.path(&format!("stderr-{n}.log"));
+        let stderr = std::fs::File::create(&stderr_log).unwrap();
+        let mut cmd = berth_command();
+        cmd.arg("serve")
+            .current_dir(self.dir.path())
+            .env("BERTH_LISTEN", "127.0.0.1:0")
+            .env("BERTH_DATA_DIR", &self.data_dir)
+            .env("BERTH_LOG_LEVEL", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        if let Some(pw) = &self.opts.admin_password {
+            cmd.env("BERTH_ADMIN_PASSWORD", pw);
+        }
+        if let Some(a) = &self.opts.anonymous {
+            cmd.env("BERTH_ANONYMOUS", a);
+        }
+        if let Some(t) = &self.tls {
+            cmd.env("BERTH_TLS__CERT", &t.server_cert).env("BERTH_TLS__KEY", &t.server_key);
+        }
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        let child = self.child.insert(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", env!("CARGO_BIN_EXE_berth"))));
+        // The logs (stderr) name the address; run n's stderr is a fresh file.
+        let listening = wait_listening(child, &stderr_log, 0, START_TIMEOUT);
+        let outcome = listening.and_then(|addr| {
+            self.addr = addr;
+            self.wait_healthy()
+        });
+        if let Err(status) = outcome {
+            self.child = None;
+            panic!("berth exited with {status} before becoming healthy\n{}", self.logs());
         }
     }
 
@@ -492,7 +566,8 @@ impl Berth {
     }
 
     /// Stops the server gracefully (SIGTERM; it must exit 0) if it runs, then starts it again on
-    /// the same data folder and, if still free, the same port.
+    /// the same data folder, on a port of its own choosing: [`Berth::host`], [`Berth::url`] and
+    /// the like give the new address afterwards (compute them again; do not keep the old ones).
     pub fn restart(&mut self) {
         if self.is_running() {
             self.terminate();
@@ -500,7 +575,7 @@ impl Berth {
             assert!(status.success(), "berth exited with {status} after SIGTERM\n{}", self.logs());
         }
         self.child = None;
-        self.spawn_until_healthy(Some(self.port));
+        self.spawn_until_healthy();
     }
 
     /// Like [`Berth::restart`], with changed options (admin password, anonymous mode, extra
@@ -909,6 +984,25 @@ impl OciImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The address is read from the start line in both log formats, and only from whole lines.
+    #[test]
+    fn listening_addr_from_text_and_json_logs() {
+        let text = "2026-01-01T00:00:00.000000Z  WARN berth: something\n\
+            2026-01-01T00:00:00.000001Z  INFO berth: Berth is listening version=\"0.1.0\" url=\"http://127.0.0.1:44883\" data_dir=/tmp/d anonymous=\"off\"\n\
+            2026-01-01T00:00:00.000002Z  INFO berth: metrics are served without authentication here url=\"http://127.0.0.2:37809/metrics\"\n";
+        assert_eq!(listening_addr(text), Some(SocketAddr::from(([127, 0, 0, 1], 44883))));
+        assert_eq!(
+            log_field(text, "metrics are served without authentication here", "url").as_deref(),
+            Some("http://127.0.0.2:37809/metrics")
+        );
+        let json = "{\"timestamp\":\"2026-01-01T00:00:00Z\",\"level\":\"INFO\",\"message\":\"Berth is listening\",\"version\":\"0.1.0\",\
+            \"url\":\"https://127.0.0.1:40459\",\"data_dir\":\"/tmp/d\",\"anonymous\":\"off\",\"target\":\"berth\"}\n";
+        assert_eq!(listening_addr(json), Some(SocketAddr::from(([127, 0, 0, 1], 40459))));
+        // A line still being written, or another line, is not the start line.
+        assert_eq!(listening_addr(json.trim_end()), None);
+        assert_eq!(listening_addr("INFO berth: Berth is starting url=\"http://127.0.0.1:1\"\n"), None);
+    }
 
     /// The hand-made gzip and tar are what the system's gzip and tar read back.
     #[test]
