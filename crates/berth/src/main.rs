@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_blob::FsBlobStore;
+use berth_blob::BlobStore;
+use berth_core::backends::{BlobEngine, MetadataEngine};
+use berth_core::gc;
 use berth_identity::token::generate_signing_key;
 use berth_identity::TokenIssuer;
-use berth_meta::{MetadataStore, SqliteStore, UserRecord};
+use berth_meta::{MetadataStore, UserRecord};
 use berth_server::{AnonymousAccess, AppState, ServerConfig};
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 
 mod config;
-mod gc;
 mod remote;
 
 /// Berth: an OCI container registry where CI jobs and pods push and pull with the OIDC tokens
@@ -170,20 +171,25 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn open_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>, Arc<FsBlobStore>)> {
+/// The backends the configuration chooses (today always the embedded SQLite database and blob
+/// folder under `data_dir`).
+fn engines(cfg: &Config) -> (MetadataEngine, BlobEngine) {
+    (MetadataEngine::embedded(&cfg.data_dir), BlobEngine::embedded(&cfg.data_dir))
+}
+
+type Stores = (Arc<dyn MetadataStore>, Arc<dyn BlobStore>);
+
+async fn open_stores(cfg: &Config) -> anyhow::Result<Stores> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create the data folder {}; set data_dir or BERTH_DATA_DIR to a writable folder", cfg.data_dir.display()))?;
-    let db = cfg.data_dir.join("berth.db");
-    let meta = SqliteStore::open(&db).await.with_context(|| format!("cannot open the metadata database {}", db.display()))?;
-    let blobs = FsBlobStore::open(cfg.data_dir.clone()).with_context(|| format!("cannot open blob storage in {}", cfg.data_dir.display()))?;
-    Ok((Arc::new(meta), Arc::new(blobs)))
+    let (meta, blobs) = engines(cfg);
+    Ok((meta.open().await?, blobs.open()?))
 }
 
 /// Opens the stores of an existing installation, for the offline commands (`gc`, `user`): a
 /// folder without Berth's database is refused rather than turned into an empty installation.
-async fn open_existing_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>, Arc<FsBlobStore>)> {
-    let db = cfg.data_dir.join("berth.db");
-    if !db.is_file() {
+async fn open_existing_stores(cfg: &Config) -> anyhow::Result<Stores> {
+    if !engines(cfg).0.exists() {
         anyhow::bail!(
             "{} holds no Berth installation (no berth.db); pass the data folder of the server with --data-dir or BERTH_DATA_DIR \
              (or data_dir in the --config file), or start `berth serve` once to create one",
@@ -191,6 +197,21 @@ async fn open_existing_stores(cfg: &Config) -> anyhow::Result<(Arc<SqliteStore>,
         );
     }
     open_stores(cfg).await
+}
+
+/// `berth gc`'s progress: one line on stderr rewritten in place.
+struct TerminalProgress;
+
+impl gc::Progress for TerminalProgress {
+    fn phase(&self, what: &str) {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2Kgarbage collection: {what}...");
+        let _ = err.flush();
+    }
+    fn done(&self) {
+        eprint!("\r\x1b[2K");
+    }
 }
 
 /// Applies `limits.password_hash_memory_kib` to the hashes this process makes.
@@ -298,7 +319,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             limits: cfg.limits.clone(),
         },
     );
-    let audit = state.audit.clone();
+    let audit = state.audit().clone();
     let metrics_app = berth_server::metrics_app(state.clone());
     let app = berth_server::app(state);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
@@ -339,7 +360,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = gc::collect(&*meta, &*blobs, gc_cfg.grace, gc_cfg.upload_ttl, gc_cfg.audit_retention, gc::Progress::Quiet).await {
+                let settings = gc::GcSettings { grace: gc_cfg.grace, upload_ttl: gc_cfg.upload_ttl, audit_retention: gc_cfg.audit_retention };
+                if let Err(e) = gc::collect(&*meta, &*blobs, settings, &gc::Quiet).await {
                     tracing::error!(error = %e, "scheduled garbage collection failed");
                 }
             }
@@ -453,8 +475,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc { grace, upload_ttl } => {
             init_logging(&cfg);
             let (meta, blobs) = open_existing_stores(&cfg).await?;
-            let progress = if std::io::stderr().is_terminal() { gc::Progress::Terminal } else { gc::Progress::Quiet };
-            let s = gc::collect(&*meta, &*blobs, grace.unwrap_or(cfg.gc.grace), upload_ttl.unwrap_or(cfg.gc.upload_ttl), cfg.gc.audit_retention, progress).await?;
+            let progress: &dyn gc::Progress = if std::io::stderr().is_terminal() { &TerminalProgress } else { &gc::Quiet };
+            let settings = gc::GcSettings {
+                grace: grace.unwrap_or(cfg.gc.grace),
+                upload_ttl: upload_ttl.unwrap_or(cfg.gc.upload_ttl),
+                audit_retention: cfg.gc.audit_retention,
+            };
+            let s = gc::collect(&*meta, &*blobs, settings, progress).await?;
             if cli.remote.json {
                 println!("{}", serde_json::to_string(&s)?);
             } else {

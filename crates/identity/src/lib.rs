@@ -5,6 +5,7 @@
 //! Architecture invariant: this crate decides identity only; what an identity may do is decided
 //! by `berth-access`. Nothing here knows HTTP.
 
+pub mod clock;
 pub mod federation;
 pub mod password;
 pub mod token;

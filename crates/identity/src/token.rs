@@ -3,7 +3,7 @@
 //! Verification is cached by token, so a request pays for the signature check once per token.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -87,7 +87,7 @@ pub fn generate_signing_key() -> Result<String, TokenError> {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    crate::clock::now_unsigned()
 }
 
 impl TokenIssuer {

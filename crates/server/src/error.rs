@@ -4,6 +4,7 @@
 
 use axum::response::{IntoResponse, Response};
 use berth_blob::BlobError;
+use berth_core::Error as CoreError;
 use berth_meta::MetaError;
 use berth_oci::ErrorCode;
 use http::{HeaderValue, StatusCode};
@@ -62,37 +63,93 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of an application error: decided here, once, for every wire format (the
+/// `/v2` OCI errors below and the admin API's errors use it).
+pub fn status_of(e: &CoreError) -> StatusCode {
+    match e {
+        CoreError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        CoreError::Denied(_) => StatusCode::FORBIDDEN,
+        CoreError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        CoreError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        CoreError::Conflict(_) => StatusCode::CONFLICT,
+        CoreError::NameInvalid(_)
+        | CoreError::DigestInvalid(_)
+        | CoreError::ManifestInvalid(_)
+        | CoreError::ManifestBlobUnknown { .. }
+        | CoreError::TagInvalid(_)
+        | CoreError::SizeInvalid(_) => StatusCode::BAD_REQUEST,
+        CoreError::NameUnknown(_) | CoreError::BlobUnknown(_) | CoreError::ManifestUnknown(_) | CoreError::UploadUnknown => StatusCode::NOT_FOUND,
+        CoreError::UploadOutOfOrder { .. } | CoreError::UploadBusy { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+        CoreError::BodyFailed { slow: true, .. } => StatusCode::REQUEST_TIMEOUT,
+        CoreError::BodyFailed { slow: false, .. } => StatusCode::BAD_REQUEST,
+        CoreError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+        CoreError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `Range: 0-<last byte>` as distribution sends it (`0-0` for an empty upload).
+pub fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+impl ApiError {
+    /// The `/v2` form of an application error: status, OCI code, message and the headers the
+    /// spec asks for (`Range` for uploads, `Retry-After`).
+    pub fn from_core(e: &CoreError) -> ApiError {
+        let status = status_of(e);
+        let code = match e {
+            CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
+            CoreError::Denied(_) => ErrorCode::Denied,
+            CoreError::RateLimited { .. } | CoreError::Busy { .. } => ErrorCode::TooManyRequests,
+            CoreError::Invalid(_) | CoreError::Conflict(_) | CoreError::Unsupported(_) | CoreError::Internal { .. } => ErrorCode::Unsupported,
+            CoreError::NotFound(_) | CoreError::NameUnknown(_) => ErrorCode::NameUnknown,
+            CoreError::NameInvalid(_) => ErrorCode::NameInvalid,
+            CoreError::DigestInvalid(_) => ErrorCode::DigestInvalid,
+            CoreError::BlobUnknown(_) => ErrorCode::BlobUnknown,
+            CoreError::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
+            CoreError::ManifestInvalid(_) => ErrorCode::ManifestInvalid,
+            CoreError::ManifestBlobUnknown { .. } => ErrorCode::ManifestBlobUnknown,
+            CoreError::TagInvalid(_) => ErrorCode::TagInvalid,
+            CoreError::SizeInvalid(_) => ErrorCode::SizeInvalid,
+            CoreError::UploadUnknown => ErrorCode::BlobUploadUnknown,
+            CoreError::UploadOutOfOrder { .. } | CoreError::UploadBusy { .. } | CoreError::BodyFailed { .. } => ErrorCode::BlobUploadInvalid,
+        };
+        let mut out = ApiError::new(status, code, e.to_string());
+        match e {
+            CoreError::UploadOutOfOrder { expected: offset, .. } | CoreError::UploadBusy { offset } => {
+                out = out.with_header(http::header::RANGE, range_value(*offset));
+            }
+            CoreError::BodyFailed { kept: Some(kept), .. } => out = out.with_header(http::header::RANGE, range_value(*kept)),
+            CoreError::RateLimited { retry_after, .. } | CoreError::Busy { retry_after, .. } => {
+                out = out.with_header(http::header::RETRY_AFTER, retry_after.to_string());
+            }
+            CoreError::ManifestBlobUnknown { missing, .. } => {
+                let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
+                out = out.with_detail(serde_json::json!({ "missing": list }));
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        ApiError::from_core(&e)
+    }
+}
+
 impl From<MetaError> for ApiError {
     fn from(e: MetaError) -> ApiError {
-        ApiError::internal("accessing the metadata store", e)
+        ApiError::from_core(&e.into())
     }
 }
 
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> ApiError {
-        match e {
-            BlobError::UploadUnknown(_) => ApiError::upload_unknown(),
-            BlobError::OutOfOrder { expected, got } => ApiError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                ErrorCode::BlobUploadInvalid,
-                format!("chunk starts at byte {got} but the upload has {expected} bytes; resume from {expected}"),
-            )
-            .with_header(http::header::RANGE, if expected == 0 { "0-0".to_owned() } else { format!("0-{}", expected - 1) }),
-            BlobError::DigestMismatch { expected, actual } => ApiError::digest_invalid(format!(
-                "uploaded content has digest {actual}, not {expected}; the upload was discarded"
-            )),
-            BlobError::SizeMismatch { declared, actual } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::SizeInvalid,
-                format!("upload has {actual} bytes, not the declared {declared}"),
-            ),
-            BlobError::NotFound(key) => ApiError::internal("reading a blob whose object is missing", key),
-            BlobError::Body(io) => {
-                let (status, why) = body_failure(&io);
-                ApiError::new(status, ErrorCode::BlobUploadInvalid, format!("{why}; query the upload's status and resume"))
-            }
-            BlobError::Io(io) => ApiError::internal("writing to blob storage", io),
-        }
+        ApiError::from_core(&e.into())
     }
 }
 
@@ -105,22 +162,7 @@ pub fn body_failure(e: &std::io::Error) -> (StatusCode, String) {
     }
 }
 
-/// The message of a [`crate::serve::BodyTooSlow`] somewhere in a body error's chain.
-pub fn slow_body(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    // io::Error's `source()` skips the error it wraps, so look at that one first.
-    let start: &(dyn std::error::Error + 'static) = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-        Some(inner) => inner,
-        None => e,
-    };
-    let mut cur = Some(start);
-    while let Some(err) = cur {
-        if let Some(slow) = err.downcast_ref::<crate::serve::BodyTooSlow>() {
-            return Some(slow.to_string());
-        }
-        cur = err.source();
-    }
-    None
-}
+pub use berth_core::error::slow_body;
 
 /// The answer to a request body that could not be read whole: 408 when it was too slow,
 /// 413 when it was larger than `limit` bytes, else 400.

@@ -8,51 +8,24 @@
 //! decided only in [`error`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 use berth_blob::BlobStore;
+use berth_core::{Core, CoreConfig};
 use berth_identity::{Federation, TokenIssuer};
 use berth_meta::MetadataStore;
 
 pub mod api;
-pub mod audit;
 pub mod auth;
 pub mod error;
-pub mod limits;
 pub mod ops;
 pub mod registry;
 pub mod serve;
-pub mod text;
 pub mod token;
 
-pub use limits::Limits;
+pub use berth_core::{audit, limits, text, AnonymousAccess, Limits};
 pub use serve::{serve, serve_with, TlsFiles};
-
-/// Who may use the registry without credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AnonymousAccess {
-    /// Every request needs credentials (the default).
-    #[default]
-    Off,
-    /// Anyone may pull from every repository.
-    Pull,
-    /// Anyone may pull, push and delete everywhere (benchmarks and throwaway test registries only).
-    ReadWrite,
-}
-
-impl AnonymousAccess {
-    /// The mode as written in the configuration (`off`, `pull`, `read-write`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnonymousAccess::Off => "off",
-            AnonymousAccess::Pull => "pull",
-            AnonymousAccess::ReadWrite => "read-write",
-        }
-    }
-}
 
 /// Settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -75,36 +48,36 @@ impl Default for ServerConfig {
     }
 }
 
-/// Everything a handler may use. Stores are trait objects so backends can be swapped.
+/// Everything a handler may use: the application core, and what only HTTP needs.
 pub struct AppState {
+    pub core: Arc<Core>,
     pub meta: Arc<dyn MetadataStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub tokens: Arc<TokenIssuer>,
-    pub federation: Arc<Federation>,
-    pub audit: audit::AuditSink,
     pub config: ServerConfig,
-    pub(crate) logins: auth::LoginCache,
-    pub(crate) password_gate: auth::PasswordGate,
-    /// Whether a registry token's principal is still enabled, per store generation.
-    pub(crate) revocations: quick_cache::sync::Cache<(i64, berth_identity::PrincipalKind, String), bool>,
     pub(crate) metrics: ops::Metrics,
 }
 
 impl AppState {
-    /// Builds the state. Must run inside a Tokio runtime (it starts the audit writer).
+    /// Builds the state. Must run inside a Tokio runtime (the core starts the audit writer).
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>, tokens: Arc<TokenIssuer>, config: ServerConfig) -> Arc<AppState> {
-        Arc::new(AppState {
-            password_gate: auth::PasswordGate::new(&config.limits),
-            revocations: quick_cache::sync::Cache::new(10_000),
-            federation: Federation::new(meta.clone()),
-            audit: audit::AuditSink::start(meta.clone()),
-            meta,
-            blobs,
-            tokens,
-            config,
-            logins: auth::LoginCache::new(Duration::from_secs(60)),
-            metrics: ops::Metrics::get(),
-        })
+        let core = Core::new(
+            meta.clone(),
+            blobs.clone(),
+            tokens.clone(),
+            CoreConfig { service: config.service.clone(), anonymous: config.anonymous, limits: config.limits.clone() },
+        );
+        Arc::new(AppState { core, meta, blobs, tokens, config, metrics: ops::Metrics::get() })
+    }
+
+    /// The audit writer.
+    pub fn audit(&self) -> &audit::AuditSink {
+        self.core.audit()
+    }
+
+    /// Federation: identity providers, robots and their compiled rules.
+    pub fn federation(&self) -> &Federation {
+        self.core.federation()
     }
 }
 

@@ -158,11 +158,11 @@ pub async fn metrics_for_admins(
     let Ok(crate::auth::Credentials::Basic { username, password }) = crate::auth::parse_authorization(&headers) else {
         return challenge("/metrics needs an administrator's Basic credentials here; or set metrics_listen for a separate listener without them");
     };
-    match crate::auth::login(&state, &username, &password, client).await {
+    match crate::auth::login(&state.core, &username, &password, client).await {
         Ok(p) if p.permissions.admin => metrics(State(state)).await,
         Ok(_) => (StatusCode::FORBIDDEN, "only administrators may read /metrics\n").into_response(),
         Err(e) => {
-            crate::auth::audit_login_failure(&state, Some(&username), &e, client);
+            crate::auth::audit_login_failure(&state.core, Some(&username), &e, client);
             match e {
                 crate::auth::LoginError::RateLimited { retry_after, message } => {
                     (StatusCode::TOO_MANY_REQUESTS, [(http::header::RETRY_AFTER, retry_after.to_string())], format!("{message}\n")).into_response()
@@ -186,7 +186,7 @@ pub async fn healthz() -> &'static str {
 
 /// Readiness: the metadata store answers.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.meta.ping().await {
+    match state.core.ready().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -43,15 +43,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// A request body that delivered less than `limits.body_min_rate` bytes per second over a
-/// window (or nothing for a whole window).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the request body arrived too slowly: {received} bytes in {window_secs} s, at least {min_rate} bytes/s are required (limits.body_min_rate)")]
-pub struct BodyTooSlow {
-    pub received: u64,
-    pub window_secs: u64,
-    pub min_rate: u64,
-}
+pub use berth_core::error::BodyTooSlow;
 
 /// Wraps a request body and enforces a minimum average data rate per window.
 pub struct MinRateBody<B> {

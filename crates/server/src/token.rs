@@ -8,54 +8,16 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::IntoResponse;
 use axum::Json;
-use berth_access::{intersect, parse_scopes, Access};
-use berth_identity::PrincipalKind;
+use berth_access::{parse_scopes, Access};
 use berth_oci::ErrorCode;
 use http::{HeaderMap, StatusCode};
 
 use crate::auth::{self, audit_login_failure, federated, login, parse_authorization, Credentials, LoginError, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::{AnonymousAccess, AppState};
+use crate::AppState;
 
 fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Option<IpAddr>) -> ApiResult {
-    let access = intersect(&p.permissions, scopes);
-    let asked = scope_list(scopes);
-    let granted = scope_list(&access);
-    if asked != granted {
-        // Partly or wholly refused scopes are not errors (docker asks for more than it needs),
-        // but operators must see what was asked and why it was not given.
-        tracing::info!(
-            subject = %crate::text::cap(&p.subject, crate::text::MAX_LOGGED_NAME),
-            kind = p.kind.as_str(),
-            asked = %asked,
-            granted = %granted,
-            "issued a registry token with less than was asked: the principal's permissions do not allow the rest"
-        );
-    } else {
-        tracing::info!(subject = %crate::text::cap(&p.subject, crate::text::MAX_LOGGED_NAME), kind = p.kind.as_str(), granted = %granted, "issued registry token");
-    }
-    metrics::counter!("berth_token_issued_total", "kind" => p.kind.as_str()).increment(1);
-    let origin = p.origin.as_deref().cloned();
-    state.audit.record(berth_meta::AuditEvent {
-        id: 0,
-        time_ms: crate::audit::now_ms(),
-        action: "token".into(),
-        result: "ok".into(),
-        principal: p.subject.clone(),
-        robots: origin.as_ref().map(|o| o.robots.clone()).unwrap_or_default(),
-        provider: origin.as_ref().map(|o| o.idp.clone()),
-        subject: origin.as_ref().and_then(|o| o.sub.clone()),
-        jti: origin.as_ref().and_then(|o| o.jti.clone()),
-        claims: origin.as_ref().filter(|o| !o.claims.is_empty()).map(|o| serde_json::Value::Object(o.claims.clone())),
-        repository: None,
-        reference: None,
-        client: client.map(|c| c.to_string()),
-        message: Some(serde_json::to_string(&access).unwrap_or_default()),
-    });
-    let issued = state
-        .tokens
-        .issue_with_origin(&p.subject, p.kind, access, p.not_after, origin)
-        .map_err(|e| ApiError::internal("signing a registry token", e))?;
+    let issued = state.core.issue_token(p, scopes, client)?;
     let issued_at = chrono::DateTime::from_timestamp(issued.issued_at as i64, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
@@ -72,21 +34,15 @@ fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Op
     Ok(resp)
 }
 
-/// Scopes as a client writes them (`repository:a/b:pull,push registry:catalog:*`), for logs.
-fn scope_list(scopes: &[Access]) -> String {
-    let text = scopes.iter().map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(","))).collect::<Vec<_>>().join(" ");
-    crate::text::capped(&text, crate::text::MAX_LOGGED_MESSAGE)
-}
-
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
         .with_header(http::header::WWW_AUTHENTICATE, "Basic realm=\"berth\"")
 }
 
 fn refused(state: &AppState, username: Option<&str>, e: LoginError, client: Option<IpAddr>) -> ApiError {
-    audit_login_failure(state, username, &e, client);
+    audit_login_failure(&state.core, username, &e, client);
     match e {
-        LoginError::Internal(api) => api,
+        LoginError::Internal(e) => e.into(),
         LoginError::RateLimited { retry_after, message } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests, message)
             .with_header(http::header::RETRY_AFTER, retry_after.to_string()),
         LoginError::Busy => auth::busy(),
@@ -124,22 +80,19 @@ pub async fn get_token(
     let client = client_of(&connect);
     let scopes = scopes_from_query(query.as_deref().unwrap_or(""))?;
     match parse_authorization(&headers).map_err(|_| unauthorized("malformed Authorization header"))? {
-        Credentials::Basic { username, password } => match login(&state, &username, &password, client).await {
+        Credentials::Basic { username, password } => match login(&state.core, &username, &password, client).await {
             Ok(p) => token_response(&state, &p, &scopes, client),
             Err(e) => Err(refused(&state, Some(&username), e, client)),
         },
-        Credentials::Bearer(token) if berth_identity::looks_like_jwt(&token) => match federated(&state, &token, None).await {
+        Credentials::Bearer(token) if berth_identity::looks_like_jwt(&token) => match federated(&state.core, &token, None).await {
             Ok(p) => token_response(&state, &p, &scopes, client),
             Err(e) => Err(refused(&state, None, e, client)),
         },
         Credentials::Bearer(_) => Err(unauthorized("the token endpoint takes Basic credentials or an OIDC token (JWT) as Bearer")),
         Credentials::None => {
-            let anon = auth::anonymous_permissions(state.config.anonymous);
-            let public = state.federation.public_pull().await.unwrap_or_default();
-            if state.config.anonymous == AnonymousAccess::Off && public.grants.is_empty() {
+            let Some(p) = state.core.anonymous_principal().await else {
                 return Err(unauthorized("authentication required: log in first (docker/podman/skopeo login) or pass credentials"));
-            }
-            let p = Principal { subject: "anonymous".into(), kind: PrincipalKind::Anonymous, permissions: anon.union(public), origin: None, not_after: None };
+            };
             token_response(&state, &p, &scopes, client)
         }
     }
@@ -166,7 +119,7 @@ pub async fn post_token(
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "grant_type=password needs username and password"));
             };
             let scopes = scopes_from(&pairs)?;
-            match login(&state, username, password, client).await {
+            match login(&state.core, username, password, client).await {
                 Ok(p) => token_response(&state, &p, &scopes, client),
                 Err(e) => Err(refused(&state, Some(username), e, client)),
             }

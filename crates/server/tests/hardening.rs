@@ -306,7 +306,7 @@ async fn refused_logins_are_capped_and_collapsed_in_the_audit_log() {
         let resp = r.token(&huge, "wrong").await;
         assert!(resp.status == 401 || resp.status == 429, "{}", resp.status);
     }
-    r.state.audit.flush().await;
+    r.state.audit().flush().await;
     let events = c.meta.query_audit(&AuditQuery { action: Some("login".into()), limit: 1000, ..Default::default() }).await.unwrap();
     assert!(!events.is_empty());
     assert!(events.len() <= 4, "60 identical refusals became {} rows", events.len());

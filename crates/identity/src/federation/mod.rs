@@ -19,7 +19,7 @@ pub mod provider;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use berth_access::{robot_permissions, PermissionSpec, Permissions};
 use berth_claims::{Matcher, RobotRules, Rule, RuleSpec};
@@ -169,7 +169,7 @@ pub struct Federation {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    crate::clock::now_unsigned()
 }
 
 /// The algorithms a provider accepts now: its allow-list, else what discovery advertised among

@@ -26,7 +26,7 @@ use utoipa::OpenApi;
 use crate::auth::{self, Credentials, LoginError};
 use crate::AppState;
 
-pub mod types;
+pub use berth_core::admin::types;
 use types::*;
 
 /// The largest body of an ordinary admin document (a project, robot, identity provider, user or
@@ -167,7 +167,7 @@ async fn require_admin(state: &AppState, headers: &HeaderMap, client: Option<IpA
             "the admin API needs an admin's Basic credentials (berth login, or BERTH_USERNAME and BERTH_PASSWORD)".into(),
         ));
     };
-    match auth::login(state, &username, &password, client).await {
+    match auth::login(&state.core, &username, &password, client).await {
         Ok(p) if p.permissions.admin => Ok(username),
         Ok(_) => Err(AdminError::new(StatusCode::FORBIDDEN, "DENIED", format!("{username} is not an administrator"))),
         Err(LoginError::RateLimited { retry_after, message }) => {
@@ -175,9 +175,9 @@ async fn require_admin(state: &AppState, headers: &HeaderMap, client: Option<IpA
             e.headers.push((http::header::RETRY_AFTER, retry_after.to_string()));
             Err(e)
         }
-        Err(LoginError::Internal(e)) => Err(AdminError::internal("logging in", e.message)),
+        Err(LoginError::Internal(e)) => Err(AdminError::internal("logging in", e)),
         Err(e) => {
-            auth::audit_login_failure(state, Some(&username), &e, client);
+            auth::audit_login_failure(&state.core, Some(&username), &e, client);
             Err(unauthorized(e.message()))
         }
     }
@@ -201,7 +201,7 @@ fn now() -> i64 {
 
 /// Makes this process see an admin change at once (other replicas see it within a second).
 async fn changed(state: &AppState) {
-    if let Err(e) = state.federation.reload_now().await {
+    if let Err(e) = state.federation().reload_now().await {
         tracing::warn!(error = %e, "reloading federation configuration");
     }
 }
@@ -641,7 +641,7 @@ fn audit_view(e: berth_meta::AuditEvent) -> AuditEventView {
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, body = Vec<AuditEventView>)))]
 async fn audit(State(s): State<Arc<AppState>>, _admin: Admin, Query(p): Query<AuditParams>) -> AdminResult<Json<Vec<AuditEventView>>> {
-    s.audit.flush().await;
+    s.audit().flush().await;
     let q = AuditQuery {
         since_ms: p.since.as_deref().map(|t| parse_ms("since", t)).transpose()?,
         until_ms: p.until.as_deref().map(|t| parse_ms("until", t)).transpose()?,
@@ -658,7 +658,7 @@ async fn audit(State(s): State<Arc<AppState>>, _admin: Admin, Query(p): Query<Au
 
 #[utoipa::path(post, path = "/api/v1/token/explain", tag = "tokens", request_body = ExplainRequest, responses((status = 200, body = Object)))]
 async fn explain(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(req): JsonBody<ExplainRequest>) -> AdminResult<Json<berth_identity::federation::Explanation>> {
-    Ok(Json(s.federation.explain(req.token.trim()).await))
+    Ok(Json(s.federation().explain(req.token.trim()).await))
 }
 
 // ---------------------------------------------------------------- apply

@@ -58,7 +58,7 @@ pub(crate) fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
 pub async fn get(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     let digest = parse_digest(raw)?;
     let state = &req.state;
-    let record = state.meta.repo_blob(repo, &digest).await?.ok_or_else(|| ApiError::blob_unknown(&digest))?;
+    let record = state.core.stat_blob(repo, &digest).await?;
     let size = record.size;
     let range = parse_range(req.header(header::RANGE), size);
     let common = |b: http::response::Builder| {
@@ -83,17 +83,13 @@ pub async fn get(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     if req.method == http::Method::HEAD {
         return b.body(Body::empty()).map_err(|e| ApiError::internal("building a response", e));
     }
-    let reader = state.blobs.open(&record.storage_key, span).await?;
-    state.metrics.bytes_out(len);
+    let reader = state.core.open_blob(&record, span).await?;
     b.body(Body::from_stream(reader.body)).map_err(|e| ApiError::internal("building a response", e))
 }
 
 pub async fn delete(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     let digest = parse_digest(raw)?;
-    if !req.state.meta.unlink_blob(repo, &digest).await? {
-        return Err(ApiError::blob_unknown(&digest));
-    }
-    tracing::info!(%repo, %digest, subject = %req.caller.subject, "blob deleted from repository");
+    req.state.core.delete_blob(&req.caller, repo, &digest).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

@@ -8,18 +8,15 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use berth_meta::{NewManifest, PutManifestOutcome};
-use berth_oci::manifest::{self, ManifestError, MAX_MANIFEST_BYTES};
-use berth_oci::{Algorithm, Digest, ErrorCode, Reference, RepoName, Tag};
+use berth_core::registry::PutManifest;
+use berth_oci::manifest::MAX_MANIFEST_BYTES;
+use berth_oci::{Digest, ErrorCode, Reference, RepoName, Tag};
 use http::{header, StatusCode};
 
-use super::uploads::now;
 use super::Request;
 use crate::error::{ApiError, ApiResult};
 
-/// The most tags one PUT may set with `?tag=`. All are written in the manifest's transaction,
-/// one upsert each, so the number is bounded; pushing more tags takes several requests.
-pub const MAX_TAGS_PER_PUT: usize = 16;
+pub use berth_core::registry::MAX_TAGS_PER_PUT;
 
 fn tag_invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::TagInvalid, e.to_string())
@@ -94,12 +91,7 @@ pub(crate) fn put_target(raw: &str, query: &[(String, String)]) -> ApiResult<Put
 
 pub async fn get(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     let reference = parse_lookup(raw)?;
-    let m = req
-        .state
-        .meta
-        .get_manifest(repo, &reference)
-        .await?
-        .ok_or_else(|| ApiError::manifest_unknown(&reference))?;
+    let m = req.state.core.get_manifest(repo, &reference).await?;
     let b = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, &m.media_type)
@@ -115,34 +107,9 @@ pub async fn put(req: &Request, repo: &RepoName, raw: &str, body: Body) -> ApiRe
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| crate::error::body_error(&e, "manifest", MAX_MANIFEST_BYTES))?;
-    let algorithm = target.digest.as_ref().map_or(Algorithm::Sha256, Digest::algorithm);
-    let digest = Digest::compute(algorithm, &bytes);
-    if let Some(d) = &target.digest {
-        if d != &digest {
-            return Err(ApiError::digest_invalid(format!("manifest content has digest {digest}, not {d}")));
-        }
-    }
-    let parsed = manifest::parse(&bytes, req.header(header::CONTENT_TYPE)).map_err(|e| match e {
-        ManifestError::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::SizeInvalid, e.to_string()),
-        other => ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, other.to_string()),
-    })?;
-    // One store call, one transaction: the manifest, its references and every tag, or nothing.
-    let outcome = req
-        .state
-        .meta
-        .put_manifest(repo, NewManifest { digest: &digest, bytes: &bytes, parsed: &parsed, tags: &target.tags }, now())
-        .await?;
-    if let PutManifestOutcome::Missing(missing) = outcome {
-        let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::ManifestBlobUnknown,
-            format!("the manifest references content that is not in {repo}: {}; push it first", list.join(", ")),
-        )
-        .with_detail(serde_json::json!({ "missing": list })));
-    }
-    let tags_text = target.tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(",");
-    tracing::info!(%repo, reference = %raw, tags = %tags_text, %digest, subject = %req.caller.subject, "manifest pushed");
+    let put = PutManifest { bytes: &bytes, content_type: req.header(header::CONTENT_TYPE), tags: &target.tags, digest: target.digest.as_ref() };
+    let stored = req.state.core.put_manifest(&req.caller, repo, put).await?;
+    let digest = stored.digest;
     let mut resp = (
         StatusCode::CREATED,
         [
@@ -158,7 +125,7 @@ pub async fn put(req: &Request, repo: &RepoName, raw: &str, body: Body) -> ApiRe
             resp.headers_mut().append("oci-tag", v);
         }
     }
-    if let Some(s) = &parsed.subject {
+    if let Some(s) = &stored.parsed.subject {
         if let Ok(v) = http::HeaderValue::from_str(s.digest.as_str()) {
             resp.headers_mut().insert("oci-subject", v);
         }
@@ -168,14 +135,7 @@ pub async fn put(req: &Request, repo: &RepoName, raw: &str, body: Body) -> ApiRe
 
 pub async fn delete(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     let reference = parse_lookup(raw)?;
-    let found = match &reference {
-        Reference::Digest(d) => req.state.meta.delete_manifest(repo, d).await?,
-        Reference::Tag(t) => req.state.meta.delete_tag(repo, t).await?,
-    };
-    if !found {
-        return Err(ApiError::manifest_unknown(&reference));
-    }
-    tracing::info!(%repo, %reference, subject = %req.caller.subject, "manifest deleted");
+    req.state.core.delete_manifest(&req.caller, repo, &reference).await?;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

@@ -11,6 +11,9 @@ use berth_access::{Access, Action};
 use berth_oci::{ErrorCode, RepoName};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
+use berth_core::audit::{AuditAction, AuditResult};
+use berth_core::registry::{Audited, Denial};
+
 use crate::auth::{self, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::ops::RouteLabel;
@@ -22,7 +25,7 @@ mod manifests;
 mod uploads;
 
 pub use discovery::{CATALOG_SCAN_ROWS, MAX_CATALOG_PAGE};
-pub use manifests::MAX_TAGS_PER_PUT;
+pub use berth_core::registry::MAX_TAGS_PER_PUT;
 
 /// A `/v2` endpoint, parsed from the path. Raw references stay strings until the handler parses
 /// them, so each can answer with its own precise error.
@@ -187,23 +190,14 @@ fn challenge_for(repo: &RepoName, action: Action, mount_from: Option<&RepoName>)
     scopes
 }
 
-/// Denies a request: a challenge when more credentials could help, else 403.
-fn deny(state: &AppState, base: &str, caller: &Caller, repo: &RepoName, method: &Method, action: Action, mount_from: Option<&RepoName>) -> ApiError {
+/// The answer to a refusal: a challenge when more credentials could help, else 403.
+fn deny(state: &AppState, base: &str, denial: &Denial, repo: &RepoName, action: Action, mount_from: Option<&RepoName>) -> ApiError {
     let scopes = challenge_for(repo, action, mount_from);
-    if caller.kind == berth_identity::PrincipalKind::Anonymous {
-        return auth::challenge_scopes(state, base, &scopes, None, "authentication required");
+    match denial {
+        Denial::Anonymous => auth::challenge_scopes(state, base, &scopes, None, denial.message()),
+        Denial::TokenScope { message } => auth::challenge_scopes(state, base, &scopes, Some("insufficient_scope"), message),
+        Denial::Forbidden { message } => ApiError::denied(message.clone()),
     }
-    if caller.is_token() {
-        return auth::challenge_scopes(
-            state,
-            base,
-            &scopes,
-            Some("insufficient_scope"),
-            &format!("the token does not allow {} on {repo}", action.as_str()),
-        );
-    }
-    tracing::info!(subject = %caller.subject, %repo, method = %method, action = action.as_str(), "denied");
-    ApiError::denied(format!("{} may not {} {repo}", caller.subject, action.as_str()))
 }
 
 /// The single entry point of `/v2`.
@@ -232,52 +226,12 @@ pub async fn dispatch(
 }
 
 /// What of a request goes into the audit log: pulls of manifests, pushes of manifests, deletes.
-fn audited<'a>(endpoint: &'a Endpoint, method: &Method) -> Option<(&'static str, &'a RepoName, &'a str)> {
+fn audited<'a>(endpoint: &'a Endpoint, method: &Method) -> Option<(AuditAction, &'a RepoName, &'a str)> {
     match (endpoint, method.as_str()) {
-        (Endpoint::Manifest(r, reference), "GET") => Some(("pull", r, reference)),
-        (Endpoint::Manifest(r, reference), "PUT") => Some(("push", r, reference)),
-        (Endpoint::Manifest(r, reference) | Endpoint::Blob(r, reference), "DELETE") => Some(("delete", r, reference)),
+        (Endpoint::Manifest(r, reference), "GET") => Some((AuditAction::Pull, r, reference)),
+        (Endpoint::Manifest(r, reference), "PUT") => Some((AuditAction::Push, r, reference)),
+        (Endpoint::Manifest(r, reference) | Endpoint::Blob(r, reference), "DELETE") => Some((AuditAction::Delete, r, reference)),
         _ => None,
-    }
-}
-
-/// What one audited `/v2` operation did.
-struct Outcome<'a> {
-    action: &'a str,
-    repo: &'a RepoName,
-    reference: &'a str,
-    result: &'a str,
-    message: Option<String>,
-}
-
-fn audit(state: &AppState, caller: &Caller, o: Outcome<'_>, client: Option<std::net::IpAddr>) {
-    let Outcome { action, repo, reference, result, message } = o;
-    let origin = caller.origin.as_deref();
-    use crate::text::{capped, MAX_LOGGED_MESSAGE, MAX_LOGGED_NAME};
-    let reference = capped(reference, MAX_LOGGED_NAME);
-    let message = message.map(|m| capped(&m, MAX_LOGGED_MESSAGE));
-    let event = berth_meta::AuditEvent {
-        id: 0,
-        time_ms: crate::audit::now_ms(),
-        action: action.into(),
-        result: result.into(),
-        principal: caller.subject.clone(),
-        robots: origin.map(|o| o.robots.clone()).unwrap_or_default(),
-        provider: origin.map(|o| o.idp.clone()),
-        subject: origin.and_then(|o| o.sub.clone()),
-        jti: origin.and_then(|o| o.jti.clone()),
-        claims: origin.filter(|o| !o.claims.is_empty()).map(|o| serde_json::Value::Object(o.claims.clone())),
-        repository: Some(repo.to_string()),
-        reference: Some(reference),
-        client: client.map(|c| c.to_string()),
-        message,
-    };
-    // Refusals repeat: a caller denied the same thing again and again gets one row and a count.
-    if result == "ok" {
-        state.audit.record(event);
-    } else {
-        let key = format!("{action}|{result}|{}|{}|{repo}", caller.subject, event.client.as_deref().unwrap_or(""));
-        state.audit.record_collapsing(key, event);
     }
 }
 
@@ -296,45 +250,35 @@ async fn route(
     let caller = auth::authenticate(&state, &base, creds, client).await?;
     *principal = Some(Arc::from(caller.subject.as_str()));
     if let (Some(repo), Some(action)) = (endpoint.repo(), endpoint.action(&method)) {
-        if !caller.allows(repo.as_str(), action) {
-            let err = deny(&state, &base, &caller, repo, &method, action, mount_source(&endpoint, &method, &uri).as_ref());
-            if caller.kind != berth_identity::PrincipalKind::Anonymous {
-                let reference = match &endpoint {
-                    Endpoint::Manifest(_, r) | Endpoint::Blob(_, r) => r.as_str(),
-                    _ => "",
-                };
-                audit(&state, &caller, Outcome { action: action.as_str(), repo, reference, result: "denied", message: Some(err.message.clone()) }, client);
-            }
-            return Err(err);
+        let reference = match &endpoint {
+            Endpoint::Manifest(_, r) | Endpoint::Blob(_, r) => r.as_str(),
+            _ => "",
+        };
+        if let Err(denial) = state.core.authorize(&caller, repo, action, reference, client) {
+            return Err(deny(&state, &base, &denial, repo, action, mount_source(&endpoint, &method, &uri).as_ref()));
         }
     }
     // The catalog names repositories: anonymous callers list it only where anonymous pulls are on
     // (public projects alone do not open it; their repositories are pulled by name).
-    if endpoint == Endpoint::Catalog
-        && caller.kind == berth_identity::PrincipalKind::Anonymous
-        && state.config.anonymous == crate::AnonymousAccess::Off
-    {
+    if endpoint == Endpoint::Catalog && caller.kind == berth_identity::PrincipalKind::Anonymous && !state.core.anonymous_catalog() {
         let scope = Access { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] };
         return Err(auth::challenge(&state, &base, Some(&scope), None, "authentication required to list repositories"));
     }
     let audit_as = audited(&endpoint, &method).map(|(a, r, reference)| (a, r.clone(), reference.to_owned()));
     // `/v2/` challenges anonymous callers unless anonymous callers may do everything: clients
     // (skopeo, docker) send credentials, or fetch an anonymous token, only after a challenge here.
-    if endpoint == Endpoint::Base
-        && caller.kind == berth_identity::PrincipalKind::Anonymous
-        && state.config.anonymous != crate::AnonymousAccess::ReadWrite
-    {
+    if endpoint == Endpoint::Base && caller.kind == berth_identity::PrincipalKind::Anonymous && !state.core.anonymous_read_write() {
         return Err(auth::challenge(&state, &base, None, None, "authentication required"));
     }
     let req = Request { state, method, uri, headers, caller, base };
     let result = handle(&req, endpoint, body).await;
     if let Some((action, repo, reference)) = audit_as {
         let (outcome, message) = match &result {
-            Ok(r) if r.status().is_success() => ("ok", None),
-            Ok(r) => ("error", Some(format!("HTTP {}", r.status()))),
-            Err(e) => ("error", Some(e.message.clone())),
+            Ok(r) if r.status().is_success() => (AuditResult::Ok, None),
+            Ok(r) => (AuditResult::Error, Some(format!("HTTP {}", r.status()))),
+            Err(e) => (AuditResult::Error, Some(e.message.clone())),
         };
-        audit(&req.state, &req.caller, Outcome { action, repo: &repo, reference: &reference, result: outcome, message }, client);
+        req.state.core.audit_registry(&req.caller, Audited { action, repo: &repo, reference: &reference }, outcome, message.as_deref(), client);
     }
     result
 }

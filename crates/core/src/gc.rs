@@ -9,6 +9,8 @@ use std::time::Duration;
 use berth_blob::BlobStore;
 use berth_meta::MetadataStore;
 
+use crate::error::Result;
+
 /// What one collection removed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct GcSummary {
@@ -21,44 +23,41 @@ pub struct GcSummary {
     pub login_failure_windows_removed: u64,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// Where a collection reports its phases (the CLI draws them on a terminal; the server's
+/// scheduled runs say nothing).
+pub trait Progress: Send + Sync {
+    /// A new phase starts.
+    fn phase(&self, what: &str);
+    /// The collection ended.
+    fn done(&self);
 }
 
-/// Where a collection reports its phases: nowhere (the server's scheduled runs), or one line
-/// on stderr rewritten in place (`berth gc` on a terminal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    Quiet,
-    Terminal,
+/// Reports nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn phase(&self, _what: &str) {}
+    fn done(&self) {}
 }
 
-impl Progress {
-    fn phase(self, what: &str) {
-        if self == Progress::Terminal {
-            use std::io::Write as _;
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2Kgarbage collection: {what}...");
-            let _ = err.flush();
-        }
-    }
-    fn done(self) {
-        if self == Progress::Terminal {
-            eprint!("\r\x1b[2K");
-        }
-    }
+/// How long unreferenced content and idle uploads are kept, and how long the audit log is.
+#[derive(Debug, Clone, Copy)]
+pub struct GcSettings {
+    /// Unreferenced blobs and objects younger than this stay (a push may be about to use them).
+    pub grace: Duration,
+    /// Upload sessions idle for this long are removed.
+    pub upload_ttl: Duration,
+    /// Audit events older than this are removed.
+    pub audit_retention: Duration,
 }
 
 /// Runs one collection.
-pub async fn collect(
-    meta: &dyn MetadataStore,
-    blobs: &dyn BlobStore,
-    grace: Duration,
-    upload_ttl: Duration,
-    audit_retention: Duration,
-    progress: Progress,
-) -> anyhow::Result<GcSummary> {
-    let t = now();
+///
+/// A free function over the stores (not a method of [`crate::Core`]) so that `berth gc` can run
+/// offline, without the token key or the audit writer a serving core needs.
+pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, settings: GcSettings, progress: &dyn Progress) -> Result<GcSummary> {
+    let GcSettings { grace, upload_ttl, audit_retention } = settings;
+    let t = crate::clock::now_secs();
     progress.phase("finding unreferenced blobs and stale uploads");
     let report = meta.collect_garbage(t - grace.as_secs() as i64, t - upload_ttl.as_secs() as i64).await?;
     let mut s = GcSummary { repository_links_removed: report.links_removed, ..Default::default() };

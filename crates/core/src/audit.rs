@@ -9,7 +9,7 @@
 //! is full, events are written as they come (every string in them is capped by the callers).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_meta::{AuditEvent, MetadataStore};
 use tokio::sync::{mpsc, oneshot};
@@ -84,10 +84,7 @@ pub struct AuditSink {
     tx: mpsc::Sender<Msg>,
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 impl AuditSink {
     /// Starts the writer task on the current runtime.
@@ -213,4 +210,120 @@ async fn write(meta: &dyn MetadataStore, batch: &mut Vec<AuditEvent>) {
         metrics::counter!("berth_audit_dropped_total").increment(batch.len() as u64);
     }
     batch.clear();
+}
+
+/// What an audited event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// A registry token was issued.
+    Token,
+    /// A login was refused.
+    Login,
+    Pull,
+    Push,
+    Delete,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Token => "token",
+            AuditAction::Login => "login",
+            AuditAction::Pull => "pull",
+            AuditAction::Push => "push",
+            AuditAction::Delete => "delete",
+        }
+    }
+}
+
+/// How an audited event ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditResult {
+    Ok,
+    Denied,
+    Error,
+}
+
+impl AuditResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditResult::Ok => "ok",
+            AuditResult::Denied => "denied",
+            AuditResult::Error => "error",
+        }
+    }
+}
+
+/// Builds an audit event: the one place where events get their time, their typed action and
+/// result, the workload identity of a federated login, and their client strings capped.
+pub struct EventBuilder {
+    event: AuditEvent,
+}
+
+impl EventBuilder {
+    /// An event of `principal` (capped to [`crate::text::MAX_LOGGED_NAME`]) at the current time.
+    pub fn new(action: AuditAction, result: AuditResult, principal: &str) -> EventBuilder {
+        EventBuilder {
+            event: AuditEvent {
+                id: 0,
+                time_ms: now_ms(),
+                action: action.as_str().into(),
+                result: result.as_str().into(),
+                principal: crate::text::capped(principal, crate::text::MAX_LOGGED_NAME),
+                robots: vec![],
+                provider: None,
+                subject: None,
+                jti: None,
+                claims: None,
+                repository: None,
+                reference: None,
+                client: None,
+                message: None,
+            },
+        }
+    }
+
+    /// The federated login the principal came from: robots, provider, token subject and id, and
+    /// the provider's identifying claims.
+    pub fn origin(mut self, origin: Option<&berth_identity::TokenOrigin>) -> EventBuilder {
+        if let Some(o) = origin {
+            self.event.robots = o.robots.clone();
+            self.event.provider = Some(o.idp.clone());
+            self.event.subject = o.sub.clone();
+            self.event.jti = o.jti.clone();
+            self.event.claims = (!o.claims.is_empty()).then(|| serde_json::Value::Object(o.claims.clone()));
+        }
+        self
+    }
+
+    pub fn provider(mut self, provider: Option<String>) -> EventBuilder {
+        self.event.provider = provider;
+        self
+    }
+
+    pub fn repository(mut self, repo: &str) -> EventBuilder {
+        self.event.repository = Some(repo.to_owned());
+        self
+    }
+
+    /// A tag or digest (capped).
+    pub fn reference(mut self, reference: &str) -> EventBuilder {
+        self.event.reference = Some(crate::text::capped(reference, crate::text::MAX_LOGGED_NAME));
+        self
+    }
+
+    pub fn client(mut self, client: Option<std::net::IpAddr>) -> EventBuilder {
+        self.event.client = client.map(|c| c.to_string());
+        self
+    }
+
+    /// A free-text message (capped to [`crate::text::MAX_LOGGED_MESSAGE`]).
+    pub fn message(mut self, message: impl AsRef<str>) -> EventBuilder {
+        self.event.message = Some(crate::text::capped(message.as_ref(), crate::text::MAX_LOGGED_MESSAGE));
+        self
+    }
+
+    pub fn build(self) -> AuditEvent {
+        self.event
+    }
 }

@@ -1,0 +1,1 @@
+//! Blob uploads (the workflow over the metadata and blob stores).
