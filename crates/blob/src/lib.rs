@@ -1,44 +1,78 @@
-//! Blob storage: immutable objects under storage keys, and upload sessions that stream bytes in,
-//! hash them as they arrive, and become an object only once the digest matches.
+//! Blob storage as object primitives: uploads written part by part at known offsets, completed
+//! into immutable objects under fresh keys, objects read by range, deleted and listed.
 //!
-//! One narrow trait, [`BlobStore`], with the filesystem backend in [`fs`]; S3 joins later.
+//! One narrow trait, [`BlobStore`], with the filesystem backend in [`fs`]; S3 joins later and
+//! runs the same test suite (the module `testsuite`: compiled for this crate's own tests, and
+//! for other crates' tests with the cargo feature `testsuite`; never in release binaries).
+//!
+//! The store does not decide what an upload holds: the caller (`berth-core`) does. An upload's
+//! offset, its part count and the serialised running hash
+//! ([`ResumableHasher`](berth_oci::ResumableHasher)) live in the upload's record in the metadata
+//! store and advance by compare-and-set, which also serialises writes to one upload across
+//! processes. A write hands the restored hasher to [`BlobStore::upload_write`], which feeds it
+//! every byte it stores and hands it back; the caller compares the digest before
+//! [`BlobStore::upload_complete`]. So nothing is ever read back to compute a hash (on object
+//! storage that would download every part again), and a backend needs only what S3 offers.
+//!
 //! Architecture invariants:
 //! - No blob is ever held whole in memory: bodies are streams of chunks in and out.
-//! - An object exists under its final key only after its bytes were verified against the digest
-//!   and made durable (fsync + atomic rename on the filesystem). A crash leaves at most an
-//!   upload file or an orphaned object, never a partial object.
-//! - Keys are fresh per commit (`<alg>/<xx>/<hex>/<unique>`), never reused, so deleting an object
-//!   cannot race a new upload of the same digest (see `berth-meta`).
+//! - Waiting for a client never holds a thread: bodies are polled on the async side.
+//! - An object exists under its final key only once its bytes were verified (by the caller,
+//!   before it completes the upload) and made durable (fsync + atomic rename on the filesystem).
+//!   A crash leaves at most upload data or an orphaned object, never a partial object.
+//! - Keys are fresh per completion (`<alg>/<xx>/<hex>/<unique>`), never reused, so deleting an
+//!   object cannot race a new upload of the same digest (see `berth-meta`).
+//! - A store keeps no state that matters in a process: several Berth processes may share one
+//!   (a shared filesystem or one bucket).
+//!
+//! How the primitives map to the backends:
+//!
+//! | primitive | filesystem | S3 |
+//! |---|---|---|
+//! | `upload_create` | empty file `uploads/<id>` | nothing, or `CreateMultipartUpload` on `uploads/<id>` |
+//! | `upload_write` | truncate at `offset`, positioned writes, writeback every 16 MiB | `UploadPart` number `part` |
+//! | `upload_complete` | truncate to `size`, fsync, rename to the key, fsync the directory | `CompleteMultipartUpload` of parts `1..=parts`, then a copy to the key |
+//! | `upload_abort` | unlink | `AbortMultipartUpload` |
+//! | `open` / `delete` | read / unlink | `GetObject` with `Range` / `DeleteObject` |
+//! | `list_uploads` / `list_objects` | directory walks, in batches | `ListMultipartUploads` / `ListObjectsV2` pages |
 
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use berth_oci::Digest;
+use berth_oci::{Digest, ResumableHasher};
 use bytes::Bytes;
 use futures_util::Stream;
 
 pub mod fs;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
 
 pub use fs::FsBlobStore;
 
 /// A stream of body chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
 
+/// A streamed listing (upload ids, object keys), produced page by page as it is consumed. No
+/// order is promised.
+pub type NameStream = Pin<Box<dyn Stream<Item = Result<String>> + Send + 'static>>;
+
 /// Blob storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
+    /// No such upload, or an id the store cannot hold.
     #[error("no upload session {0}")]
     UploadUnknown(String),
-    #[error("chunk starts at {got} but the upload has {expected} bytes")]
+    /// The store holds fewer bytes of the upload than a write's offset: bytes the upload's
+    /// record counts are missing (e.g. lost by a machine crash before they were made durable).
+    /// The upload cannot continue.
+    #[error("a write starts at byte {got} but the store holds only {expected} bytes of the upload")]
     OutOfOrder { expected: u64, got: u64 },
-    #[error("uploaded content has digest {actual}, not {expected}")]
-    DigestMismatch { expected: Digest, actual: Digest },
+    /// A completion declared more bytes than the store holds (same cause as `OutOfOrder`).
     #[error("upload has {actual} bytes, not the declared {declared}")]
     SizeMismatch { declared: u64, actual: u64 },
+    /// No object under the key, or a key the store cannot hold.
     #[error("no object under key {0}")]
     NotFound(String),
-    #[error("the client's body failed: {0}")]
-    Body(std::io::Error),
     #[error("storage IO error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,34 +94,56 @@ pub struct ObjectReader {
     pub body: ByteStream,
 }
 
+/// What [`BlobStore::upload_write`] stored.
+#[derive(Debug)]
+pub struct PartWritten {
+    /// Bytes stored from the body, from the write's offset on.
+    pub written: u64,
+    /// The hasher it was given, having taken in exactly those `written` bytes.
+    pub hasher: ResumableHasher,
+    /// Set when the body failed midway (a reset, or a stall ended by the server's body timeout).
+    /// The bytes that arrived before it are stored and counted in `written` (a backend that
+    /// cannot keep a partial part keeps none of it and says so with `written == 0`).
+    pub body_error: Option<std::io::Error>,
+}
+
 /// Blob storage. Implementations must be shareable by several Berth processes (a shared
-/// filesystem or one bucket): the only per-process state allowed is a cache that can be rebuilt
-/// from storage (the running hash of an upload, recomputed from its bytes when missing).
+/// filesystem or one bucket) and keep no state that matters in a process.
+///
+/// Writes to one upload are serialised by the caller (the claim on the upload's record); a
+/// store may still see a write whose claim was lost (a process that stalled past its lease)
+/// after or beside the next one, which is why a write replaces everything from its offset on.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
-    /// Starts an empty upload under `id`.
+    /// Starts an empty upload under `id` (1 to 64 characters of `[A-Za-z0-9_-]`), replacing
+    /// any data an upload of that id had.
     async fn upload_create(&self, id: &str) -> Result<()>;
 
-    /// The number of bytes the upload holds, or None if there is no such upload.
-    async fn upload_size(&self, id: &str) -> Result<Option<u64>>;
+    /// Stores `body` as part `part` (1 for the first write, then the record's part count + 1)
+    /// starting at byte `offset` (the bytes that finished writes stored). Whatever the upload
+    /// held from `offset` on (the parts of writes whose claim was lost) is replaced.
+    ///
+    /// Every stored byte goes through `hasher` (the running hash of the bytes before `offset`)
+    /// as it is stored, and the hasher comes back in [`PartWritten`] matching exactly the bytes
+    /// stored. A body that fails midway is not an error: see [`PartWritten::body_error`]. An
+    /// error (unknown upload, `OutOfOrder` when fewer than `offset` bytes are stored, storage
+    /// IO) means nothing this write stored counts.
+    ///
+    /// Must not hold a thread while it waits for the body, nor hold the body whole in memory.
+    async fn upload_write(&self, id: &str, part: u32, offset: u64, body: ByteStream, hasher: ResumableHasher) -> Result<PartWritten>;
 
-    /// Appends `body` at `offset`, which must equal the current size (else `OutOfOrder`).
-    /// Returns the new size. If the body fails midway (`Body` error: a reset, or a stall ended
-    /// by the server's body timeout), the bytes that arrived before the error are kept and the
-    /// upload stays usable at its new size (the client can ask for the size and resume).
-    /// Implementations must not hold a thread while they wait for the body.
-    async fn upload_append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64>;
-
-    /// Verifies the upload against `digest`. On success the bytes become an object under a
-    /// fresh key and the upload is gone. On a mismatch the upload is deleted and
-    /// `DigestMismatch` returned.
-    async fn upload_commit(&self, id: &str, digest: &Digest) -> Result<Committed>;
+    /// Makes the first `size` bytes of the upload (its parts `1..=parts`) durable and an object
+    /// under a fresh key `<alg>/<xx>/<hex>/<unique>` of `digest`; the upload is gone. The
+    /// digest only names the key: the caller verified the bytes (with the hasher) before. Bytes
+    /// past `size` (a lost write's) are dropped; fewer than `size` is `SizeMismatch`.
+    async fn upload_complete(&self, id: &str, parts: u32, size: u64, digest: &Digest) -> Result<Committed>;
 
     /// Deletes an upload's data (idempotent).
-    async fn upload_delete(&self, id: &str) -> Result<()>;
+    async fn upload_abort(&self, id: &str) -> Result<()>;
 
-    /// Lists upload ids with data in the store (for sweeping sessions whose record is gone).
-    async fn upload_ids(&self) -> Result<Vec<String>>;
+    /// Streams the ids of the uploads with data in the store (for sweeping those whose record
+    /// is gone).
+    fn list_uploads(&self) -> NameStream;
 
     /// Opens an object; `range` is an inclusive byte range already checked against the size.
     async fn open(&self, key: &str, range: Option<(u64, u64)>) -> Result<ObjectReader>;
@@ -95,6 +151,7 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Deletes an object (idempotent).
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Lists object keys whose objects are older than `older_than_secs` (for the orphan sweep).
-    async fn list_keys(&self, older_than_secs: u64) -> Result<Vec<String>>;
+    /// Streams the keys of objects older than `older_than_secs` (for the orphan sweep; an
+    /// object's age counts from its completion).
+    fn list_objects(&self, older_than_secs: u64) -> NameStream;
 }

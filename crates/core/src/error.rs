@@ -105,12 +105,8 @@ impl From<BlobError> for Error {
         match e {
             BlobError::UploadUnknown(_) => Error::UploadUnknown,
             BlobError::OutOfOrder { expected, got } => Error::UploadOutOfOrder { expected, got },
-            BlobError::DigestMismatch { expected, actual } => {
-                Error::DigestInvalid(format!("uploaded content has digest {actual}, not {expected}; the upload was discarded"))
-            }
             BlobError::SizeMismatch { declared, actual } => Error::SizeInvalid(format!("upload has {actual} bytes, not the declared {declared}")),
             BlobError::NotFound(key) => Error::internal("reading a blob whose object is missing", key),
-            BlobError::Body(io) => body_failed(&io, "query the upload's status and resume", None),
             BlobError::Io(io) => Error::internal("writing to blob storage", io),
         }
     }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use berth_blob::BlobStore;
+use futures_util::StreamExt;
 use berth_meta::MetadataStore;
 
 use crate::error::Result;
@@ -67,22 +68,26 @@ pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, settings: 
         s.blobs_removed += 1;
     }
     for id in &report.stale_uploads {
-        blobs.upload_delete(id).await?;
+        blobs.upload_abort(id).await?;
         s.stale_uploads_removed += 1;
     }
     progress.phase("looking for objects without a record");
     // Objects without a record: a crash between writing an object and recording it, or a
     // duplicate whose deletion failed. Only old ones, so an upload being committed is untouched.
-    for key in blobs.list_keys(grace.as_secs()).await? {
+    let mut keys = blobs.list_objects(grace.as_secs());
+    while let Some(key) = keys.next().await {
+        let key = key?;
         if !meta.key_in_use(&key).await? {
             blobs.delete(&key).await?;
             s.orphaned_objects_removed += 1;
         }
     }
     // Upload data without a record (sessions are recorded before their data is created).
-    for id in blobs.upload_ids().await? {
+    let mut ids = blobs.list_uploads();
+    while let Some(id) = ids.next().await {
+        let id = id?;
         if meta.get_upload(&id).await?.is_none() {
-            blobs.upload_delete(&id).await?;
+            blobs.upload_abort(&id).await?;
             s.orphaned_upload_data_removed += 1;
         }
     }

@@ -10,7 +10,7 @@ pub mod manifest;
 pub mod media;
 pub mod name;
 
-pub use digest::{Algorithm, Digest, DigestError, Hasher};
+pub use digest::{Algorithm, CheckpointError, Digest, DigestError, ResumableHasher};
 pub use error::ErrorCode;
 pub use manifest::{Descriptor, ManifestError, ManifestKind, ParsedManifest, MAX_MANIFEST_BYTES};
 pub use name::{NameError, Reference, RepoName, Tag};
