@@ -1,0 +1,73 @@
+//! Local users: names, argon2id passwords, the admin and disabled flags. The store refuses a
+//! change that would leave no enabled admin (a `Conflict`).
+
+use berth_meta::UserRecord;
+
+use super::hash_secret;
+use super::types::{UserSpec, UserView};
+use crate::{Core, Error, Result};
+
+/// What `put_user` did: the user as stored, and whether it was created (else replaced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSaved {
+    pub user: UserView,
+    pub created: bool,
+}
+
+fn user_view(u: &UserRecord) -> UserView {
+    UserView { name: u.name.clone(), admin: u.admin, disabled: u.disabled }
+}
+
+/// User names: what `berth user set` and logins accept (no `:`, which Basic credentials split
+/// on; not a robot name; printable).
+pub fn validate_user_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Error::Invalid("a user name has 1 to 128 characters".into()));
+    }
+    if name.starts_with(berth_access::robot::ROBOT_PREFIX) {
+        return Err(Error::Invalid(format!("{name:?} is a robot name; robots are managed under /api/v1/robots")));
+    }
+    if name.chars().any(|c| c == ':' || c.is_control() || c.is_whitespace()) {
+        return Err(Error::Invalid(format!("user name {name:?} may not contain ':', spaces or control characters")));
+    }
+    Ok(())
+}
+
+impl Core {
+    /// All users, by name (never their password hashes).
+    pub async fn list_users(&self) -> Result<Vec<UserView>> {
+        Ok(self.meta.list_users().await?.iter().map(user_view).collect())
+    }
+
+    pub async fn get_user(&self, name: &str) -> Result<UserView> {
+        let u = self.meta.get_user(name).await?.ok_or_else(|| Error::not_found("user", name))?;
+        Ok(user_view(&u))
+    }
+
+    /// Creates the user (a password of at least 8 characters is then required) or replaces its
+    /// flags, and its password when one is given.
+    pub async fn put_user(&self, name: &str, spec: UserSpec) -> Result<UserSaved> {
+        validate_user_name(name)?;
+        let existing = self.meta.get_user(name).await?;
+        let password_hash = match (spec.password, &existing) {
+            (Some(pw), _) => {
+                if pw.chars().count() < 8 {
+                    return Err(Error::Invalid("the password must have at least 8 characters".into()));
+                }
+                hash_secret(pw).await?
+            }
+            (None, Some(e)) => e.password_hash.clone(),
+            (None, None) => return Err(Error::Invalid(format!("user {name:?} does not exist yet: give it a `password`"))),
+        };
+        let rec = UserRecord { name: name.to_owned(), password_hash, admin: spec.admin, disabled: spec.disabled };
+        self.meta.put_user(&rec).await?;
+        Ok(UserSaved { user: user_view(&rec), created: existing.is_none() })
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        if !self.meta.delete_user(name).await? {
+            return Err(Error::not_found("user", name));
+        }
+        Ok(())
+    }
+}
