@@ -302,7 +302,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     set_hash_memory(&cfg)?;
     raise_fd_limit();
     let (meta, blobs) = open_stores(&cfg).await?;
-    let listen_text = cfg.external_url.clone().unwrap_or_else(|| cfg.listen.to_string());
+    // Bound before the first-start banner, so it names the real port (also with port 0).
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
+        format!("cannot listen on {}: is another process using it? Choose another with --listen or BERTH_LISTEN", cfg.listen)
+    })?;
+    let bound = listener.local_addr()?;
+    let listen_text = cfg.external_url.clone().unwrap_or_else(|| bound.to_string());
     bootstrap_admin(&*meta, cfg.admin_password.as_deref(), &listen_text).await?;
     let key = meta.init_setting("registry_signing_key", &generate_signing_key()?).await?;
     let tokens = Arc::new(TokenIssuer::new(&key, "berth", &cfg.service, cfg.token_ttl)?);
@@ -322,9 +327,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let audit = state.audit().clone();
     let metrics_app = berth_server::metrics_app(state.clone());
     let app = berth_server::app(state);
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
-        format!("cannot listen on {}: is another process using it? Choose another with --listen or BERTH_LISTEN", cfg.listen)
-    })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

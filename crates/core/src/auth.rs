@@ -468,10 +468,11 @@ async fn robot_secret_login(state: &Core, name: &str, secret: &str) -> Result<Op
 /// A registry token as the password (the kubelet plugin's exchange mode): it may be traded for a
 /// token with at most its own access, expiring no later than it does.
 async fn registry_token_login(state: &Core, token: &str) -> Result<Arc<Principal>, LoginError> {
-    let claims = state.tokens.verify(token).map_err(|e| LoginError::Invalid(e.to_string()))?;
-    if let Err(m) = still_current(state, &claims).await? {
-        return Err(LoginError::Invalid(m));
-    }
+    let claims = match verify_registry_token(state, token).await {
+        Ok(c) => c,
+        Err(AuthError::Token(m)) => return Err(LoginError::Invalid(m)),
+        Err(AuthError::Login(e)) => return Err(e),
+    };
     Ok(Arc::new(Principal {
         subject: claims.sub.clone(),
         kind: claims.kind,
@@ -590,11 +591,7 @@ pub async fn authenticate(state: &Core, creds: Credentials, client: Option<IpAdd
                 None => true,
             };
             if registry {
-                return match state.tokens.verify(&token) {
-                    Ok(claims) => token_caller(state, claims).await,
-                    Err(TokenError::Expired) => Err(AuthError::Token("the registry token has expired; log in again or request a new token".into())),
-                    Err(e) => Err(AuthError::Token(e.to_string())),
-                };
+                return verify_registry_token(state, &token).await.map(token_caller);
             }
             match federated(state, &token, None).await {
                 Ok(p) => Ok(caller_from(&p)),
@@ -609,10 +606,7 @@ pub async fn authenticate(state: &Core, creds: Credentials, client: Option<IpAdd
             if berth_identity::looks_like_jwt(&password)
                 && berth_identity::peek_issuer(&password).as_deref() == Some(state.tokens.issuer()) =>
         {
-            match state.tokens.verify(&password) {
-                Ok(claims) => token_caller(state, claims).await,
-                Err(e) => Err(AuthError::Token(e.to_string())),
-            }
+            verify_registry_token(state, &password).await.map(token_caller)
         }
         Credentials::Basic { username, password } => match login(state, &username, &password, client).await {
             Ok(p) => Ok(caller_from(&p)),
@@ -625,12 +619,24 @@ pub async fn authenticate(state: &Core, creds: Credentials, client: Option<IpAdd
 }
 
 /// The caller of a verified registry token, unless its principal was revoked since.
-async fn token_caller(state: &Core, claims: Arc<RegistryClaims>) -> Result<Caller, AuthError> {
+fn token_caller(claims: Arc<RegistryClaims>) -> Caller {
+    Caller { subject: claims.sub.clone(), kind: claims.kind, origin: claims.origin.clone().map(Arc::new), grants: Grants::Token(claims) }
+}
+
+/// Verifies a registry token: signature, algorithm, issuer, audience and lifetime (cached per
+/// token by the issuer), then that its principal was not revoked since ([`still_current`]).
+/// The one place where Berth's own tokens are checked, whichever way they arrive (Bearer on
+/// `/v2`, or as a Basic password at `/v2` or the token endpoint).
+pub async fn verify_registry_token(state: &Core, token: &str) -> Result<Arc<RegistryClaims>, AuthError> {
+    let claims = match state.tokens.verify(token) {
+        Ok(claims) => claims,
+        Err(TokenError::Expired) => return Err(AuthError::Token("the registry token has expired; log in again or request a new token".into())),
+        Err(e) => return Err(AuthError::Token(e.to_string())),
+    };
     match still_current(state, &claims).await {
-        Ok(Ok(())) => {}
-        Ok(Err(m)) => return Err(AuthError::Token(m)),
-        Err(e) => return Err(AuthError::Login(e)),
+        Ok(Ok(())) => Ok(claims),
+        Ok(Err(m)) => Err(AuthError::Token(m)),
+        Err(e) => Err(AuthError::Login(e)),
     }
-    Ok(Caller { subject: claims.sub.clone(), kind: claims.kind, origin: claims.origin.clone().map(Arc::new), grants: Grants::Token(claims) })
 }
 

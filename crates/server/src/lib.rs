@@ -2,10 +2,11 @@
 //! `/service/token`, the admin API under `/api/v1` (projects, robots, identity providers, audit,
 //! token explain, apply), Prometheus `/metrics`, and `/healthz` + `/readyz`.
 //!
-//! Architecture invariant: this is the only crate that knows HTTP. Handlers are thin: they parse
-//! the request into the validated types of `berth-oci`, ask `berth-access` whether the caller may
-//! act, call the stores, and turn the outcome into a response. Statuses and wire error codes are
-//! decided only in [`error`].
+//! Architecture invariant: this is the only crate that serves HTTP, and it is a translation layer
+//! over `berth-core`: handlers parse the request into the validated types of `berth-oci` and a
+//! core command, call the core (which authenticates, authorizes through `berth-access` and owns
+//! the stores: no file here touches a store), and turn the outcome into a response. Statuses and
+//! wire error codes are decided only in [`error`].
 
 use std::sync::Arc;
 
@@ -51,9 +52,6 @@ impl Default for ServerConfig {
 /// Everything a handler may use: the application core, and what only HTTP needs.
 pub struct AppState {
     pub core: Arc<Core>,
-    pub meta: Arc<dyn MetadataStore>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub tokens: Arc<TokenIssuer>,
     pub config: ServerConfig,
     pub(crate) metrics: ops::Metrics,
 }
@@ -62,12 +60,12 @@ impl AppState {
     /// Builds the state. Must run inside a Tokio runtime (the core starts the audit writer).
     pub fn new(meta: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>, tokens: Arc<TokenIssuer>, config: ServerConfig) -> Arc<AppState> {
         let core = Core::new(
-            meta.clone(),
-            blobs.clone(),
-            tokens.clone(),
+            meta,
+            blobs,
+            tokens,
             CoreConfig { service: config.service.clone(), anonymous: config.anonymous, limits: config.limits.clone() },
         );
-        Arc::new(AppState { core, meta, blobs, tokens, config, metrics: ops::Metrics::get() })
+        Arc::new(AppState { core, config, metrics: ops::Metrics::get() })
     }
 
     /// The audit writer.

@@ -70,20 +70,6 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.handle.render()
     }
-    pub fn bytes_in(&self, n: u64) {
-        metrics::counter!("berth_bytes_received_total").increment(n);
-    }
-    pub fn bytes_out(&self, n: u64) {
-        metrics::counter!("berth_bytes_sent_total").increment(n);
-    }
-    pub fn upload_started(&self) {
-        metrics::counter!("berth_upload_sessions_started_total").increment(1);
-        metrics::gauge!("berth_upload_sessions_active").increment(1.0);
-    }
-    pub fn upload_finished(&self, outcome: &'static str) {
-        metrics::counter!("berth_upload_sessions_finished_total", "outcome" => outcome).increment(1);
-        metrics::gauge!("berth_upload_sessions_active").decrement(1.0);
-    }
 }
 
 fn static_label(path: &str) -> &'static str {
