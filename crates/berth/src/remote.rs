@@ -1,6 +1,8 @@
 //! The CLI commands that talk to a running Berth through its admin API (`/api/v1`): login,
 //! projects, robots, identity providers, apply, token explain and audit. They send and receive
-//! the API's own wire types (`berth_server::api::types`), so CLI and API cannot drift.
+//! the API's own wire types (`berth_core::admin::types`, with `berth_claims::RuleSpec`,
+//! `berth_access::PermissionSpec` and `berth_identity::federation::ProviderSpec`), so CLI and API
+//! cannot drift.
 //!
 //! The server comes from `--server` or `BERTH_SERVER`, else from `berth login`'s saved file;
 //! credentials from `BERTH_USERNAME`/`BERTH_PASSWORD`, else from that file. Scripts never meet a
@@ -14,10 +16,14 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use berth_server::api::types::*;
+use berth_access::PermissionSpec;
+use berth_claims::RuleSpec;
+use berth_core::admin::types::*;
+use berth_identity::federation::{Preset, ProviderSpec};
 use clap::{Args, Subcommand};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Where the admin API is and who calls it.
 #[derive(Args, Debug, Clone)]
@@ -200,7 +206,9 @@ impl Client {
         Ok(Client { http: http_client(r.ca_file.as_ref())?, base: base.trim_end_matches('/').to_owned(), username, password })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    /// Sends one call; returns the text of a successful answer, or fails with the API's error
+    /// message.
+    async fn call<B: Serialize + ?Sized>(&self, method: &reqwest::Method, path: &str, body: Option<&B>) -> anyhow::Result<String> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method.clone(), &url).basic_auth(&self.username, Some(&self.password));
         if let Some(b) = body {
@@ -225,30 +233,28 @@ impl Client {
                 .unwrap_or(text);
             bail!("{method} {path}: HTTP {status}: {msg}");
         }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).with_context(|| format!("{method} {path}: the answer is not JSON"))
+        Ok(text)
     }
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
+    /// A call whose answer is the API type `T`.
+    async fn call_typed<B: Serialize + ?Sized, T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&B>) -> anyhow::Result<T> {
+        let text = self.call(&method, path, body).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            let what = if e.is_data() { "is not the JSON this command expects" } else { "is not JSON" };
+            anyhow::Error::new(e).context(format!("{method} {path}: the answer {what}"))
+        })
     }
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.call_typed(reqwest::Method::GET, path, None::<&EmptyBody>).await
     }
-    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::PUT, path, Some(body)).await
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.call_typed(reqwest::Method::POST, path, Some(body)).await
     }
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::DELETE, path, None).await
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        self.call_typed(reqwest::Method::PUT, path, Some(body)).await
     }
-}
-
-/// Drops the members of a JSON object that are null (flags the user did not give).
-fn without_nulls(v: Value) -> Value {
-    match v {
-        Value::Object(o) => Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-        other => other,
+    /// A DELETE (its answer, 204, has no body).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.call(&reqwest::Method::DELETE, path, None::<&EmptyBody>).await.map(drop)
     }
 }
 
@@ -262,8 +268,13 @@ fn seg(s: &str) -> String {
         .collect()
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Prints an answer as `--json` shows it: pretty JSON with the members of every object in
+/// alphabetical order (through [`Value`], as the CLI always printed it, whatever the order of
+/// the type's fields).
+fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    let v: Value = serde_json::to_value(v)?;
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
 }
 
 fn read_input(path: &str) -> anyhow::Result<String> {
@@ -301,7 +312,7 @@ pub async fn login(r: &Remote, a: &LoginArgs) -> anyhow::Result<()> {
         std::env::var("BERTH_PASSWORD").context("pass --password-stdin or set BERTH_PASSWORD")?
     };
     let c = Client { http: http_client(r.ca_file.as_ref())?, base: server.trim_end_matches('/').to_owned(), username: username.clone(), password: password.clone() };
-    c.get("/projects").await.context("login failed")?;
+    c.get::<Vec<ProjectView>>("/projects").await.context("login failed")?;
     let path = saved_path()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -355,33 +366,38 @@ pub enum ProjectCommand {
 
 pub async fn project(r: &Remote, cmd: ProjectCommand) -> anyhow::Result<()> {
     let c = Client::new(r)?;
-    let out = match cmd {
+    match cmd {
         ProjectCommand::List => {
-            let v = c.get("/projects").await?;
+            let list: Vec<ProjectView> = c.get("/projects").await?;
             if !r.json {
-                for p in v.as_array().into_iter().flatten() {
-                    println!("{}\t{}", p["name"].as_str().unwrap_or(""), if p["public"] == true { "public" } else { "private" });
+                for p in &list {
+                    println!("{}\t{}", p.name, if p.public { "public" } else { "private" });
                 }
                 return Ok(());
             }
-            v
+            print_json(&list)
         }
-        ProjectCommand::Create { name, public } => c.post("/projects", &json!({"name": name, "public": public})).await?,
-        ProjectCommand::Show { name } => c.get(&format!("/projects/{}", seg(&name))).await?,
+        ProjectCommand::Create { name, public } => {
+            let v: ProjectView = c.post("/projects", &ProjectSpec { name, public }).await?;
+            print_json(&v)
+        }
+        ProjectCommand::Show { name } => {
+            let v: ProjectView = c.get(&format!("/projects/{}", seg(&name))).await?;
+            print_json(&v)
+        }
         ProjectCommand::Set { name, public, private } => {
             if !public && !private {
                 bail!("say --public or --private");
             }
-            c.put(&format!("/projects/{}", seg(&name)), &json!({"name": name, "public": public})).await?
+            let v: ProjectView = c.put(&format!("/projects/{}", seg(&name)), &ProjectSpec { name: name.clone(), public }).await?;
+            print_json(&v)
         }
         ProjectCommand::Delete { name } => {
             c.delete(&format!("/projects/{}", seg(&name))).await?;
             println!("project {name} deleted");
-            return Ok(());
+            Ok(())
         }
-    };
-    print_json(&out);
-    Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- robots
@@ -462,113 +478,120 @@ pub enum RobotCommand {
 }
 
 /// Parses `CLAIM=VALUE`, `CLAIM~GLOB` or `CLAIM:in=A,B`.
-pub fn parse_rule(s: &str) -> anyhow::Result<Value> {
+pub fn parse_rule(s: &str) -> anyhow::Result<RuleSpec> {
+    let rule = |claim: &str| RuleSpec { claim: Some(claim.to_owned()), ..RuleSpec::default() };
     if let Some((claim, values)) = s.split_once(":in=") {
-        return Ok(json!({"claim": claim, "oneOf": values.split(',').collect::<Vec<_>>()}));
+        return Ok(RuleSpec { one_of: Some(values.split(',').map(str::to_owned).collect()), ..rule(claim) });
     }
     let eq = s.find('=');
     let glob = s.find('~');
     match (eq, glob) {
-        (Some(i), g) if g.is_none_or(|g| i < g) => Ok(json!({"claim": &s[..i], "equals": &s[i + 1..]})),
-        (_, Some(i)) => Ok(json!({"claim": &s[..i], "glob": &s[i + 1..]})),
+        (Some(i), g) if g.is_none_or(|g| i < g) => Ok(RuleSpec { equals: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
+        (_, Some(i)) => Ok(RuleSpec { glob: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
         _ => bail!("rule {s:?}: use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"),
     }
 }
 
+/// A CEL rule of `--rule-expression`.
+fn expression_rule(e: &str) -> RuleSpec {
+    RuleSpec { expression: Some(e.to_owned()), ..RuleSpec::default() }
+}
+
+/// The rules of `--rule` and `--rule-expression`, in that order.
+fn parse_rules(rules: &[String], expressions: &[String]) -> anyhow::Result<Vec<RuleSpec>> {
+    let mut list = rules.iter().map(|s| parse_rule(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    list.extend(expressions.iter().map(|e| expression_rule(e)));
+    Ok(list)
+}
+
 /// Parses `GLOB:ACTIONS`.
-pub fn parse_allow(s: &str) -> anyhow::Result<Value> {
+pub fn parse_allow(s: &str) -> anyhow::Result<PermissionSpec> {
     let (glob, actions) = s.rsplit_once(':').with_context(|| format!("permission {s:?}: use REPOSITORY-GLOB:ACTIONS, like 'library/*:pull,push'"))?;
-    Ok(json!({"repositories": glob, "actions": actions.split(',').collect::<Vec<_>>()}))
+    Ok(PermissionSpec { project: None, repositories: glob.to_owned(), actions: actions.split(',').map(str::to_owned).collect() })
+}
+
+fn parse_allows(allow: &[String]) -> anyhow::Result<Vec<PermissionSpec>> {
+    allow.iter().map(|s| parse_allow(s)).collect()
 }
 
 pub async fn robot(r: &Remote, cmd: RobotCommand) -> anyhow::Result<()> {
     let c = Client::new(r)?;
-    let out = match cmd {
+    match cmd {
         RobotCommand::List { project } => {
             let path = match project {
                 Some(p) => format!("/robots?project={}", seg(&p)),
                 None => "/robots".into(),
             };
-            let v = c.get(&path).await?;
+            let list: Vec<RobotView> = c.get(&path).await?;
             if !r.json {
-                for x in v.as_array().into_iter().flatten() {
+                for x in &list {
                     println!(
                         "{}\t{}\t{}{}",
-                        x["name"].as_str().unwrap_or(""),
-                        x["kind"].as_str().unwrap_or(""),
-                        x["identityProvider"].as_str().unwrap_or("-"),
-                        if x["disabled"] == true { "\tdisabled" } else { "" }
+                        x.name,
+                        x.kind,
+                        x.identity_provider.as_deref().unwrap_or("-"),
+                        if x.disabled { "\tdisabled" } else { "" }
                     );
                 }
                 return Ok(());
             }
-            v
+            print_json(&list)
         }
         RobotCommand::Create { name, project, identity_provider, rules, expressions, allow, description, expires_at } => {
-            let mut rule_list = rules.iter().map(|s| parse_rule(s)).collect::<anyhow::Result<Vec<_>>>()?;
-            rule_list.extend(expressions.iter().map(|e| json!({"expression": e})));
-            let spec = json!({
-                "name": name, "project": project, "identityProvider": identity_provider, "rules": rule_list,
-                "permissions": allow.iter().map(|s| parse_allow(s)).collect::<anyhow::Result<Vec<_>>>()?,
-                "description": description, "expiresAt": expires_at,
-            });
-            let spec = without_nulls(spec);
-            let v = c.post("/robots", &spec).await?;
-            if let (false, Some(secret)) = (r.json, v["secret"].as_str()) {
-                println!("robot {} created. Its secret (shown only now):\n\n    {secret}\n", v["robot"]["name"].as_str().unwrap_or(""));
+            let rules = parse_rules(&rules, &expressions)?;
+            let permissions = parse_allows(&allow)?;
+            let spec = RobotSpec { name, project, description, disabled: false, expires_at, identity_provider, rules, permissions };
+            let created: RobotCreated = c.post("/robots", &spec).await?;
+            if let (false, Some(secret)) = (r.json, created.secret.as_deref()) {
+                println!("robot {} created. Its secret (shown only now):\n\n    {secret}\n", created.robot.name);
                 return Ok(());
             }
-            v
+            print_json(&created)
         }
         RobotCommand::Update { name, project, rules, expressions, allow, description, expires_at } => {
             let full = full_robot_name(&name, project.as_deref());
-            let v: RobotView = serde_json::from_value(c.get(&format!("/robots/{}", seg(&full))).await?)?;
-            let mut spec = json!({
-                "name": v.name, "project": v.project, "description": v.description, "disabled": v.disabled, "expiresAt": v.expires_at,
-                "identityProvider": v.identity_provider, "rules": v.rules, "permissions": v.permissions,
-            });
+            let mut spec = robot_spec(&c, &full).await?;
             if !rules.is_empty() || !expressions.is_empty() {
-                let mut list = rules.iter().map(|s| parse_rule(s)).collect::<anyhow::Result<Vec<_>>>()?;
-                list.extend(expressions.iter().map(|e| json!({"expression": e})));
-                spec["rules"] = json!(list);
+                spec.rules = parse_rules(&rules, &expressions)?;
             }
             if !allow.is_empty() {
-                spec["permissions"] = json!(allow.iter().map(|s| parse_allow(s)).collect::<anyhow::Result<Vec<_>>>()?);
+                spec.permissions = parse_allows(&allow)?;
             }
             if let Some(d) = description {
-                spec["description"] = json!(d);
+                spec.description = Some(d);
             }
-            match expires_at.as_deref() {
-                Some("never") => spec["expiresAt"] = Value::Null,
-                Some(t) => spec["expiresAt"] = json!(t),
+            match expires_at {
+                Some(t) if t == "never" => spec.expires_at = None,
+                Some(t) => spec.expires_at = Some(t),
                 None => {}
             }
-            let v = c.put(&format!("/robots/{}", seg(&full)), &without_nulls(spec)).await?;
+            let updated: RobotCreated = c.put(&format!("/robots/{}", seg(&full)), &spec).await?;
             if !r.json {
-                println!("robot {} updated", v["robot"]["name"].as_str().unwrap_or(&full));
+                println!("robot {} updated", updated.robot.name);
                 return Ok(());
             }
-            v
+            print_json(&updated)
         }
-        RobotCommand::Show { name } => c.get(&format!("/robots/{}", seg(&name))).await?,
-        RobotCommand::Disable { name } => set_disabled(&c, &name, true).await?,
-        RobotCommand::Enable { name } => set_disabled(&c, &name, false).await?,
+        RobotCommand::Show { name } => {
+            let v: RobotView = c.get(&format!("/robots/{}", seg(&name))).await?;
+            print_json(&v)
+        }
+        RobotCommand::Disable { name } => print_json(&set_disabled(&c, &name, true).await?),
+        RobotCommand::Enable { name } => print_json(&set_disabled(&c, &name, false).await?),
         RobotCommand::Secret { name } => {
-            let v = c.post(&format!("/robots/{}/secret", seg(&name)), &json!({})).await?;
+            let v: RobotCreated = c.post(&format!("/robots/{}/secret", seg(&name)), &EmptyBody {}).await?;
             if !r.json {
-                println!("new secret of {name} (shown only now):\n\n    {}\n", v["secret"].as_str().unwrap_or(""));
+                println!("new secret of {name} (shown only now):\n\n    {}\n", v.secret.as_deref().unwrap_or(""));
                 return Ok(());
             }
-            v
+            print_json(&v)
         }
         RobotCommand::Delete { name } => {
             c.delete(&format!("/robots/{}", seg(&name))).await?;
             println!("robot {name} deleted");
-            return Ok(());
+            Ok(())
         }
-    };
-    print_json(&out);
-    Ok(())
+    }
 }
 
 /// `robot$<project>+<name>`, `robot$<name>`, or the full name as given.
@@ -582,13 +605,14 @@ fn full_robot_name(name: &str, project: Option<&str>) -> String {
     }
 }
 
-async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<Value> {
-    let v: RobotView = serde_json::from_value(c.get(&format!("/robots/{}", seg(name))).await?)?;
-    let spec = json!({
-        "name": v.name, "project": v.project, "description": v.description, "disabled": disabled, "expiresAt": v.expires_at,
-        "identityProvider": v.identity_provider, "rules": v.rules, "permissions": v.permissions,
-    });
-    let spec = without_nulls(spec);
+/// The stored robot `name` as a spec to change and put back (the API has no partial update).
+async fn robot_spec(c: &Client, name: &str) -> anyhow::Result<RobotSpec> {
+    let v: RobotView = c.get(&format!("/robots/{}", seg(name))).await?;
+    v.spec().with_context(|| format!("robot {name}: the server sent rules or permissions this CLI cannot read"))
+}
+
+async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<RobotCreated> {
+    let spec = RobotSpec { disabled, ..robot_spec(c, name).await? };
     c.put(&format!("/robots/{}", seg(name)), &spec).await
 }
 
@@ -659,84 +683,106 @@ pub struct IdpAdd {
 }
 
 /// The provider document of `berth idp add`/`update`.
-fn idp_spec(add: IdpAdd) -> anyhow::Result<Value> {
+fn idp_spec(add: IdpAdd) -> anyhow::Result<ProviderSpec> {
     let IdpAdd { preset, name, audiences, issuer, instance, enterprise_slug, jwks_file, jwks_uri, discovery_url, ca_cert, algorithms, max_token_lifetime, clock_skew } = add;
     let preset = match preset.as_str() {
         "generic" => None,
-        p @ ("github" | "gitlab" | "forgejo" | "kubernetes") => Some(p.to_owned()),
+        "github" => Some(Preset::Github),
+        "gitlab" => Some(Preset::Gitlab),
+        "forgejo" => Some(Preset::Forgejo),
+        "kubernetes" => Some(Preset::Kubernetes),
         other => bail!("unknown preset {other:?}: use github, gitlab, forgejo, kubernetes or generic"),
     };
     let jwks = match jwks_file {
-        Some(f) => Some(serde_json::from_str::<Value>(&read_input(&f)?).context("the JWKS is not JSON")?),
+        // A file holding `null` gives no keys, as if --jwks-file were not given.
+        Some(f) => Some(serde_json::from_str::<Value>(&read_input(&f)?).context("the JWKS is not JSON")?).filter(|v| !v.is_null()),
         None => None,
     };
     let ca = match ca_cert {
         Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let spec = json!({
-        "name": name, "preset": preset, "issuer": issuer, "instance": instance, "enterpriseSlug": enterprise_slug,
-        "audiences": audiences, "jwks": jwks, "jwksUri": jwks_uri, "discoveryUrl": discovery_url, "certificateAuthority": ca,
-        "algorithms": if algorithms.is_empty() { None } else { Some(algorithms) },
-        "maxTokenLifetime": max_token_lifetime, "clockSkew": clock_skew,
-    });
-    Ok(without_nulls(spec))
+    Ok(ProviderSpec {
+        name,
+        preset,
+        issuer,
+        enterprise_slug,
+        instance,
+        audiences,
+        discovery_url,
+        jwks_uri,
+        jwks,
+        certificate_authority: ca,
+        algorithms: if algorithms.is_empty() { None } else { Some(algorithms) },
+        max_token_lifetime,
+        clock_skew,
+        audit_claims: None,
+        description: None,
+    })
+}
+
+/// A list as the text output shows it: compact JSON, like `["a","b"]`.
+fn json_list(v: &[String]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(v)?)
 }
 
 pub async fn idp(r: &Remote, cmd: IdpCommand) -> anyhow::Result<()> {
     let c = Client::new(r)?;
-    let out = match cmd {
+    match cmd {
         IdpCommand::List => {
-            let v = c.get("/identity-providers").await?;
+            let list: Vec<IdentityProviderView> = c.get("/identity-providers").await?;
             if !r.json {
-                for p in v.as_array().into_iter().flatten() {
-                    println!("{}\t{}\t{}", p["name"].as_str().unwrap_or(""), p["issuer"].as_str().unwrap_or(""), p["spec"]["audiences"]);
+                for p in &list {
+                    println!("{}\t{}\t{}", p.name, p.issuer, json_list(&p.spec.audiences)?);
                 }
                 return Ok(());
             }
-            v
+            print_json(&list)
         }
-        IdpCommand::Add(add) => c.post("/identity-providers", &idp_spec(*add)?).await?,
+        IdpCommand::Add(add) => {
+            let v: IdentityProviderView = c.post("/identity-providers", &idp_spec(*add)?).await?;
+            print_json(&v)
+        }
         IdpCommand::Update(add) => {
             let name = add.name.clone();
-            let v = c.put(&format!("/identity-providers/{}", seg(&name)), &idp_spec(*add)?).await?;
+            let v: IdentityProviderView = c.put(&format!("/identity-providers/{}", seg(&name)), &idp_spec(*add)?).await?;
             if !r.json {
-                println!("identity provider {name} updated (issuer {})", v["issuer"].as_str().unwrap_or(""));
+                println!("identity provider {name} updated (issuer {})", v.issuer);
                 return Ok(());
             }
-            v
+            print_json(&v)
         }
-        IdpCommand::Show { name } => c.get(&format!("/identity-providers/{}", seg(&name))).await?,
+        IdpCommand::Show { name } => {
+            let v: IdentityProviderView = c.get(&format!("/identity-providers/{}", seg(&name))).await?;
+            print_json(&v)
+        }
         IdpCommand::Test { name } => {
-            let v = c.post(&format!("/identity-providers/{}/test", seg(&name)), &json!({})).await?;
+            let v: ProviderTestAnswer = c.post(&format!("/identity-providers/{}/test", seg(&name)), &EmptyBody {}).await?;
             if !r.json {
-                if v["ok"] == true {
-                    let t = &v["result"];
+                if let (true, Some(t)) = (v.ok, &v.result) {
                     println!("identity provider {name}: OK");
-                    println!("  issuer:     {}", t["issuer"].as_str().unwrap_or(""));
-                    println!("  keys from:  {}", t["source"].as_str().unwrap_or(""));
-                    for k in t["keys"].as_array().into_iter().flatten() {
-                        println!("  key:        {}", k.as_str().unwrap_or(""));
+                    println!("  issuer:     {}", t.issuer);
+                    println!("  keys from:  {}", t.source);
+                    for k in &t.keys {
+                        println!("  key:        {k}");
                     }
-                    for k in t["skipped"].as_array().into_iter().flatten() {
-                        println!("  skipped:    {}", k.as_str().unwrap_or(""));
+                    for k in &t.skipped {
+                        println!("  skipped:    {k}");
                     }
-                    println!("  algorithms: {}", t["algorithms"]);
-                    println!("  audiences:  {}", t["audiences"]);
+                    println!("  algorithms: {}", json_list(&t.algorithms)?);
+                    println!("  audiences:  {}", json_list(&t.audiences)?);
                     return Ok(());
                 }
-                bail!("identity provider {name}: {}", v["error"].as_str().unwrap_or("failed"));
+                bail!("identity provider {name}: {}", v.error.as_deref().unwrap_or("failed"));
             }
-            v
+            print_json(&v)
         }
         IdpCommand::Delete { name } => {
             c.delete(&format!("/identity-providers/{}", seg(&name))).await?;
             println!("identity provider {name} deleted");
-            return Ok(());
+            Ok(())
         }
-    };
-    print_json(&out);
-    Ok(())
+    }
 }
 
 // ---------------------------------------------------------------- apply, explain, audit
@@ -744,12 +790,10 @@ pub async fn idp(r: &Remote, cmd: IdpCommand) -> anyhow::Result<()> {
 pub async fn apply(r: &Remote, file: &str) -> anyhow::Result<()> {
     let doc: ApplyDocument = parse_document(&read_input(file)?, file)?;
     let c = Client::new(r)?;
-    let v = c.post("/apply", &serde_json::to_value(&doc)?).await?;
+    let report: ApplyReport = c.post("/apply", &doc).await?;
     if r.json {
-        print_json(&v);
-        return Ok(());
+        return print_json(&report);
     }
-    let report: ApplyReport = serde_json::from_value(v)?;
     for ch in &report.changes {
         println!("{:<9} {} {}", ch.action, ch.kind, ch.name);
     }
@@ -762,33 +806,32 @@ pub async fn apply(r: &Remote, file: &str) -> anyhow::Result<()> {
 pub async fn explain(r: &Remote, token: &str) -> anyhow::Result<()> {
     let token = if token == "-" { read_input("-")?.trim().to_owned() } else { token.to_owned() };
     let c = Client::new(r)?;
-    let v = c.post("/token/explain", &json!({"token": token})).await?;
+    let v: ExplanationView = c.post("/token/explain", &ExplainRequest { token }).await?;
     if r.json {
-        print_json(&v);
-        return Ok(());
+        return print_json(&v);
     }
-    if let Some(h) = v.get("header").filter(|h| !h.is_null()) {
+    if let Some(h) = &v.header {
         println!("header:   {h}");
     }
-    if let Some(cl) = v.get("claims").filter(|h| !h.is_null()) {
+    if let Some(cl) = &v.claims {
         println!("claims:   {}", serde_json::to_string_pretty(cl)?.replace('\n', "\n          "));
     }
-    println!("provider: {}", v["provider"].as_str().unwrap_or("(none)"));
+    println!("provider: {}", v.provider.as_deref().unwrap_or("(none)"));
     println!("\nsteps:");
-    for s in v["steps"].as_array().into_iter().flatten() {
-        println!("  [{}] {}: {}", if s["ok"] == true { "ok" } else { "FAIL" }, s["name"].as_str().unwrap_or(""), s["detail"].as_str().unwrap_or(""));
+    for s in &v.steps {
+        println!("  [{}] {}: {}", if s.ok { "ok" } else { "FAIL" }, s.name, s.detail);
     }
-    if let Some(robots) = v["robots"].as_array().filter(|a| !a.is_empty()) {
+    if !v.robots.is_empty() {
         println!("\nrobots of this provider:");
-        for rb in robots {
-            println!("  {} {}{}", if rb["matched"] == true { "MATCH" } else { "no   " }, rb["robot"].as_str().unwrap_or(""), rb["note"].as_str().map(|n| format!(" ({n})")).unwrap_or_default());
-            for rule in rb["rules"].as_array().into_iter().flatten() {
-                println!("      [{}] {}: {}", if rule["matched"] == true { "ok" } else { "FAIL" }, rule["rule"].as_str().unwrap_or(""), rule["reason"].as_str().unwrap_or(""));
+        for rb in &v.robots {
+            println!("  {} {}{}", if rb.matched { "MATCH" } else { "no   " }, rb.robot, rb.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default());
+            for rule in &rb.rules {
+                println!("      [{}] {}: {}", if rule.matched { "ok" } else { "FAIL" }, rule.rule, rule.reason);
             }
         }
     }
-    println!("\nresult: {}{}", v["result"].as_str().unwrap_or(""), v["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default());
-    if v["result"] != "accepted" {
+    println!("\nresult: {}{}", v.result, v.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default());
+    if v.result != "accepted" {
         std::process::exit(1);
     }
     Ok(())
@@ -836,12 +879,10 @@ pub async fn audit(r: &Remote, a: &AuditArgs) -> anyhow::Result<()> {
         }
     }
     let c = Client::new(r)?;
-    let v = c.get(&format!("/audit?{}", q.join("&"))).await?;
+    let events: Vec<AuditEventView> = c.get(&format!("/audit?{}", q.join("&"))).await?;
     if r.json {
-        print_json(&v);
-        return Ok(());
+        return print_json(&events);
     }
-    let events: Vec<AuditEventView> = serde_json::from_value(v)?;
     for e in events {
         println!(
             "{} {:<6} {:<6} {} {}{}{}{}",
@@ -856,4 +897,237 @@ pub async fn audit(r: &Remote, a: &AuditArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Serializes a request body as it goes on the wire.
+    fn wire<T: Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    #[test]
+    fn rule_flags_become_the_rules_the_server_accepts() {
+        let table = [
+            ("repository=myorg/myrepo", json!({"claim": "repository", "equals": "myorg/myrepo"})),
+            ("ref~refs/heads/*", json!({"claim": "ref", "glob": "refs/heads/*"})),
+            ("ref:in=refs/heads/main,refs/tags/v1", json!({"claim": "ref", "oneOf": ["refs/heads/main", "refs/tags/v1"]})),
+            ("env:in=prod", json!({"claim": "env", "oneOf": ["prod"]})),
+            // The first of = and ~ decides; the value keeps the rest.
+            ("ref=a~b", json!({"claim": "ref", "equals": "a~b"})),
+            ("ref~a=b", json!({"claim": "ref", "glob": "a=b"})),
+            ("job_workflow_ref=org/repo/.github/workflows/x.yml@refs/heads/main", json!({"claim": "job_workflow_ref", "equals": "org/repo/.github/workflows/x.yml@refs/heads/main"})),
+            ("kubernetes.io.namespace=ci", json!({"claim": "kubernetes.io.namespace", "equals": "ci"})),
+            ("sub=", json!({"claim": "sub", "equals": ""})),
+        ];
+        for (flag, expected) in table {
+            let rule = parse_rule(flag).unwrap();
+            assert_eq!(wire(&rule), expected, "--rule {flag}");
+            // What the server reads back is the same rule, and it compiles.
+            assert_eq!(serde_json::from_value::<RuleSpec>(expected).unwrap(), rule, "--rule {flag}");
+            berth_claims::Rule::compile(&rule).unwrap_or_else(|e| panic!("--rule {flag}: {e}"));
+        }
+        for bad in ["repository", "", "ref:in"] {
+            let e = parse_rule(bad).unwrap_err().to_string();
+            assert_eq!(e, format!("rule {bad:?}: use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"));
+        }
+    }
+
+    #[test]
+    fn expression_flags_and_rule_order() {
+        let rules = parse_rules(&["repository=o/r".into()], &["claims.ref.startsWith('refs/heads/')".into()]).unwrap();
+        assert_eq!(
+            wire(&rules),
+            json!([{"claim": "repository", "equals": "o/r"}, {"expression": "claims.ref.startsWith('refs/heads/')"}])
+        );
+        assert!(parse_rules(&["ok=1".into(), "bad".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn allow_flags_become_the_permissions_the_server_accepts() {
+        let table = [
+            ("library/*:pull,push", json!({"repositories": "library/*", "actions": ["pull", "push"]})),
+            ("*:pull", json!({"repositories": "*", "actions": ["pull"]})),
+            ("app:*", json!({"repositories": "app", "actions": ["*"]})),
+            // The last colon separates the actions.
+            ("weird:name:delete", json!({"repositories": "weird:name", "actions": ["delete"]})),
+        ];
+        for (flag, expected) in table {
+            let p = parse_allow(flag).unwrap();
+            assert_eq!(wire(&p), expected, "--allow {flag}");
+            assert_eq!(serde_json::from_value::<PermissionSpec>(expected).unwrap(), p, "--allow {flag}");
+        }
+        berth_access::robot_permissions(Some("library"), &[parse_allow("library/*:pull,push").unwrap()]).unwrap();
+        let e = parse_allow("library/*").unwrap_err().to_string();
+        assert_eq!(e, "permission \"library/*\": use REPOSITORY-GLOB:ACTIONS, like 'library/*:pull,push'");
+    }
+
+    #[test]
+    fn robot_create_body() {
+        let spec = RobotSpec {
+            name: "ci".into(),
+            project: Some("library".into()),
+            description: None,
+            disabled: false,
+            expires_at: None,
+            identity_provider: Some("github".into()),
+            rules: parse_rules(&["repository=o/r".into()], &[]).unwrap(),
+            permissions: parse_allows(&["library/*:pull".into()]).unwrap(),
+        };
+        assert_eq!(
+            wire(&spec),
+            json!({
+                "name": "ci", "project": "library", "identityProvider": "github",
+                "rules": [{"claim": "repository", "equals": "o/r"}],
+                "permissions": [{"repositories": "library/*", "actions": ["pull"]}],
+            })
+        );
+        // A static-secret robot without flags: empty lists, no nulls.
+        let spec = RobotSpec { name: "pusher".into(), project: None, description: None, disabled: false, expires_at: None, identity_provider: None, rules: vec![], permissions: vec![] };
+        assert_eq!(wire(&spec), json!({"name": "pusher", "rules": [], "permissions": []}));
+    }
+
+    #[test]
+    fn robot_update_puts_back_what_it_read() {
+        let view: RobotView = serde_json::from_value(json!({
+            "name": "robot$library+ci", "project": "library", "description": "", "disabled": false,
+            "expiresAt": "2030-01-01T00:00:00Z", "kind": "federated", "identityProvider": "github",
+            "rules": [{"claim": "ref", "glob": "refs/heads/*"}, {"expression": "claims.x == 'y'"}],
+            "permissions": [{"project": "library", "repositories": "*", "actions": ["pull"]}],
+            "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+        }))
+        .unwrap();
+        let spec = view.spec().unwrap();
+        assert_eq!(
+            wire(&spec),
+            json!({
+                "name": "robot$library+ci", "project": "library", "description": "", "expiresAt": "2030-01-01T00:00:00Z",
+                "identityProvider": "github",
+                "rules": [{"claim": "ref", "glob": "refs/heads/*"}, {"expression": "claims.x == 'y'"}],
+                "permissions": [{"project": "library", "repositories": "*", "actions": ["pull"]}],
+            })
+        );
+        let disabled = RobotSpec { disabled: true, expires_at: None, ..spec };
+        assert_eq!(wire(&disabled)["disabled"], json!(true));
+        assert!(wire(&disabled).get("expiresAt").is_none());
+    }
+
+    #[test]
+    fn bodyless_posts_send_an_empty_object() {
+        assert_eq!(serde_json::to_string(&EmptyBody {}).unwrap(), "{}");
+    }
+
+    fn idp_add(preset: &str) -> IdpAdd {
+        IdpAdd {
+            preset: preset.into(),
+            name: "ci".into(),
+            audiences: vec!["registry.example.com".into()],
+            issuer: None,
+            instance: None,
+            enterprise_slug: None,
+            jwks_file: None,
+            jwks_uri: None,
+            discovery_url: None,
+            ca_cert: None,
+            algorithms: vec![],
+            max_token_lifetime: None,
+            clock_skew: None,
+        }
+    }
+
+    #[test]
+    fn idp_flags_become_the_provider_the_server_accepts() {
+        let spec = idp_spec(IdpAdd { instance: Some("https://gitlab.example".into()), clock_skew: Some("30s".into()), ..idp_add("gitlab") }).unwrap();
+        let expected = json!({"name": "ci", "preset": "gitlab", "instance": "https://gitlab.example", "audiences": ["registry.example.com"], "clockSkew": "30s"});
+        assert_eq!(wire(&spec), expected);
+        assert_eq!(serde_json::from_value::<ProviderSpec>(expected).unwrap(), spec);
+        let spec = idp_spec(IdpAdd {
+            issuer: Some("https://issuer.example".into()),
+            algorithms: vec!["ES256".into()],
+            jwks_uri: Some("https://issuer.example/keys".into()),
+            ..idp_add("generic")
+        })
+        .unwrap();
+        assert_eq!(
+            wire(&spec),
+            json!({"name": "ci", "issuer": "https://issuer.example", "audiences": ["registry.example.com"], "jwksUri": "https://issuer.example/keys", "algorithms": ["ES256"]})
+        );
+        for (preset, name) in [("github", "github"), ("forgejo", "forgejo"), ("kubernetes", "kubernetes")] {
+            assert_eq!(wire(&idp_spec(idp_add(preset)).unwrap())["preset"], json!(name));
+        }
+        let e = idp_spec(idp_add("azure")).unwrap_err().to_string();
+        assert_eq!(e, "unknown preset \"azure\": use github, gitlab, forgejo, kubernetes or generic");
+    }
+
+    /// `--json` prints the typed answer; it must be exactly what the server sent.
+    fn prints_as_sent<T: DeserializeOwned + Serialize>(sent: Value) {
+        let typed: T = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), sent);
+    }
+
+    #[test]
+    fn answers_print_as_the_server_sent_them() {
+        use berth_core::admin::IdentityProviderTest;
+        use berth_identity::federation::{Explanation, ProviderTest, RobotExplanation, RuleExplanation, Step};
+        let explanation = Explanation {
+            now: 1_700_000_000,
+            header: Some(json!({"alg": "ES256", "kid": "k1"})),
+            claims: Some(json!({"sub": "x", "n": 1.5, "nested": {"b": [1, null]}})),
+            provider: Some("github".into()),
+            steps: vec![Step { name: "signature".into(), ok: true, detail: "ES256 key k1".into() }],
+            robots: vec![
+                RobotExplanation { robot: "robot$ci".into(), matched: false, note: Some("disabled".into()), rules: vec![RuleExplanation { rule: "ref=x".into(), matched: false, reason: "ref is y".into() }] },
+                RobotExplanation { robot: "robot$cd".into(), matched: true, note: None, rules: vec![] },
+            ],
+            matched: vec!["robot$cd".into()],
+            result: "accepted".into(),
+            message: None,
+        };
+        prints_as_sent::<ExplanationView>(serde_json::to_value(&explanation).unwrap());
+        prints_as_sent::<ExplanationView>(serde_json::to_value(Explanation { result: "denied".into(), message: Some("bad".into()), ..Explanation::default() }).unwrap());
+
+        let test = ProviderTest {
+            issuer: "https://issuer.example".into(),
+            source: "static jwks".into(),
+            keys: vec!["k1 (EC P-256)".into()],
+            skipped: vec![],
+            advertised_algorithms: None,
+            algorithms: vec!["ES256".into()],
+            audiences: vec!["registry.example.com".into()],
+        };
+        // What the server's handler sends.
+        let sent = |t: IdentityProviderTest| serde_json::to_value(t).unwrap();
+        let ok = sent(IdentityProviderTest { ok: true, result: Some(test.clone()), error: None });
+        assert_eq!(ok["result"]["advertisedAlgorithms"], Value::Null);
+        prints_as_sent::<ProviderTestAnswer>(ok);
+        let advertised = ProviderTest { advertised_algorithms: Some(vec!["RS256".into()]), ..test };
+        prints_as_sent::<ProviderTestAnswer>(sent(IdentityProviderTest { ok: true, result: Some(advertised), error: None }));
+        let failed = sent(IdentityProviderTest { ok: false, result: None, error: Some("discovery failed".into()) });
+        assert_eq!(failed, json!({"ok": false, "error": "discovery failed"}));
+        prints_as_sent::<ProviderTestAnswer>(failed);
+
+        prints_as_sent::<RobotCreated>(json!({
+            "robot": {"name": "robot$pusher", "project": null, "description": "", "disabled": false, "expiresAt": null, "kind": "secret",
+                      "identityProvider": null, "rules": [], "permissions": [{"repositories": "*", "actions": ["pull"]}],
+                      "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z"},
+            "secret": "s3cret",
+        }));
+        prints_as_sent::<IdentityProviderView>(json!({
+            "name": "k8s", "issuer": "https://kubernetes.default.svc",
+            "spec": {"name": "k8s", "preset": "kubernetes", "issuer": "https://kubernetes.default.svc", "audiences": ["r"], "jwks": {"keys": []}, "maxTokenLifetime": "1h"},
+            "createdAt": "2026-01-01T00:00:00Z", "updatedAt": "2026-01-01T00:00:00Z",
+        }));
+        prints_as_sent::<Vec<AuditEventView>>(json!([
+            {"id": 3, "time": "2026-01-01T00:00:00.123Z", "action": "push", "result": "ok", "principal": "robot$ci", "robots": ["robot$ci"],
+             "provider": "github", "claims": {"sub": "x"}, "repository": "library/app", "reference": "v1"},
+            {"id": 2, "time": "2026-01-01T00:00:00.000Z", "action": "login", "result": "denied", "principal": "bob", "robots": [], "message": "bad password"},
+        ]));
+        prints_as_sent::<ApplyReport>(json!({"changes": [{"kind": "robot", "name": "robot$ci", "action": "created"}], "secrets": {"robot$ci": "s"}}));
+        prints_as_sent::<ApplyReport>(json!({"changes": []}));
+        prints_as_sent::<Vec<ProjectView>>(json!([{"name": "library", "public": true, "createdAt": "2026-01-01T00:00:00Z"}]));
+    }
 }
