@@ -318,14 +318,26 @@ async fn a_digest_mismatch_discards_the_upload() {
     assert_eq!(upload_files(dir.path()), 0);
     assert!(p.blobs.list_objects(0).next().await.is_none(), "no object was made");
 
-    // Chunks hashed with sha256 cannot complete under a sha512 digest: discarded, with advice.
+    // Chunks hashed with sha256 (the digest was not known yet) completed under a sha512 digest:
+    // the completed object is hashed once with sha512. A wrong one is discarded, object and all.
     let id = p.core.upload_start(&r).await.unwrap();
     p.core.upload_append(&r, &id, None, body(b"chunked")).await.unwrap();
-    match p.core.upload_finish(&admin(), &r, &id, &Digest::compute(Algorithm::Sha512, b"chunked"), None, None).await {
-        Err(Error::DigestInvalid(m)) => assert!(m.contains("in one request"), "{m}"),
+    match p.core.upload_finish(&admin(), &r, &id, &Digest::compute(Algorithm::Sha512, b"other"), None, None).await {
+        Err(Error::DigestInvalid(m)) => assert!(m.contains(Digest::compute(Algorithm::Sha512, b"chunked").as_str()) && m.contains("discarded"), "{m}"),
         other => panic!("want DigestInvalid, got {other:?}"),
     }
     assert!(matches!(p.core.upload_status(&r, &id).await, Err(Error::UploadUnknown)));
+    assert_eq!(upload_files(dir.path()), 0);
+    assert!(p.blobs.list_objects(0).next().await.is_none(), "the unverified object was deleted");
+    // The right sha512 digest completes it.
+    let content = data(3_000_000, 9);
+    let d512 = Digest::compute(Algorithm::Sha512, &content);
+    let id = p.core.upload_start(&r).await.unwrap();
+    p.core.upload_append(&r, &id, None, body(&content[..1_000_000])).await.unwrap();
+    p.core.upload_finish(&admin(), &r, &id, &d512, Some(1_000_000), Some(body(&content[1_000_000..]))).await.unwrap();
+    assert!(blob(&p, &r, &d512).await == content);
+    let objects: Vec<String> = p.blobs.list_objects(0).map(|k| k.unwrap()).collect().await;
+    assert_eq!(objects.len(), 1, "{objects:?}");
 
     // Cancel.
     let id = p.core.upload_start(&r).await.unwrap();

@@ -23,8 +23,9 @@
 //!
 //! The hash algorithm of an upload is chosen at its first write: the digest's when it is known
 //! (monolithic uploads, and POST then PUT with the whole body), else sha256. A sha512 digest on
-//! an upload whose chunks were hashed with sha256 is refused (reading the bytes back to hash them
-//! again is what this design avoids); clients push sha512 content in one request.
+//! an upload whose chunks were hashed with sha256 is the one case that reads bytes back: the
+//! completed object is hashed once with sha512 before it is recorded (and deleted on a
+//! mismatch).
 
 use std::future::Future;
 use std::io;
@@ -208,29 +209,41 @@ impl Core {
         self.meta.get_upload(id).await?.map(|r| r.offset).ok_or(Error::UploadUnknown)
     }
 
+    /// Hashes a stored object with `algorithm`, one chunk at a time on the blocking pool. Only
+    /// for the rare upload whose chunks arrived before its digest named another algorithm than
+    /// the one they were hashed with (sha512 after chunks hashed as sha256).
+    async fn hash_object(&self, key: &str, algorithm: Algorithm) -> Result<Digest> {
+        use futures_util::StreamExt as _;
+        let mut reader = self.blobs.open(key, None).await?;
+        let mut hasher = ResumableHasher::new(algorithm);
+        while let Some(chunk) = reader.body.next().await {
+            let chunk = chunk.map_err(|e| Error::internal("reading an upload back to hash it", e))?;
+            hasher = tokio::task::spawn_blocking(move || {
+                hasher.update(&chunk);
+                hasher
+            })
+            .await
+            .map_err(|e| Error::internal("hashing an upload", e))?;
+        }
+        Ok(hasher.finish())
+    }
+
     /// Verifies the claimed upload against `digest` with its hasher, completes it in the blob
     /// store and records the blob. Holds the claim throughout.
     async fn complete(&self, mut claim: Claim, caller: &Caller, repo: &RepoName, digest: &Digest) -> Result<()> {
         let id = claim.record.id.clone();
         let hasher = claim.hasher(digest.algorithm())?;
-        if hasher.algorithm() != digest.algorithm() {
-            claim.forget();
-            self.discard(&id).await;
-            session_finished(DIGEST_MISMATCH);
-            return Err(Error::DigestInvalid(format!(
-                "this upload's chunks were hashed with {} as they arrived, so it can only be completed with a {} digest, not {digest}; \
-                 the upload was discarded: push {} content in one request (POST ?digest=, or POST then PUT with the whole body)",
-                hasher.algorithm().as_str(),
-                hasher.algorithm().as_str(),
-                digest.algorithm().as_str(),
-            )));
-        }
-        let actual = hasher.finish();
-        if actual != *digest {
-            claim.forget();
-            self.discard(&id).await;
-            session_finished(DIGEST_MISMATCH);
-            return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}; the upload was discarded")));
+        // Chunks that arrived before the digest was known were hashed with sha256; a digest of
+        // another algorithm is checked by hashing the completed object once (below).
+        let rehash = hasher.algorithm() != digest.algorithm();
+        if !rehash {
+            let actual = hasher.finish();
+            if actual != *digest {
+                claim.forget();
+                self.discard(&id).await;
+                session_finished(DIGEST_MISMATCH);
+                return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}; the upload was discarded")));
+            }
         }
         let (parts, size) = (claim.record.parts, claim.record.offset);
         let committed = match self.blobs.upload_complete(&id, parts, size, digest).await {
@@ -250,6 +263,20 @@ impl Core {
         // The data is now an object: from here on the claim must not be released over a record
         // that no longer has data (the record is deleted below).
         claim.forget();
+        if rehash {
+            // The object is not visible until it is recorded: verify it first, and on a mismatch
+            // (or a failure) delete it with the session.
+            let checked = self.hash_object(&committed.key, digest.algorithm()).await;
+            if !matches!(&checked, Ok(actual) if actual == digest) {
+                if let Err(e) = self.blobs.delete(&committed.key).await {
+                    tracing::warn!(error = %e, key = committed.key, "could not delete an unverified object; gc will");
+                }
+                self.meta.delete_upload(&id).await?;
+                session_finished(DIGEST_MISMATCH);
+                let actual = checked?;
+                return Err(Error::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}; the upload was discarded")));
+            }
+        }
         match self.meta.commit_blob(repo, digest, committed.size, &committed.key, crate::clock::now_secs()).await? {
             BlobCommit::Stored => {}
             BlobCommit::AlreadyPresent { .. } => {
