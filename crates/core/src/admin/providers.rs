@@ -11,12 +11,12 @@ use crate::{Core, Error, Result};
 
 /// What testing an identity provider found: `{"ok": true, "result": …}` (its issuer, where its
 /// keys came from, the keys and algorithms) or `{"ok": false, "error": "…"}`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdentityProviderTest {
     pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ProviderTest>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

@@ -229,87 +229,10 @@ impl RobotView {
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
 
-/// The answer of `POST /api/v1/identity-providers/{name}/test` as a client reads it: `{"ok":
-/// true, "result": ..}` or `{"ok": false, "error": ".."}`. The server writes it from
-/// [`IdentityProviderTest`](super::IdentityProviderTest), which holds
-/// `berth_identity::federation::ProviderTest` (serialize-only); this is the same JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ProviderTestAnswer {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<ProviderTestView>,
-    /// Why fetching discovery or keys failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// What a provider test found (the fields of `berth_identity::federation::ProviderTest`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ProviderTestView {
-    /// The issuer after presets are applied.
-    pub issuer: String,
-    /// Where the keys came from (`static jwks`, a JWKS URL, ...).
-    pub source: String,
-    /// Each usable key: `<kid> (<description>)`.
-    pub keys: Vec<String>,
-    /// Keys of the set that were skipped, with the reason.
-    pub skipped: Vec<String>,
-    /// What discovery advertised (`null` without discovery).
-    pub advertised_algorithms: Option<Vec<String>>,
-    /// The algorithms accepted now.
-    pub algorithms: Vec<String>,
-    pub audiences: Vec<String>,
-}
-
-/// The answer of `POST /api/v1/token/explain` as a client reads it. The server writes it from
-/// `berth_identity::federation::Explanation` (serialize-only); this is the same JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ExplanationView {
-    /// The server's clock (Unix seconds).
-    pub now: u64,
-    /// The token's JOSE header, when it could be read.
-    #[schema(value_type = Option<Object>)]
-    pub header: Option<serde_json::Value>,
-    /// The token's claims as sent (not trusted unless the signature step passed).
-    #[schema(value_type = Option<Object>)]
-    pub claims: Option<serde_json::Value>,
-    /// The identity provider the issuer routed to.
-    pub provider: Option<String>,
-    pub steps: Vec<ExplainStep>,
-    /// The provider's robots and how their rules judged the claims.
-    pub robots: Vec<ExplainRobot>,
-    /// The robots whose rules all matched.
-    pub matched: Vec<String>,
-    /// `accepted` or `denied`.
-    pub result: String,
-    /// The first failure, as the registry reports it.
-    pub message: Option<String>,
-}
-
-/// One step of a token explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ExplainStep {
-    pub name: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// One robot of a token explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ExplainRobot {
-    pub robot: String,
-    pub matched: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub rules: Vec<ExplainRule>,
-}
-
-/// One rule of a robot in a token explanation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ExplainRule {
-    pub rule: String,
-    pub matched: bool,
-    pub reason: String,
-}
+/// The answer of `POST /api/v1/identity-providers/{name}/test`: `{"ok": true, "result": ..}` or
+/// `{"ok": false, "error": ".."}`; the server writes it and the CLI reads it with this one type.
+pub use super::providers::IdentityProviderTest as ProviderTestAnswer;
+/// What a provider test found.
+pub use berth_identity::federation::ProviderTest as ProviderTestView;
+/// The answer of `POST /api/v1/token/explain`, written by the server and read by the CLI.
+pub use berth_identity::federation::{Explanation as ExplanationView, RobotExplanation as ExplainRobot, RuleExplanation as ExplainRule, Step as ExplainStep};

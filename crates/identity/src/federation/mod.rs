@@ -25,7 +25,7 @@ use berth_access::{robot_permissions, PermissionSpec, Permissions};
 use berth_claims::{Matcher, RobotRules, Rule, RuleSpec};
 use berth_jose::{Algorithm, JoseError};
 use berth_meta::{MetadataStore, RobotRecord};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 
@@ -579,8 +579,8 @@ impl Federation {
     }
 }
 
-/// What `berth idp test` found.
-#[derive(Debug, Clone, Serialize)]
+/// What `berth idp test` found (the admin API sends it; the CLI reads it back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProviderTest {
     pub issuer: String,
@@ -592,8 +592,8 @@ pub struct ProviderTest {
     pub audiences: Vec<String>,
 }
 
-/// The report of `berth token explain`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The report of `berth token explain` (the admin API sends it; the CLI reads it back).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
     pub now: u64,
@@ -610,23 +610,23 @@ pub struct Explanation {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
     pub ok: bool,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RobotExplanation {
     pub robot: String,
     pub matched: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub rules: Vec<RuleExplanation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleExplanation {
     pub rule: String,
     pub matched: bool,
