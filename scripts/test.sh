@@ -85,6 +85,16 @@ fi
 log "oras $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("oras"))') in $VENV"
 command -v cargo >/dev/null 2>&1 || die "cargo is not on PATH: install the Rust toolchain (rustup)"
 
+# --- S3 server for the blob store tests ---------------------------------------------------------
+# moto's S3 server (PyPI moto[server], installed into the virtualenv above) on 127.0.0.1, started
+# if not running, with the test bucket: all done by scripts/s3.sh, which prints the endpoint. The
+# S3 blob store tests (crates/blob/tests/s3_suite.rs) read it from TEST_S3_ENDPOINT (not BERTH_*:
+# see above), or from target/test-s3/endpoint when run without this script.
+TEST_S3_ENDPOINT="$("$ROOT/scripts/s3.sh")" || die "could not start the S3 test server (scripts/s3.sh; log in target/test-s3/moto.log)"
+export TEST_S3_ENDPOINT
+log "S3 test server at $TEST_S3_ENDPOINT"
+# --- end of the S3 server block ------------------------------------------------------------------
+
 # --- The tests -------------------------------------------------------------------------------
 # The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them
 # first, so a binary left there by an older build of another feature set is never the one run.

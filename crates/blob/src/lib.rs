@@ -27,14 +27,14 @@
 //!
 //! How the primitives map to the backends:
 //!
-//! | primitive | filesystem | S3 |
+//! | primitive | filesystem | S3 (see [`s3`]) |
 //! |---|---|---|
-//! | `upload_create` | empty file `uploads/<id>` | nothing, or `CreateMultipartUpload` on `uploads/<id>` |
-//! | `upload_write` | truncate at `offset`, positioned writes, writeback every 16 MiB | `UploadPart` number `part` |
-//! | `upload_complete` | truncate to `size`, fsync, rename to the key, fsync the directory | `CompleteMultipartUpload` of parts `1..=parts`, then a copy to the key |
-//! | `upload_abort` | unlink | `AbortMultipartUpload` |
+//! | `upload_create` | empty file `uploads/<id>` | empty marker `uploads/<id>/upload` (after deleting what the id held) |
+//! | `upload_write` | truncate at `offset`, positioned writes, writeback every 16 MiB | delete the pieces at or past `offset`; the body as the piece `uploads/<id>/<offset>`: one `PutObject` up to 8 MiB, else a multipart upload of 8 MiB parts; `If-None-Match: *` |
+//! | `upload_complete` | truncate to size, fsync, rename to the key, fsync the directory | list the pieces; `CopyObject` of a single piece, or a multipart upload to the key: `UploadPartCopy` of stretches ≥ 5 MiB, short ones read and re-sent in 8 MiB parts; delete the pieces |
+//! | `upload_abort` | unlink | delete the upload's objects, `AbortMultipartUpload` of its writes in progress |
 //! | `open` / `delete` | read / unlink | `GetObject` with `Range` / `DeleteObject` |
-//! | `list_uploads` / `list_objects` | directory walks, in batches | `ListMultipartUploads` / `ListObjectsV2` pages |
+//! | `list_uploads` / `list_objects` | directory walks, in batches | `ListObjectsV2` pages (upload prefixes by delimiter, then `ListMultipartUploads` for dropped writes) / `ListObjectsV2` pages filtered by `LastModified` |
 
 use std::pin::Pin;
 
@@ -44,10 +44,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub mod fs;
+pub mod s3;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
 pub use fs::FsBlobStore;
+pub use s3::{S3Options, S3SetupError, S3Store};
 
 /// A stream of body chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send + 'static>>;
