@@ -1,8 +1,8 @@
 //! Blob storage as object primitives: uploads written part by part at known offsets, completed
 //! into immutable objects under fresh keys, objects read by range, deleted and listed.
 //!
-//! One narrow trait, [`BlobStore`], with the filesystem backend in [`fs`]; S3 joins later and
-//! runs the same test suite (the module `testsuite`: compiled for this crate's own tests, and
+//! One narrow trait, [`BlobStore`], with the filesystem backend in [`fs`] and the S3 backend in
+//! [`s3`]; both run the same test suite (the module `testsuite`: compiled for this crate's own tests, and
 //! for other crates' tests with the cargo feature `testsuite`; never in release binaries).
 //!
 //! The store does not decide what an upload holds: the caller (`berth-core`) does. An upload's
