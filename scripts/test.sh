@@ -95,6 +95,14 @@ export TEST_S3_ENDPOINT
 log "S3 test server at $TEST_S3_ENDPOINT"
 # --- end of the S3 server block ------------------------------------------------------------------
 
+# --- PostgreSQL for the metadata store tests ---------------------------------------------------
+# scripts/postgres.sh installs Debian's postgresql if missing, starts a test cluster on
+# 127.0.0.1:54329 (as the user postgres when run as root; idempotent) and writes its URL to
+# target/test-postgres.url, where berth-meta's PostgreSQL tests read it. Not exported as
+# BERTH_TEST_POSTGRES_URL (which overrides the file when a caller sets it): see above.
+"$ROOT/scripts/postgres.sh" || die "could not start the PostgreSQL test server (scripts/postgres.sh)"
+# --- end of the PostgreSQL block ---------------------------------------------------------------
+
 # --- The tests -------------------------------------------------------------------------------
 # The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them
 # first, so a binary left there by an older build of another feature set is never the one run.

@@ -3,13 +3,16 @@
 //! for workload identity federation, projects, robot accounts, identity providers, the audit log
 //! and failed-login counters.
 //!
-//! One narrow trait, [`MetadataStore`], with the SQLite backend in [`sqlite`]; a PostgreSQL backend
-//! joins it later and runs the same test suite (the module `testsuite`: compiled for this crate's
-//! own tests, and for other crates' tests with the cargo feature `testsuite`; never in release
-//! binaries). Every operation that must be atomic (a manifest with its references and tags; a
-//! blob record with its repository link; a garbage collection deletion re-checked under the write
-//! lock; a claim on an upload and its compare-and-set release; creating a robot or provider only
-//! if its name is free; a whole `apply` batch) is one method, so it is one transaction.
+//! One narrow trait, [`MetadataStore`], with two backends that run the same test suite in full
+//! (the module `testsuite`: compiled for this crate's own tests, and for other crates' tests with
+//! the cargo feature `testsuite`; never in release binaries): SQLite in [`sqlite`] (one file,
+//! several processes on one machine) and PostgreSQL in [`postgres`] (replicas on one database;
+//! its module docs say which locks keep each method atomic, and its tests need the server that
+//! `scripts/postgres.sh` starts). Every operation that must be atomic (a manifest with its
+//! references and tags; a blob record with its repository link; a garbage collection deletion
+//! re-checked under the write lock, or PostgreSQL's row locks; a claim on an upload and its
+//! compare-and-set release; creating a robot or provider only if its name is free; a whole
+//! `apply` batch) is one method, so it is one transaction.
 //!
 //! Architecture invariant: blob *records* point to storage keys; a storage key is written once and
 //! never reused. So a garbage collection that deletes a record (and then its object) can never
@@ -31,10 +34,12 @@
 use async_trait::async_trait;
 use berth_oci::{Digest, ParsedManifest, Reference, RepoName, Tag};
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Metadata store errors. The server maps them to HTTP statuses.
