@@ -106,6 +106,12 @@ log "S3 test server at $TEST_S3_ENDPOINT"
 # --- The tests -------------------------------------------------------------------------------
 # The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them
 # first, so a binary left there by an older build of another feature set is never the one run.
+# A fresh clone gains nothing from incremental compilation, which would write another copy of
+# every crate's intermediate state (many GB) into target/: CI machines have little disk.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+log "disk free for target/: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') (a cold build needs about 8 GB)"
 log "building the workspace's binaries"
 cargo build --workspace --bins --locked
 log "running: cargo test --workspace --locked --no-fail-fast $*"

@@ -52,6 +52,98 @@ impl Default for GcConfig {
     }
 }
 
+/// The PostgreSQL connection pool (`[metadata]`; used when `metadata_url` is `postgres://`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Connections one Berth process keeps at most; replicas × this must stay below the
+    /// server's `max_connections`.
+    pub max_connections: u32,
+    /// Connections kept open while idle.
+    pub min_connections: u32,
+    /// How long a request waits for a free connection before it fails with 503.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// How long connecting may take (at start-up and for each new connection).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The server cancels a statement running longer ("0s": the server's own setting).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// Idle connections above `min_connections` are closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections are replaced after this, so a failover reaches every connection.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        use berth_meta::PostgresOptions as P;
+        MetadataConfig {
+            max_connections: P::DEFAULT_MAX_CONNECTIONS,
+            min_connections: P::DEFAULT_MIN_CONNECTIONS,
+            acquire_timeout: P::DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: P::DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: P::DEFAULT_STATEMENT_TIMEOUT,
+            idle_timeout: P::DEFAULT_IDLE_TIMEOUT,
+            max_lifetime: P::DEFAULT_MAX_LIFETIME,
+        }
+    }
+}
+
+impl MetadataConfig {
+    /// The pool settings as the PostgreSQL backend's options (its URL is set from `metadata_url`).
+    pub fn pool(&self) -> berth_meta::PostgresOptions {
+        berth_meta::PostgresOptions {
+            max_connections: self.max_connections,
+            min_connections: self.min_connections,
+            acquire_timeout: self.acquire_timeout,
+            connect_timeout: self.connect_timeout,
+            statement_timeout: Some(self.statement_timeout).filter(|d| !d.is_zero()),
+            idle_timeout: Some(self.idle_timeout).filter(|d| !d.is_zero()),
+            max_lifetime: Some(self.max_lifetime).filter(|d| !d.is_zero()),
+            ..berth_meta::PostgresOptions::new("")
+        }
+    }
+}
+
+/// S3 settings that do not fit in `storage_url` (`[storage]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Answer blob downloads with a redirect (307) to a presigned URL of the bucket, so clients
+    /// fetch the bytes from S3 (or a CDN in front of it) while Berth still authorises every
+    /// request. Only for S3; ignored (with a warning) for a folder.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    #[serde(with = "humantime_serde")]
+    pub redirect_ttl: Duration,
+    /// A PEM file of CA certificates trusted for the S3 endpoint, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Static S3 credentials. Unset: the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// AWS_PROFILE, web identity / IRSA, container and instance credentials).
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub session_token: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            redirect: false,
+            redirect_ttl: Duration::from_secs(15 * 60),
+            ca_file: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+        }
+    }
+}
+
 /// Everything Berth can be configured with. See `docs/configuration.md`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,8 +153,21 @@ pub struct Config {
     /// The URL clients use to reach Berth (for token realms and Location headers), e.g.
     /// `https://registry.example.com`. Default: derived from each request's Host header.
     pub external_url: Option<String>,
-    /// Folder for the SQLite database, blobs and uploads.
+    /// Folder for the SQLite database, blobs and uploads (of the embedded default: unused for
+    /// a store that `metadata_url` / `storage_url` put elsewhere).
     pub data_dir: PathBuf,
+    /// Where the metadata lives: `sqlite:/path/berth.db` or `postgres://user@host:5432/db`.
+    /// Default: SQLite at `<data_dir>/berth.db`. Shown by `berth config` without its password.
+    #[serde(serialize_with = "serialize_redacted_url")]
+    pub metadata_url: Option<String>,
+    /// Where the blobs live: `file:/path/folder` or
+    /// `s3://bucket/prefix?region=R&endpoint=https://host:port&path_style=true`. Default: the
+    /// folder `data_dir`.
+    pub storage_url: Option<String>,
+    /// The PostgreSQL connection pool.
+    pub metadata: MetadataConfig,
+    /// S3 settings beyond the URL.
+    pub storage: StorageConfig,
     /// The token `service` name and the registry token's audience.
     pub service: String,
     /// TLS certificate chain and key (PEM). Without them Berth speaks plain HTTP.
@@ -99,6 +204,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             external_url: None,
             data_dir: PathBuf::from("./berth-data"),
+            metadata_url: None,
+            storage_url: None,
+            metadata: MetadataConfig::default(),
+            storage: StorageConfig::default(),
             service: "berth".into(),
             tls: None,
             token_ttl: Duration::from_secs(15 * 60),
@@ -118,9 +227,44 @@ impl Default for Config {
 /// others (Kubernetes' service links such as `BERTH_PORT`, the CLI's `BERTH_SERVER`) are not
 /// settings and must not stop Berth from starting. A test keeps this list equal to the struct.
 const KEYS: &[&str] = &[
-    "listen", "external_url", "data_dir", "service", "tls", "token_ttl", "anonymous", "admin_password",
+    "listen", "external_url", "data_dir", "metadata_url", "storage_url", "metadata", "storage", "service", "tls", "token_ttl", "anonymous", "admin_password",
     "log_format", "log_level", "shutdown_grace", "gc", "metrics_listen", "limits",
 ];
+
+/// `metadata_url` for `berth config`: the password replaced by `REDACTED` (it may also come from
+/// `PGPASSWORD` instead).
+fn serialize_redacted_url<S: serde::Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        None => s.serialize_none(),
+        Some(u) => s.serialize_some(&redact_url(u)),
+    }
+}
+
+/// A URL with its password replaced by `REDACTED`; a text that does not parse as a URL with a
+/// password is shown up to its `@` only if it has one.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        Ok(_) => text.to_owned(),
+        Err(_) => match text.rsplit_once('@') {
+            Some((_, host)) => format!("REDACTED@{host}"),
+            None => text.to_owned(),
+        },
+    }
+}
+
+/// The settings (as `BERTH_<KEY>` names them, lowercase) whose values are text, read verbatim.
+const TEXT_ENV: &[&str] = &[
+    "external_url", "data_dir", "metadata_url", "storage_url", "service", "admin_password", "log_level", "tls__cert", "tls__key",
+    "storage__ca_file", "storage__access_key_id", "storage__secret_access_key", "storage__session_token",
+];
+
+fn is_text_env(env_key: &str) -> bool {
+    TEXT_ENV.contains(&env_key.to_ascii_lowercase().as_str())
+}
 
 /// Variables that belong to the CLI, not to the server configuration (not worth a warning).
 const CLI_ENV: &[&str] = &["BERTH_CONFIG", "BERTH_SERVER", "BERTH_USERNAME", "BERTH_PASSWORD", "BERTH_TOKEN", "BERTH_CA_FILE"];
@@ -150,7 +294,14 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("BERTH_").filter(|k| is_setting(k.as_str())).split("__"));
+        // figment reads `12345678` as a number and `true` as a boolean, which a text setting (a
+        // password, a URL, a path) then refuses: those are taken from the environment verbatim.
+        fig = fig.merge(Env::prefixed("BERTH_").filter(|k| is_setting(k.as_str()) && !is_text_env(k.as_str())).split("__"));
+        for key in TEXT_ENV {
+            if let Ok(value) = std::env::var(format!("BERTH_{}", key.to_ascii_uppercase())) {
+                fig = fig.merge(Serialized::default(&key.replace("__", "."), value));
+            }
+        }
         let mut cfg: Config = fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if let Some(u) = &cfg.external_url {
             let trimmed = u.trim_end_matches('/').to_owned();
@@ -163,6 +314,24 @@ impl Config {
             cfg.gc.interval = None;
         }
         cfg.limits.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e} (see the [limits] section in docs/configuration.md)"))?;
+        for (key, value) in [("metadata_url", &mut cfg.metadata_url), ("storage_url", &mut cfg.storage_url)] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                *value = None;
+            } else if let Some(v) = value.as_deref() {
+                if v.len() > 4096 {
+                    anyhow::bail!("invalid configuration: {key} is longer than 4096 characters");
+                }
+            }
+        }
+        if cfg.storage.redirect && !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&cfg.storage.redirect_ttl) {
+            anyhow::bail!("invalid configuration: storage.redirect_ttl must be between 1s and 7 days (S3's limit for presigned URLs)");
+        }
+        if cfg.metadata.max_connections == 0 {
+            anyhow::bail!("invalid configuration: metadata.max_connections must be at least 1");
+        }
+        if cfg.metadata.min_connections > cfg.metadata.max_connections {
+            anyhow::bail!("invalid configuration: metadata.min_connections must not exceed metadata.max_connections");
+        }
         if cfg.metrics_listen.is_some_and(|m| m == cfg.listen) {
             anyhow::bail!("metrics_listen {} is the same address as listen; choose another port (like 127.0.0.1:9090)", cfg.listen);
         }
@@ -207,6 +376,17 @@ mod tests {
             jail.set_env("BERTH_ADMIN_PASSWORD", "pw");
             let c = Config::load(None).unwrap();
             assert_eq!(c.admin_password.as_deref(), Some("pw"));
+            // Text that looks like a number, a boolean or a list stays text.
+            for pw in ["12345678", "true", "[secret]", "1.5", "{a=1}"] {
+                jail.set_env("BERTH_ADMIN_PASSWORD", pw);
+                jail.set_env("BERTH_SERVICE", pw);
+                jail.set_env("BERTH_STORAGE__SECRET_ACCESS_KEY", pw);
+                let c = Config::load(None).unwrap_or_else(|e| panic!("{pw}: {e}"));
+                assert_eq!((c.admin_password.as_deref(), c.service.as_str()), (Some(pw), pw));
+                assert_eq!(c.storage.secret_access_key.as_deref(), Some(pw));
+            }
+            jail.set_env("BERTH_SERVICE", "berth");
+            jail.set_env("BERTH_ADMIN_PASSWORD", "pw");
             assert!(!c.to_toml().contains("pw"), "secrets are not rendered");
             // The [limits] section, from the file and the environment, validated.
             jail.create_file("l.toml", "metrics_listen = \"127.0.0.1:9090\"\n[limits]\nmax_connections = 100\nidle_timeout = \"1m\"\n")?;
@@ -237,6 +417,8 @@ mod tests {
             external_url: Some("https://x".into()),
             tls: Some(TlsFiles { cert: "c".into(), key: "k".into() }),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            metadata_url: Some("postgres://h/db".into()),
+            storage_url: Some("s3://b".into()),
             ..Default::default()
         };
         c.gc.interval = Some(Duration::from_secs(1));
@@ -247,5 +429,37 @@ mod tests {
         let mut want = KEYS.to_vec();
         want.sort();
         assert_eq!(have, want);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn backends_and_secrets() {
+        figment::Jail::expect_with(|jail| {
+            let c = Config::load(None).unwrap();
+            assert_eq!((c.metadata_url.as_deref(), c.storage_url.as_deref()), (None, None), "the embedded default");
+            jail.set_env("BERTH_METADATA_URL", "postgres://berth:hunter2@db.internal:5432/berth?sslmode=require");
+            jail.set_env("BERTH_STORAGE_URL", "s3://bucket/prefix?region=eu-central-1");
+            jail.set_env("BERTH_METADATA__MAX_CONNECTIONS", "32");
+            jail.set_env("BERTH_STORAGE__SECRET_ACCESS_KEY", "s3cr3t");
+            jail.create_file("s.toml", "[storage]\naccess_key_id = \"AKID\"\nca_file = \"/etc/ca.pem\"\n[metadata]\nstatement_timeout = \"0s\"\n")?;
+            let c = Config::load(Some(Path::new("s.toml"))).unwrap();
+            assert_eq!(c.metadata_url.as_deref(), Some("postgres://berth:hunter2@db.internal:5432/berth?sslmode=require"));
+            assert_eq!(c.storage_url.as_deref(), Some("s3://bucket/prefix?region=eu-central-1"));
+            assert_eq!(c.metadata.max_connections, 32);
+            assert_eq!(c.storage.access_key_id.as_deref(), Some("AKID"));
+            assert_eq!(c.storage.secret_access_key.as_deref(), Some("s3cr3t"));
+            let pool = c.metadata.pool();
+            assert_eq!((pool.max_connections, pool.statement_timeout), (32, None), "0s: the server's own setting");
+            assert!(ignored_env().is_empty(), "{:?}", ignored_env());
+            let shown = c.to_toml();
+            assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("postgres://berth:REDACTED@db.internal:5432/berth?sslmode=require"), "{shown}");
+            jail.set_env("BERTH_METADATA__MIN_CONNECTIONS", "33");
+            assert!(Config::load(None).unwrap_err().to_string().contains("min_connections"));
+            Ok(())
+        });
+        assert_eq!(redact_url("postgres://u:p@h/db"), "postgres://u:REDACTED@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("not a url:pw@host"), "REDACTED@host");
     }
 }

@@ -35,6 +35,15 @@ struct Cli {
     /// Data folder (SQLite metadata, blobs, uploads). Overrides `data_dir`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the metadata lives: sqlite:/path/berth.db or postgres://user@host:5432/db (the
+    /// password may come from PGPASSWORD). Overrides `metadata_url`; default: SQLite in the data folder.
+    #[arg(long, global = true, value_name = "URL")]
+    metadata_url: Option<String>,
+    /// Where the blobs live: file:/path/folder or
+    /// 's3://bucket/prefix?region=R&endpoint=https://host:port&path_style=true' (credentials from
+    /// the AWS environment or [storage]). Overrides `storage_url`; default: the data folder.
+    #[arg(long, global = true, value_name = "URL")]
+    storage_url: Option<String>,
     #[command(flatten)]
     remote: remote::Remote,
     #[command(subcommand)]
@@ -171,30 +180,57 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-/// The backends the configuration chooses (today always the embedded SQLite database and blob
-/// folder under `data_dir`).
-fn engines(cfg: &Config) -> (MetadataEngine, BlobEngine) {
-    (MetadataEngine::embedded(&cfg.data_dir), BlobEngine::embedded(&cfg.data_dir))
+/// The backends the configuration chooses: `metadata_url` and `storage_url`, each defaulting to
+/// the embedded store under `data_dir`.
+fn engines(cfg: &Config) -> anyhow::Result<(MetadataEngine, BlobEngine)> {
+    let meta = match &cfg.metadata_url {
+        Some(url) => MetadataEngine::from_url(url, &cfg.metadata.pool())?,
+        None => MetadataEngine::embedded(&cfg.data_dir),
+    };
+    let blobs = match &cfg.storage_url {
+        Some(url) => {
+            let ca_pem = match &cfg.storage.ca_file {
+                Some(f) => Some(std::fs::read(f).with_context(|| format!("cannot read storage.ca_file {}", f.display()))?),
+                None => None,
+            };
+            let base = berth_blob::S3Options {
+                access_key_id: cfg.storage.access_key_id.clone(),
+                secret_access_key: cfg.storage.secret_access_key.clone(),
+                session_token: cfg.storage.session_token.clone(),
+                ca_pem,
+                ..Default::default()
+            };
+            BlobEngine::from_url(url, &base)?
+        }
+        None => BlobEngine::embedded(&cfg.data_dir),
+    };
+    Ok((meta, blobs))
 }
 
 type Stores = (Arc<dyn MetadataStore>, Arc<dyn BlobStore>);
 
 async fn open_stores(cfg: &Config) -> anyhow::Result<Stores> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create the data folder {}; set data_dir or BERTH_DATA_DIR to a writable folder", cfg.data_dir.display()))?;
-    let (meta, blobs) = engines(cfg);
-    Ok((meta.open().await?, blobs.open()?))
+    let (meta, blobs) = engines(cfg)?;
+    Ok((meta.open().await?, blobs.open().await?))
 }
 
 /// Opens the stores of an existing installation, for the offline commands (`gc`, `user`): a
-/// folder without Berth's database is refused rather than turned into an empty installation.
+/// folder or database without Berth's schema is refused rather than turned into an empty
+/// installation.
 async fn open_existing_stores(cfg: &Config) -> anyhow::Result<Stores> {
-    if !engines(cfg).0.exists() {
-        anyhow::bail!(
-            "{} holds no Berth installation (no berth.db); pass the data folder of the server with --data-dir or BERTH_DATA_DIR \
-             (or data_dir in the --config file), or start `berth serve` once to create one",
-            cfg.data_dir.display()
-        );
+    let (meta, _) = engines(cfg)?;
+    if !meta.exists().await? {
+        match meta {
+            MetadataEngine::Sqlite { .. } if cfg.metadata_url.is_none() => anyhow::bail!(
+                "{} holds no Berth installation (no berth.db); pass the data folder of the server with --data-dir or BERTH_DATA_DIR \
+                 (or data_dir in the --config file), or start `berth serve` once to create one",
+                cfg.data_dir.display()
+            ),
+            _ => anyhow::bail!(
+                "{} holds no Berth installation; pass the server's --metadata-url (or BERTH_METADATA_URL), or start `berth serve` once to create one",
+                meta.describe()
+            ),
+        }
     }
     open_stores(cfg).await
 }
@@ -240,8 +276,23 @@ async fn bootstrap_admin(meta: &dyn MetadataStore, configured: Option<&str>, lis
             tracing::info!("created user admin with the configured password");
         }
         (None, None) => {
+            // Replicas starting together on one new database: the first to store its hash in
+            // this setting creates the user and prints the password; the others print nothing.
+            // The setting stays, so a later start without the user (deleted by another admin)
+            // never re-creates it silently: it says how to create one.
             let pw = berth_identity::password::generate();
             let hash = berth_identity::password::hash(&pw).map_err(anyhow::Error::msg)?;
+            if meta.init_setting("bootstrap_admin_hash", &hash).await? != hash {
+                for _ in 0..20 {
+                    if meta.get_user("admin").await?.is_some() {
+                        tracing::info!("another replica created the user admin and printed its password");
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                tracing::warn!("there is no user admin; set BERTH_ADMIN_PASSWORD to create it");
+                return Ok(());
+            }
             meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await?;
             println!("==================================================================");
             println!(" Berth created the user \"admin\" with this generated password:");
@@ -301,7 +352,11 @@ async fn shutdown_signal() {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     set_hash_memory(&cfg)?;
     raise_fd_limit();
-    let (meta, blobs) = open_stores(&cfg).await?;
+    let (meta_engine, blob_engine) = engines(&cfg)?;
+    let (meta, blobs) = (meta_engine.open().await?, blob_engine.open().await?);
+    if cfg.storage.redirect && matches!(blob_engine, BlobEngine::Filesystem { .. }) {
+        tracing::warn!("storage.redirect is on, but blobs are in a folder: Berth serves them itself (redirects need S3)");
+    }
     // Bound before the first-start banner, so it names the real port (also with port 0).
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| {
         format!("cannot listen on {}: is another process using it? Choose another with --listen or BERTH_LISTEN", cfg.listen)
@@ -322,6 +377,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             anonymous: cfg.anonymous,
             tls: tls.is_some(),
             limits: cfg.limits.clone(),
+            blob_redirect: cfg.storage.redirect.then_some(cfg.storage.redirect_ttl),
         },
     );
     let audit = state.audit().clone();
@@ -331,7 +387,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         url = format!("{scheme}://{}", listener.local_addr()?),
-        data_dir = %cfg.data_dir.display(),
+        metadata = meta_engine.describe(),
+        storage = blob_engine.describe(),
         anonymous = cfg.anonymous.as_str(),
         "Berth is listening"
     );
@@ -456,6 +513,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(d) = cli.data_dir {
         cfg.data_dir = d;
     }
+    if let Some(u) = cli.metadata_url {
+        cfg.metadata_url = Some(u);
+    }
+    if let Some(u) = cli.storage_url {
+        cfg.storage_url = Some(u);
+    }
     match cli.command {
         Command::Serve { listen, anonymous, log_format } => {
             if let Some(l) = listen {
@@ -496,6 +559,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(cmd) => user(&cfg, cmd, cli.remote.json).await,
         Command::Config => {
+            let ignored = config::ignored_env();
+            if !ignored.is_empty() {
+                eprintln!("warning: ignoring environment variables that are not Berth settings: {} (see docs/configuration.md)", ignored.join(", "));
+            }
             print!("{}", cfg.to_toml());
             Ok(())
         }

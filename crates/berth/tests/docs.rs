@@ -579,7 +579,6 @@ fn every_troubleshooting_message_is_one_berth_produces() {
 
 /// Phrases that promise what Berth does not have, with what is true instead.
 const UNFOUNDED: &[(&str, &str)] = &[
-    ("replica", "Berth runs as one process on one SQLite database; there are no replicas sharing a database"),
     ("issue 3", "issue numbers are not features; say what exists now"),
     ("project roles", "there are no project roles: permissions come from robots' entries and the admin"),
 ];

@@ -441,6 +441,21 @@ impl ObjectChunks {
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
+    async fn ping(&self) -> Result<()> {
+        let dirs = [self.blobs.clone(), self.uploads.clone()];
+        tokio::task::spawn_blocking(move || {
+            for d in dirs {
+                let meta = fs::metadata(&d).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
+                if !meta.is_dir() {
+                    return Err(BlobError::Io(io::Error::other(format!("{} is not a folder", d.display()))));
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(join_error)?
+    }
+
     async fn upload_create(&self, id: &str) -> Result<()> {
         let path = self.upload_path(id)?;
         let guard = self.lock_upload(id).await;

@@ -156,4 +156,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Streams the keys of objects older than `older_than_secs` (for the orphan sweep; an
     /// object's age counts from its completion).
     fn list_objects(&self, older_than_secs: u64) -> NameStream;
+
+    /// A URL where a client can GET the object's bytes (and ranges of them) itself for `ttl`,
+    /// without credentials: a presigned URL of object storage, for `storage.redirect`. None for a
+    /// store that has no such thing (a local folder): the caller then serves the bytes.
+    async fn presign_get(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>> {
+        let _ = (key, ttl);
+        Ok(None)
+    }
+
+    /// Readiness: the storage answers (one cheap request, no write). The error says what is
+    /// wrong (missing folder, unreachable server, missing bucket).
+    async fn ping(&self) -> Result<()>;
 }

@@ -160,6 +160,9 @@ pub struct S3Options {
     pub session_token: Option<String>,
     /// Allow a plain `http://` endpoint (tests on 127.0.0.1; never for real data).
     pub allow_http: bool,
+    /// Certificates (PEM) of CAs trusted for the endpoint besides the system's roots, for an
+    /// S3-compatible server with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl S3Options {
@@ -167,7 +170,72 @@ impl S3Options {
     pub fn new(bucket: impl Into<String>) -> S3Options {
         S3Options { bucket: bucket.into(), ..S3Options::default() }
     }
+
+    /// Options from a storage URL: `s3://bucket[/prefix][?region=R&endpoint=URL&path_style=true&allow_http=true]`.
+    /// Credentials never go in the URL (it is logged and shown by `berth config`): they come
+    /// from the SDK's chain or the configuration's own fields.
+    pub fn from_url(text: &str) -> Result<S3Options, S3SetupError> {
+        let bad = |why: String| S3SetupError(format!("storage URL {}: {why}", redact_query(text)));
+        let url = url::Url::parse(text).map_err(|e| bad(format!("not a URL ({e}); write s3://bucket/prefix?region=...")))?;
+        if url.scheme() != "s3" {
+            return Err(bad("the scheme must be s3://".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "credentials do not belong in the URL; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, \
+                 web identity) or storage.access_key_id / storage.secret_access_key in the configuration file"
+                    .into(),
+            ));
+        }
+        if url.port().is_some() {
+            return Err(bad("the part after s3:// is the bucket name; give the server as ?endpoint=https://host:port".into()));
+        }
+        let bucket = url.host_str().unwrap_or("").to_owned();
+        if bucket.is_empty() {
+            return Err(bad("no bucket: write s3://bucket/prefix".into()));
+        }
+        if url.fragment().is_some() {
+            return Err(bad("a URL fragment (#...) means nothing here".into()));
+        }
+        let prefix = percent_encoding::percent_decode_str(url.path().trim_matches('/'))
+            .decode_utf8()
+            .map_err(|_| bad("the prefix is not UTF-8 once decoded".into()))?
+            .into_owned();
+        let mut options = S3Options::new(bucket);
+        options.prefix = prefix;
+        let flag = |key: &str, value: &str| match value {
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(bad(format!("{key}={value:?}: write true or false"))),
+        };
+        let mut seen = Vec::new();
+        for (key, value) in url.query_pairs() {
+            if seen.contains(&key) {
+                return Err(bad(format!("{key} is given twice")));
+            }
+            match &*key {
+                "region" => options.region = Some(value.to_string()).filter(|v| !v.is_empty()),
+                "endpoint" => options.endpoint = Some(value.to_string()).filter(|v| !v.is_empty()),
+                "path_style" => options.path_style = flag(&key, &value)?,
+                "allow_http" => options.allow_http = flag(&key, &value)?,
+                _ => return Err(bad(format!("unknown parameter {key:?}; known: region, endpoint, path_style, allow_http"))),
+            }
+            seen.push(key);
+        }
+        Ok(options)
+    }
 }
+
+/// The URL up to its query, for messages about a URL that may not parse (no secrets belong in
+/// it, but a mistaken one should not be repeated into logs).
+fn redact_query(text: &str) -> String {
+    let head = text.split(['?', '#']).next().unwrap_or("");
+    match head.split_once('@') {
+        Some((scheme_user, host)) => format!("{}<redacted>@{host}", &scheme_user[..scheme_user.find("://").map_or(0, |i| i + 3)]),
+        None => head.to_owned(),
+    }
+}
+
 
 impl fmt::Debug for S3Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -181,6 +249,7 @@ impl fmt::Debug for S3Options {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
             .field("allow_http", &self.allow_http)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
             .finish()
     }
 }
@@ -231,7 +300,7 @@ impl S3Store {
 
     /// Sets up the client without a request to the bucket.
     pub async fn new(options: S3Options) -> Result<S3Store, S3SetupError> {
-        let S3Options { bucket, prefix, region, endpoint, path_style, access_key_id, secret_access_key, session_token, allow_http } = options;
+        let S3Options { bucket, prefix, region, endpoint, path_style, access_key_id, secret_access_key, session_token, allow_http, ca_pem } = options;
         if bucket.is_empty() {
             return Err(S3SetupError("S3 blob store: no bucket given".into()));
         }
@@ -266,6 +335,22 @@ impl S3Store {
             .timeout_config(aws_config::timeout::TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build());
         if let Some(credentials) = credentials {
             loader = loader.credentials_provider(credentials);
+        }
+        if let Some(pem) = ca_pem {
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(S3SetupError(format!("{place}: the endpoint's CA file holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
+            }
+            use aws_smithy_http_client::tls;
+            let trust = tls::TrustStore::default().with_pem_certificate(pem);
+            let context = tls::TlsContext::builder()
+                .with_trust_store(trust)
+                .build()
+                .map_err(|e| S3SetupError(format!("{place}: the endpoint's CA: {e}")))?;
+            let client = aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+                .tls_context(context)
+                .build_https();
+            loader = loader.http_client(client);
         }
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
@@ -988,6 +1073,36 @@ struct Pages {
 
 #[async_trait]
 impl BlobStore for S3Store {
+    async fn presign_get(&self, key: &str, ttl: Duration) -> Result<Option<String>> {
+        if !valid_key(key) {
+            return Err(BlobError::NotFound(key.to_owned()));
+        }
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| BlobError::Io(io::Error::other(format!("presigning a GetObject for {ttl:?}: {e}"))))?;
+        let s3_key = self.object_key(key);
+        let request = self
+            .client
+            .get_object()
+            .bucket(&*self.bucket)
+            .key(&s3_key)
+            .presigned(config)
+            .await
+            .map_err(|e| self.io_error("GetObject (presigning)", &s3_key, e))?;
+        Ok(Some(request.uri().to_owned()))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        match self.client.head_bucket().bucket(&*self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(BlobError::Io(io::Error::other(match status(&e) {
+                None => format!("{}: cannot reach the S3 server: {}", self.place, DisplayErrorContext(&e)),
+                Some(404) => format!("{}: the bucket does not exist", self.place),
+                Some(403) => format!("{}: access denied to the bucket", self.place),
+                Some(s) => format!("{}: HeadBucket answered HTTP {s}", self.place),
+            }))),
+        }
+    }
+
     async fn upload_create(&self, id: &str) -> Result<()> {
         check_id(id)?;
         let layout = self.layout(id).await?;
@@ -1398,5 +1513,38 @@ mod tests {
         let store = S3Store::new(o).await.unwrap();
         assert_eq!(&*store.prefix, "a/b/");
         assert!(format!("{:?}", S3Options { secret_access_key: Some("hunter2".into()), ..S3Options::new("b") }).contains("redacted"));
+    }
+
+    #[test]
+    fn storage_urls() {
+        let o = S3Options::from_url("s3://bucket/some/prefix?region=eu-central-1&endpoint=https://minio.internal:9000&path_style=true").unwrap();
+        assert_eq!(o.bucket, "bucket");
+        assert_eq!(o.prefix, "some/prefix");
+        assert_eq!(o.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(o.endpoint.as_deref(), Some("https://minio.internal:9000"));
+        assert!(o.path_style && !o.allow_http);
+        let o = S3Options::from_url("s3://b").unwrap();
+        assert_eq!((o.bucket.as_str(), o.prefix.as_str(), o.region, o.endpoint, o.path_style), ("b", "", None, None, false));
+        let o = S3Options::from_url("s3://b/with%20space/?allow_http=1&path_style=false").unwrap();
+        assert_eq!(o.prefix, "with space");
+        assert!(o.allow_http && !o.path_style);
+        // An endpoint with its own query must be encoded; an encoded one decodes.
+        let o = S3Options::from_url("s3://b?endpoint=http%3A%2F%2F127.0.0.1%3A9000").unwrap();
+        assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+
+        for (url, says) in [
+            ("https://bucket/prefix", "scheme must be s3"),
+            ("s3://key:hunter2@bucket/p", "credentials do not belong"),
+            ("s3://bucket:9000/p", "?endpoint="),
+            ("s3:///prefix", "no bucket"),
+            ("s3://b?regoin=x", "unknown parameter \"regoin\""),
+            ("s3://b?path_style=maybe", "write true or false"),
+            ("s3://b?region=a&region=b", "given twice"),
+            ("bucket/prefix", "not a URL"),
+        ] {
+            let e = S3Options::from_url(url).unwrap_err().0;
+            assert!(e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "{url}: the message repeats the secret: {e}");
+        }
     }
 }

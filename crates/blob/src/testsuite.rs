@@ -22,8 +22,64 @@ use futures_util::{stream, StreamExt};
 
 use crate::{BlobError, BlobStore, ByteStream, Committed, PartWritten};
 
+/// The S3 test server that `scripts/s3.sh` starts (moto on 127.0.0.1), for every crate's tests.
+///
+/// The endpoint comes from `TEST_S3_ENDPOINT` (not `BERTH_*`: the binary refuses unknown
+/// `BERTH_*` variables and some tests pass on their environment), else from the file
+/// `target/test-s3/endpoint` that `scripts/s3.sh` writes; the bucket from `TEST_S3_BUCKET`, else
+/// `berth-test`. Every test should work under a fresh prefix of its own ([`s3env::fresh_prefix`]).
+pub mod s3env {
+    use crate::S3Options;
+
+    /// The endpoint URL; panics saying how to start the server when there is none.
+    pub fn endpoint() -> String {
+        if let Ok(e) = std::env::var("TEST_S3_ENDPOINT") {
+            if !e.is_empty() {
+                return e;
+            }
+        }
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-s3/endpoint");
+        match std::fs::read_to_string(file) {
+            Ok(e) if !e.trim().is_empty() => e.trim().to_owned(),
+            _ => panic!(
+                "no S3 server for the S3 tests: run ./scripts/test.sh (which starts one), or scripts/s3.sh \
+                 (installs and starts moto's S3 server on 127.0.0.1 and writes target/test-s3/endpoint), or set TEST_S3_ENDPOINT"
+            ),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket() -> String {
+        std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into())
+    }
+
+    /// Options for the test server under `prefix` (moto accepts any static credentials).
+    pub fn options(prefix: &str) -> S3Options {
+        S3Options {
+            prefix: prefix.to_owned(),
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint()),
+            path_style: true,
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            allow_http: true,
+            ..S3Options::new(bucket())
+        }
+    }
+
+    /// `tests/<test>-<unique>`: a prefix no other test (or run) uses.
+    pub fn fresh_prefix(test: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::{SystemTime, UNIX_EPOCH};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        format!("tests/{test}-{nanos:x}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// Runs every part of the suite, in order, on `store`.
 pub async fn run_all(store: &dyn BlobStore) {
+    store.ping().await.expect("a working store answers its readiness check");
     parts_and_complete(store).await;
     zero_bytes(store).await;
     sha512(store).await;

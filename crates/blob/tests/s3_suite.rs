@@ -3,60 +3,19 @@
 //! plus what only S3 shows: chunk sizes on both sides of S3's 5 MiB part minimum, a write on
 //! one store and the next on another (replicas), and the start-up check's messages.
 //!
-//! The endpoint comes from `TEST_S3_ENDPOINT` (not `BERTH_*`: the binary refuses unknown
-//! `BERTH_*` variables and some tests pass on their environment), else from the file
-//! `target/test-s3/endpoint` that `scripts/s3.sh` writes; the bucket from `TEST_S3_BUCKET`, else
-//! `berth-test`. Every test works under a fresh prefix of its own.
+//! The server: [`berth_blob::testsuite::s3env`]. Every test works under a fresh prefix of its own.
 
 // A test: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use berth_blob::s3::{S3Options, S3Store};
+use berth_blob::s3::S3Store;
 use berth_blob::testsuite::{self, body, data, read, sha256};
 use berth_blob::BlobStore;
 use berth_oci::{Algorithm, ResumableHasher};
 
 const MIB: usize = 1 << 20;
 
-fn endpoint() -> String {
-    if let Ok(e) = std::env::var("TEST_S3_ENDPOINT") {
-        if !e.is_empty() {
-            return e;
-        }
-    }
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/test-s3/endpoint");
-    match std::fs::read_to_string(file) {
-        Ok(e) if !e.trim().is_empty() => e.trim().to_owned(),
-        _ => panic!(
-            "no S3 server for the S3 blob store tests: run ./scripts/test.sh (which starts one), or scripts/s3.sh \
-             (installs and starts moto's S3 server on 127.0.0.1 and writes target/test-s3/endpoint), or set TEST_S3_ENDPOINT"
-        ),
-    }
-}
-
-fn options(prefix: &str) -> S3Options {
-    S3Options {
-        bucket: std::env::var("TEST_S3_BUCKET").unwrap_or_else(|_| "berth-test".into()),
-        prefix: prefix.to_owned(),
-        region: Some("us-east-1".into()),
-        endpoint: Some(endpoint()),
-        path_style: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        session_token: None,
-        allow_http: true,
-    }
-}
-
-fn fresh_prefix(test: &str) -> String {
-    format!("tests/{test}-{}", uuid_like())
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{nanos:x}-{}", std::process::id())
-}
+use berth_blob::testsuite::s3env::{endpoint, fresh_prefix, options};
 
 async fn store(test: &str) -> S3Store {
     let options = options(&fresh_prefix(test));

@@ -62,11 +62,14 @@ pub struct CoreConfig {
     pub anonymous: AnonymousAccess,
     /// What a client can make Berth spend.
     pub limits: Limits,
+    /// Answer authorised blob GETs with a redirect to a URL of the blob store valid this long
+    /// (`storage.redirect`), when the store has such URLs (S3); None: Berth sends the bytes.
+    pub blob_redirect: Option<std::time::Duration>,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { service: "berth".into(), anonymous: AnonymousAccess::Off, limits: Limits::default() }
+        CoreConfig { service: "berth".into(), anonymous: AnonymousAccess::Off, limits: Limits::default(), blob_redirect: None }
     }
 }
 
@@ -123,8 +126,34 @@ impl Core {
         &self.federation
     }
 
-    /// Readiness: the metadata store answers.
-    pub async fn ready(&self) -> Result<()> {
-        self.meta.ping().await.map_err(Error::from)
+    /// Readiness: each store answers (checked at once, each within `timeout`). An error is the
+    /// store's own one-line message, for the log; `/readyz` shows only which store failed.
+    pub async fn ready(&self, timeout: std::time::Duration) -> Readiness {
+        async fn within<E: std::fmt::Display>(
+            what: &str,
+            timeout: std::time::Duration,
+            check: impl std::future::Future<Output = std::result::Result<(), E>>,
+        ) -> std::result::Result<(), String> {
+            match tokio::time::timeout(timeout, check).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("{what}: no answer within {} s", timeout.as_secs_f64())),
+            }
+        }
+        let (metadata, storage) =
+            tokio::join!(within("metadata store", timeout, self.meta.ping()), within("blob storage", timeout, self.blobs.ping()));
+        Readiness { metadata, storage }
+    }
+}
+
+/// What [`Core::ready`] found.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    pub metadata: std::result::Result<(), String>,
+    pub storage: std::result::Result<(), String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.metadata.is_ok() && self.storage.is_ok()
     }
 }

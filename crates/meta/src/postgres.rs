@@ -221,6 +221,18 @@ fn one_line(s: &str) -> String {
 }
 
 /// Why the first connection failed, in one line that says what to check.
+/// One connection, within `connect_timeout`, with its options and `user@host:port/database`.
+async fn first_connection(options: &PostgresOptions) -> Result<(PgConnection, PgConnectOptions, String)> {
+    let connect = options.connect_options()?;
+    let target = describe(&connect);
+    let user = connect.get_username().to_owned();
+    match tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect)).await {
+        Err(_) => Err(MetaError::Db(format!("cannot reach PostgreSQL at {target}: no answer within {} s", options.connect_timeout.as_secs_f64()))),
+        Ok(Err(e)) => Err(connect_error(&target, &user, e)),
+        Ok(Ok(conn)) => Ok((conn, connect, target)),
+    }
+}
+
 fn connect_error(target: &str, user: &str, e: sqlx::Error) -> MetaError {
     let msg = one_line(&e.to_string());
     if let Some(db) = e.as_database_error() {
@@ -319,19 +331,7 @@ impl PostgresStore {
     /// Connects, applies pending migrations and builds the pool (see the module docs). Errors are
     /// one line naming `user@host:port/database` and what failed.
     pub async fn connect(options: &PostgresOptions) -> Result<PostgresStore> {
-        let connect = options.connect_options()?;
-        let target = describe(&connect);
-        let user = connect.get_username().to_owned();
-        let mut conn = match tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect)).await {
-            Err(_) => {
-                return Err(MetaError::Db(format!(
-                    "cannot reach PostgreSQL at {target}: no answer within {} s",
-                    options.connect_timeout.as_secs_f64()
-                )))
-            }
-            Ok(Err(e)) => return Err(connect_error(&target, &user, e)),
-            Ok(Ok(conn)) => conn,
-        };
+        let (mut conn, connect, target) = first_connection(options).await?;
         let migrated = MIGRATOR.run(&mut conn).await;
         // Closing the connection also ends the migrator's advisory lock if a migration failed.
         let _ = conn.close().await;
@@ -346,6 +346,16 @@ impl PostgresStore {
             .test_before_acquire(true)
             .connect_lazy_with(connect);
         Ok(PostgresStore { pool, target })
+    }
+
+    /// Whether the database holds a Berth installation (its migrations table), without changing
+    /// anything: the offline commands refuse to turn an empty database into one.
+    pub async fn installed(options: &PostgresOptions) -> Result<bool> {
+        let (mut conn, _, target) = first_connection(options).await?;
+        let found: std::result::Result<bool, sqlx::Error> =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut conn).await;
+        let _ = conn.close().await;
+        found.map_err(|e| MetaError::Db(format!("{target}: {}", one_line(&e.to_string()))))
     }
 
     /// `postgres user@host:port/database`.

@@ -41,11 +41,20 @@ pub struct ServerConfig {
     pub tls: bool,
     /// What a client can make Berth spend.
     pub limits: Limits,
+    /// Redirect authorised blob GETs to presigned URLs of the blob store valid this long.
+    pub blob_redirect: Option<std::time::Duration>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { external_url: None, service: "berth".into(), anonymous: AnonymousAccess::Off, tls: false, limits: Limits::default() }
+        ServerConfig {
+            external_url: None,
+            service: "berth".into(),
+            anonymous: AnonymousAccess::Off,
+            tls: false,
+            limits: Limits::default(),
+            blob_redirect: None,
+        }
     }
 }
 
@@ -63,7 +72,12 @@ impl AppState {
             meta,
             blobs,
             tokens,
-            CoreConfig { service: config.service.clone(), anonymous: config.anonymous, limits: config.limits.clone() },
+            CoreConfig {
+                service: config.service.clone(),
+                anonymous: config.anonymous,
+                limits: config.limits.clone(),
+                blob_redirect: config.blob_redirect,
+            },
         );
         Arc::new(AppState { core, config, metrics: ops::Metrics::get() })
     }

@@ -170,13 +170,19 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the metadata store answers.
+/// Readiness: both stores answer within 2 s. The body names each store's state (one line
+/// each: `metadata: ok`, `storage: unavailable`), never where the stores are or the error,
+/// which anyone may read here; the error goes to the log.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    match state.core.ready().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+    let r = state.core.ready(std::time::Duration::from_secs(2)).await;
+    let line = |what: &str, result: &Result<(), String>| match result {
+        Ok(()) => format!("{what}: ok\n"),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "metadata store unavailable\n").into_response()
+            tracing::warn!(store = what, error = %e, "readiness check failed");
+            format!("{what}: unavailable\n")
         }
-    }
+    };
+    let body = format!("{}{}", line("metadata", &r.metadata), line("storage", &r.storage));
+    let status = if r.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }

@@ -203,6 +203,112 @@ impl TlsFiles {
 }
 
 // ------------------------------------------------------------------------------------------
+// Clients' environment
+
+/// Where clients keep their files (auth, policy, temp) for one test: a cheap copy of what
+/// [`Berth::client_env`] sets, usable from other threads.
+#[derive(Debug, Clone)]
+pub struct ClientEnv {
+    dir: PathBuf,
+}
+
+impl ClientEnv {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn apply(&self, cmd: &mut Command) {
+        let home = self.path("home");
+        let run_dir = self.path("xdg-run");
+        for d in [&home, &run_dir, &self.path("tmp")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let registries = self.path("registries.conf");
+        if !registries.exists() {
+            std::fs::write(&registries, "# empty: the e2e tests use fully qualified references\n").unwrap();
+        }
+        cmd.env("HOME", &home)
+            .env("XDG_RUNTIME_DIR", &run_dir)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
+            .env("CONTAINERS_REGISTRIES_CONF", &registries)
+            .env("DOCKER_CONFIG", home.join(".docker"))
+            .env("TMPDIR", self.path("tmp"))
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("ALL_PROXY")
+            .current_dir(&self.dir);
+    }
+
+    /// Runs `skopeo --insecure-policy --command-timeout 120s <args>` in this environment.
+    pub fn skopeo(&self, args: &[&str]) -> CmdOutput {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["--insecure-policy", "--command-timeout", "120s"]).args(args);
+        self.apply(&mut cmd);
+        run(&mut cmd)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Shared backends: PostgreSQL + S3
+
+/// A PostgreSQL database and an S3 prefix of their own (on the servers `scripts/test.sh` starts),
+/// for one Berth on them or several replicas sharing them. The database is dropped on drop.
+pub struct SharedBackends {
+    db: Option<berth_meta::postgres::testdb::TestDb>,
+    pub metadata_url: String,
+    pub storage_url: String,
+}
+
+impl SharedBackends {
+    pub fn create(test: &str) -> SharedBackends {
+        let db = block_on(berth_meta::postgres::testdb::TestDb::create());
+        let prefix = berth_blob::testsuite::s3env::fresh_prefix(test);
+        let endpoint = berth_blob::testsuite::s3env::endpoint();
+        let enc = |s: &str| s.replace('%', "%25").replace('&', "%26").replace('?', "%3F").replace('=', "%3D");
+        let storage_url = format!(
+            "s3://{}/{prefix}?region=us-east-1&endpoint={}&path_style=true&allow_http=true",
+            berth_blob::testsuite::s3env::bucket(),
+            enc(&endpoint)
+        );
+        SharedBackends { metadata_url: db.url().to_owned(), storage_url, db: Some(db) }
+    }
+
+    /// The environment that points `berth` at them (moto takes any static credentials).
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BERTH_METADATA_URL".into(), self.metadata_url.clone()),
+            ("BERTH_STORAGE_URL".into(), self.storage_url.clone()),
+            ("BERTH_METADATA__MAX_CONNECTIONS".into(), "8".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ]
+    }
+
+    /// A store on the S3 prefix, to look at what the replicas wrote.
+    pub fn s3_options(&self) -> berth_blob::S3Options {
+        let prefix = self.storage_url.trim_start_matches("s3://").split_once('/').map_or("", |(_, p)| p).split('?').next().unwrap_or("");
+        berth_blob::testsuite::s3env::options(prefix)
+    }
+}
+
+impl Drop for SharedBackends {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            block_on(db.drop());
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // The server
 
 /// Options for a Berth under test; [`BerthBuilder::start`] runs it.
@@ -228,6 +334,11 @@ impl BerthBuilder {
     /// Serve HTTPS with a freshly generated test CA and server certificate.
     pub fn tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+    /// Run on PostgreSQL and S3 (the data folder then holds nothing that matters).
+    pub fn backends(mut self, shared: &SharedBackends) -> Self {
+        self.env.extend(shared.env());
         self
     }
     /// Any other environment variable for the server.
@@ -593,34 +704,12 @@ impl Berth {
     /// The environment for client tools: HOME, XDG folders, auth file and TMPDIR in the test
     /// folder, and an empty registries.conf, so nothing is read from or written to the user's.
     pub fn client_env(&self, cmd: &mut Command) {
-        let home = self.path("home");
-        let run_dir = self.path("xdg-run");
-        for d in [&home, &run_dir, &self.path("tmp")] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        }
-        let registries = self.path("registries.conf");
-        if !registries.exists() {
-            std::fs::write(&registries, "# empty: the e2e tests use fully qualified references\n").unwrap();
-        }
-        cmd.env("HOME", &home)
-            .env("XDG_RUNTIME_DIR", &run_dir)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("REGISTRY_AUTH_FILE", self.path("auth.json"))
-            .env("CONTAINERS_REGISTRIES_CONF", &registries)
-            .env("DOCKER_CONFIG", home.join(".docker"))
-            .env("TMPDIR", self.path("tmp"))
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("all_proxy")
-            .env_remove("ALL_PROXY")
-            .current_dir(self.dir.path());
+        self.clients().apply(cmd);
+    }
+
+    /// The clients' environment in this test's folder, to run clients from another thread.
+    pub fn clients(&self) -> ClientEnv {
+        ClientEnv { dir: self.dir.path().to_owned() }
     }
 
     /// Runs another client (podman, buildah) with `args` in the test's environment.
@@ -633,10 +722,7 @@ impl Berth {
 
     /// Runs `skopeo --insecure-policy --command-timeout 120s <args>` in the test's environment.
     pub fn skopeo(&self, args: &[&str]) -> CmdOutput {
-        let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "--command-timeout", "120s"]).args(args);
-        self.client_env(&mut cmd);
-        run(&mut cmd)
+        self.clients().skopeo(args)
     }
 
     /// Runs `crates/berth/tests/python/oras_roundtrip.py` (oras-py) against this server in

@@ -133,6 +133,18 @@ impl Core {
         Ok(reader)
     }
 
+    /// Where the client may fetch the blob itself (a presigned URL of the blob store), when
+    /// `blob_redirect` is on and the store has such URLs; None: serve it with [`Core::open_blob`].
+    /// The caller was authorised for the repository before; the URL names only this object.
+    pub async fn blob_redirect(&self, record: &BlobRecord) -> Result<Option<String>> {
+        let Some(ttl) = self.config.blob_redirect else { return Ok(None) };
+        let url = self.blobs.presign_get(&record.storage_key, ttl).await?;
+        if url.is_some() {
+            metrics::counter!("berth_blob_redirects_total").increment(1);
+        }
+        Ok(url)
+    }
+
     /// Removes a blob from a repository (garbage collection frees its bytes later).
     pub async fn delete_blob(&self, caller: &Caller, repo: &RepoName, digest: &Digest) -> Result<()> {
         if !self.meta.unlink_blob(repo, digest).await? {

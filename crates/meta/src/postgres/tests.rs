@@ -120,6 +120,19 @@ async fn connection_settings() {
     db.drop().await;
 }
 
+/// A fresh database is no installation until a store connected to it once; asking changes nothing.
+#[tokio::test]
+async fn installed_is_read_only() {
+    let db = TestDb::create().await;
+    let options = PostgresOptions::new(db.url());
+    assert!(!PostgresStore::installed(&options).await.expect("ask"));
+    assert!(!PostgresStore::installed(&options).await.expect("ask again"), "asking must not create the installation");
+    let store = PostgresStore::connect(&options).await.expect("connect");
+    store.close().await;
+    assert!(PostgresStore::installed(&options).await.expect("ask after connect"));
+    db.drop().await;
+}
+
 /// The errors of a failed start are one line, say what failed, and never show the password.
 #[tokio::test]
 async fn connect_errors_are_one_line() {

@@ -83,6 +83,16 @@ pub async fn get(req: &Request, repo: &RepoName, raw: &str) -> ApiResult {
     if req.method == http::Method::HEAD {
         return b.body(Body::empty()).map_err(|e| ApiError::internal("building a response", e));
     }
+    // storage.redirect: the client fetches the bytes from the store (its Range header too).
+    if let Some(url) = state.core.blob_redirect(&record).await? {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, url)
+            .header("docker-content-digest", digest.as_str())
+            .header(header::CONTENT_LENGTH, 0)
+            .body(Body::empty())
+            .map_err(|e| ApiError::internal("building a response", e));
+    }
     let reader = state.core.open_blob(&record, span).await?;
     b.body(Body::from_stream(reader.body)).map_err(|e| ApiError::internal("building a response", e))
 }
