@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 
 mod config;
+mod migrate;
 mod remote;
 
 /// Berth: an OCI container registry where CI jobs and pods push and pull with the OIDC tokens
@@ -85,6 +86,30 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         upload_ttl: Option<Duration>,
     },
+    /// Copy this installation to other stores: SQLite + folder to PostgreSQL + S3, or back.
+    ///
+    ///   berth migrate --to-metadata-url postgres://berth@db.internal:5432/berth \
+    ///       --to-storage-url 's3://registry-blobs/berth?region=eu-central-1'
+    ///
+    /// The source is what this configuration names (--data-dir / data_dir, metadata_url,
+    /// storage_url), exactly as `berth serve` opens it. It is only read, never written: SQLite
+    /// through read-only connections, PostgreSQL in read-only sessions, no schema upgrade (an
+    /// older Berth's database is refused: start this Berth's server on it once first).
+    ///
+    /// Copied: every blob (streamed, and hashed against its digest on the way), repositories,
+    /// manifests, tags, users, projects, robots (their secrets keep working), identity
+    /// providers, the audit log, and the settings with the registry's signing key (issued tokens
+    /// and the admin login keep working). Not copied: uploads in progress (clients restart
+    /// them) and failed-login counters.
+    ///
+    /// The source's server may keep running. A rerun copies only what changed, deletions
+    /// included, and resumes an interrupted copy where it stopped. So: run it, stop the
+    /// source's server, run it again (quick), then start Berth with the new URLs
+    /// (metadata_url, storage_url). Every run ends with a verification: row counts of every
+    /// table compared, every blob read back at the destination and hashed; a difference fails
+    /// the command. --verify-only runs just that. --json prints the report as JSON.
+    #[command(verbatim_doc_comment)]
+    Migrate(migrate::MigrateArgs),
     /// Manage local users (works on the data folder directly).
     #[command(subcommand)]
     User(UserCommand),
@@ -556,6 +581,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Migrate(args) => {
+            // PostgreSQL's notices (a destination's schema already there) would cut through the progress.
+            let mut quiet_notices = cfg.clone();
+            quiet_notices.log_level = format!("{},sqlx::postgres::notice=warn", cfg.log_level);
+            init_logging(&quiet_notices);
+            migrate::run(&cfg, args, cli.remote.json).await
         }
         Command::User(cmd) => user(&cfg, cmd, cli.remote.json).await,
         Command::Config => {

@@ -77,6 +77,11 @@ pub enum BlobError {
     NotFound(String),
     #[error("storage IO error: {0}")]
     Io(#[from] std::io::Error),
+    /// The storage service did not answer, or answered that it cannot now (S3: no response
+    /// after the SDK's retries, or a 5xx such as 503 SlowDown). Nothing of the operation
+    /// counts; the same request may be retried later.
+    #[error("blob storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;

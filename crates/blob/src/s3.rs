@@ -109,7 +109,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -387,11 +387,11 @@ impl S3Store {
             let status = e.raw_response().map(|r| r.status().as_u16());
             return Err(S3SetupError(match status {
                 // No answer: unreachable, or no request could be signed (no credentials found).
-                None => format!("{place}: cannot reach the S3 server or sign a request to it: {}", DisplayErrorContext(&e)),
+                None => format!("{place}: cannot reach the S3 server or sign a request to it: {}", sdk_message(&e)),
                 Some(404) => format!("{place}: the bucket does not exist"),
                 Some(403) => format!("{place}: access denied to the bucket (the credentials lack s3:ListBucket on it, or are not valid)"),
                 Some(301) => format!("{place}: the bucket is in another region than the one configured"),
-                Some(s) => format!("{place}: the bucket cannot be used (HTTP {s}): {}", DisplayErrorContext(&e)),
+                Some(s) => format!("{place}: the bucket cannot be used (HTTP {s}): {}", sdk_message(&e)),
             }));
         }
         let mut missing: Vec<&str> = Vec::new();
@@ -446,9 +446,14 @@ impl S3Store {
 
     fn io_error<E>(&self, op: &str, key: &str, e: SdkError<E>) -> BlobError
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        BlobError::Io(io::Error::other(format!("S3 {op} {}/{key}: {}", self.bucket, DisplayErrorContext(&e))))
+        let message = format!("S3 {op} {}/{key}: {}", self.bucket, sdk_message(&e));
+        match status(&e) {
+            // No answer (after the SDK's retries with backoff), or the service says it cannot.
+            None | Some(500..=599) => BlobError::Unavailable(message),
+            Some(_) => BlobError::Io(io::Error::other(message)),
+        }
     }
 
     /// Every object under upload `id`'s prefix, page by page.
@@ -695,8 +700,37 @@ where
 {
     match result {
         Ok(_) => Ok(()),
-        Err(e) => Err((status(&e), e.code().map(str::to_owned), DisplayErrorContext(&e).to_string())),
+        Err(e) => Err((status(&e), e.code().map(str::to_owned), sdk_message(&e))),
     }
+}
+
+/// What went wrong, for messages and logs, by Display only (the SDK's own `DisplayErrorContext`
+/// ends with the Debug form of the error, which logs must not carry): S3's HTTP status, error
+/// code and message for an answer, else the chain of causes (no answer: connect, timeout, TLS).
+fn sdk_message<E>(e: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(service) = e {
+        let err = service.err();
+        let status = service.raw().status().as_u16();
+        return match (err.code(), err.message()) {
+            (Some(code), Some(message)) => format!("HTTP {status} {code}: {message}"),
+            (Some(code), None) => format!("HTTP {status} {code}"),
+            _ => format!("HTTP {status}"),
+        };
+    }
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 fn status<E>(e: &SdkError<E>) -> Option<u16> {
@@ -873,7 +907,7 @@ impl Multipart {
     async fn abort(mut self) {
         self.open = false;
         if let Err(e) = self.store.client.abort_multipart_upload().bucket(&*self.store.bucket).key(&self.key).upload_id(&self.upload_id).send().await {
-            tracing::warn!(key = self.key, error = %DisplayErrorContext(&e), "could not abort a multipart upload; the upload sweep will");
+            tracing::warn!(key = self.key, error = %sdk_message(&e), "could not abort a multipart upload; the upload sweep will");
         }
     }
 }
@@ -887,7 +921,7 @@ impl Drop for Multipart {
         let (client, bucket, key, upload_id) = (self.store.client.clone(), self.store.bucket.clone(), std::mem::take(&mut self.key), std::mem::take(&mut self.upload_id));
         runtime.spawn(async move {
             if let Err(e) = client.abort_multipart_upload().bucket(&*bucket).key(&key).upload_id(&upload_id).send().await {
-                tracing::warn!(key, error = %DisplayErrorContext(&e), "could not abort the multipart upload of a dropped write; the upload sweep will");
+                tracing::warn!(key, error = %sdk_message(&e), "could not abort the multipart upload of a dropped write; the upload sweep will");
             }
         });
     }
@@ -1095,7 +1129,7 @@ impl BlobStore for S3Store {
         match self.client.head_bucket().bucket(&*self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) => Err(BlobError::Io(io::Error::other(match status(&e) {
-                None => format!("{}: cannot reach the S3 server: {}", self.place, DisplayErrorContext(&e)),
+                None => format!("{}: cannot reach the S3 server: {}", self.place, sdk_message(&e)),
                 Some(404) => format!("{}: the bucket does not exist", self.place),
                 Some(403) => format!("{}: access denied to the bucket", self.place),
                 Some(s) => format!("{}: HeadBucket answered HTTP {s}", self.place),

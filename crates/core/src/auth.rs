@@ -395,12 +395,24 @@ pub async fn login(state: &Core, username: &str, password: &str, client: Option<
     }
 }
 
+/// A federation failure as a login failure; the store being unavailable is not the token's fault.
+fn federation_failure(e: berth_identity::federation::FederationError) -> LoginError {
+    match e {
+        berth_identity::federation::FederationError::StoreUnavailable(detail) => {
+            tracing::warn!(error = %detail, "metadata store unavailable");
+            LoginError::Internal(Error::Unavailable("the metadata store"))
+        }
+        berth_identity::federation::FederationError::Internal(detail) => LoginError::Internal(Error::internal("checking a login", detail)),
+        other => LoginError::Federation(other),
+    }
+}
+
 async fn current_generation(state: &Core) -> Result<i64, LoginError> {
     state
         .federation
         .generation()
         .await
-        .map_err(|e| LoginError::Internal(Error::internal("reading the store's generation", e)))
+        .map_err(federation_failure)
 }
 
 async fn user_login(state: &Core, username: &str, password: &str) -> Result<Option<Principal>, LoginError> {
@@ -520,7 +532,7 @@ fn revoked_message(claims: &RegistryClaims) -> String {
 
 /// Logs in with a federated OIDC token.
 pub async fn federated(state: &Core, token: &str, login: Option<&str>) -> Result<Arc<Principal>, LoginError> {
-    let id = state.federation.authenticate(token, login).await.map_err(LoginError::Federation)?;
+    let id = state.federation.authenticate(token, login).await.map_err(federation_failure)?;
     let origin = TokenOrigin {
         idp: id.provider.clone(),
         robots: id.robots.clone(),

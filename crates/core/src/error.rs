@@ -70,6 +70,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// A store behind Berth does not answer (or says it cannot now); the request may be retried.
+    /// The message names the store; details go only to the log.
+    #[error("{0} is unavailable; retry later")]
+    Unavailable(&'static str),
     /// A failure of the server itself. `context` is what Berth was doing (sent to the client);
     /// `detail` goes only to the log.
     #[error("internal error while {context}; see the server log")]
@@ -95,6 +99,10 @@ impl From<MetaError> for Error {
     fn from(e: MetaError) -> Error {
         match e {
             MetaError::Conflict(m) => Error::Conflict(m),
+            MetaError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "metadata store unavailable");
+                Error::Unavailable("the metadata store")
+            }
             other => Error::internal("accessing the metadata store", other),
         }
     }
@@ -108,6 +116,10 @@ impl From<BlobError> for Error {
             BlobError::SizeMismatch { declared, actual } => Error::SizeInvalid(format!("upload has {actual} bytes, not the declared {declared}")),
             BlobError::NotFound(key) => Error::internal("reading a blob whose object is missing", key),
             BlobError::Io(io) => Error::internal("writing to blob storage", io),
+            BlobError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "blob storage unavailable");
+                Error::Unavailable("the blob storage")
+            }
         }
     }
 }

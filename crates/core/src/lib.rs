@@ -15,6 +15,7 @@ pub mod backends;
 pub mod auth;
 pub mod error;
 pub mod gc;
+pub mod migrate;
 pub mod limits;
 pub mod registry;
 pub mod text;

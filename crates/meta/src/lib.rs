@@ -14,6 +14,13 @@
 //! compare-and-set release; creating a robot or provider only if its name is free; a whole
 //! `apply` batch) is one method, so it is one transaction.
 //!
+//! Moving an installation (`berth migrate`) goes through the same trait: every [`Table`] is
+//! exported page by page in key order ([`MetadataStore::export`]), the destination drops what
+//! the page's key range no longer holds ([`MetadataStore::prune`]) and writes the page verbatim,
+//! times and ids included ([`MetadataStore::import`], idempotent). Blob records are imported with
+//! the keys the destination's blob storage gave their bytes. The shared suite's `transfer` part
+//! runs it between every pair of backends.
+//!
 //! Architecture invariant: blob *records* point to storage keys; a storage key is written once and
 //! never reused. So a garbage collection that deletes a record (and then its object) can never
 //! race a concurrent upload of the same digest: that upload writes a fresh key.
@@ -48,6 +55,11 @@ pub enum MetaError {
     /// The backend failed; its own error type stays at its edge (the message keeps its text).
     #[error("database error: {0}")]
     Db(String),
+    /// The database does not answer (no connection within the pool's acquire timeout, a
+    /// connection lost, the server shutting down or out of connection slots). Nothing of the
+    /// operation was committed; the same request may be retried later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database migration failed: {0}")]
     Migrate(String),
     #[error("stored data is corrupt: {0}")]
@@ -331,6 +343,255 @@ pub struct GcReport {
     pub stale_uploads: Vec<String>,
 }
 
+// ---- export and import (`berth migrate`) ----
+
+/// A table that an export walks, in the order an import writes them (a row's parents first:
+/// projects and identity providers before robots, blob records before their links, manifests
+/// before their tags). Transient state has no table here and is never copied: upload sessions
+/// (a client restarts an upload that was running) and failed-login counters (they only matter
+/// for their window); nor is the federation generation, a counter every process only compares
+/// with itself (an import increases the destination's, so that its replicas reload).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Key-value settings, among them the registry's signing key (`registry_signing_key`: tokens
+    /// and logins keep working after a move) and `bootstrap_admin_hash`. Key: the setting's key.
+    Settings,
+    /// Local users with their password hashes. Key: the name.
+    Users,
+    /// Key: the name.
+    Projects,
+    /// Key: the name.
+    IdentityProviders,
+    /// Robot accounts with their secret hashes. Key: the name.
+    Robots,
+    /// Blob records (digest, size, storage key, last use). Key: the digest.
+    Blobs,
+    /// Repository → blob links. Key: (repository, digest).
+    BlobLinks,
+    /// Manifests with their bytes, media type, subject, artifact type, annotations, creation time
+    /// and what they reference. Key: (repository, digest).
+    Manifests,
+    /// Key: (repository, tag).
+    Tags,
+    /// The audit log, with its ids. Key: the id.
+    AuditEvents,
+}
+
+impl Table {
+    /// Every table, in import order.
+    pub const ALL: [Table; 10] = [
+        Table::Settings,
+        Table::Users,
+        Table::Projects,
+        Table::IdentityProviders,
+        Table::Robots,
+        Table::Blobs,
+        Table::BlobLinks,
+        Table::Manifests,
+        Table::Tags,
+        Table::AuditEvents,
+    ];
+
+    /// The table's name in messages and reports (`blob_links`, `audit_events`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Settings => "settings",
+            Table::Users => "users",
+            Table::Projects => "projects",
+            Table::IdentityProviders => "identity_providers",
+            Table::Robots => "robots",
+            Table::Blobs => "blobs",
+            Table::BlobLinks => "blob_links",
+            Table::Manifests => "manifests",
+            Table::Tags => "tags",
+            Table::AuditEvents => "audit_events",
+        }
+    }
+}
+
+/// The key of an exported row: what orders a table's export and names a row for
+/// [`MetadataStore::prune`]. Names and digests compare by their bytes on every backend (SQLite's
+/// BINARY, PostgreSQL's `"C"`), a pair first by its first element, so two stores agree on which
+/// keys lie in a range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RowKey {
+    /// Settings, users, projects, identity providers, robots (their name or key); blobs (digest).
+    Name(String),
+    /// Blob links and manifests (repository, digest); tags (repository, tag).
+    Pair(String, String),
+    /// Audit events.
+    Id(i64),
+}
+
+/// A blob record as exported: the record itself, not seen from a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobExport {
+    pub digest: Digest,
+    pub size: u64,
+    /// The key in the exporting store's blob storage. An import into a store whose blob
+    /// storage is another one needs the key the bytes got there (see [`MetadataStore::import`]).
+    pub storage_key: String,
+    pub last_used: UnixTime,
+}
+
+/// A repository → blob link as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobLinkExport {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub last_used: UnixTime,
+}
+
+/// A manifest as exported: everything its row and its references hold, verbatim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestExport {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub subject: Option<Digest>,
+    pub artifact_type: Option<String>,
+    /// The annotations as stored (a JSON object's text), not re-serialised.
+    pub annotations: Option<String>,
+    pub created: UnixTime,
+    /// The blobs (config, layers) it references, by digest order.
+    pub blobs: Vec<Digest>,
+    /// The child manifests it references, by digest order.
+    pub manifests: Vec<Digest>,
+}
+
+/// A tag as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagExport {
+    pub repo: RepoName,
+    pub tag: Tag,
+    pub manifest: Digest,
+    pub updated: UnixTime,
+}
+
+/// One row of one [`Table`], exactly as stored (times, ids, hashes and keys included).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportRow {
+    Setting { key: String, value: String },
+    User(UserRecord),
+    Project(ProjectRecord),
+    IdentityProvider(IdentityProviderRecord),
+    Robot(RobotRecord),
+    Blob(BlobExport),
+    BlobLink(BlobLinkExport),
+    Manifest(ManifestExport),
+    Tag(TagExport),
+    /// Its `id` is kept by an import.
+    AuditEvent(AuditEvent),
+}
+
+impl ExportRow {
+    pub fn table(&self) -> Table {
+        match self {
+            ExportRow::Setting { .. } => Table::Settings,
+            ExportRow::User(_) => Table::Users,
+            ExportRow::Project(_) => Table::Projects,
+            ExportRow::IdentityProvider(_) => Table::IdentityProviders,
+            ExportRow::Robot(_) => Table::Robots,
+            ExportRow::Blob(_) => Table::Blobs,
+            ExportRow::BlobLink(_) => Table::BlobLinks,
+            ExportRow::Manifest(_) => Table::Manifests,
+            ExportRow::Tag(_) => Table::Tags,
+            ExportRow::AuditEvent(_) => Table::AuditEvents,
+        }
+    }
+
+    /// The row's key in its table.
+    pub fn key(&self) -> RowKey {
+        match self {
+            ExportRow::Setting { key, .. } => RowKey::Name(key.clone()),
+            ExportRow::User(u) => RowKey::Name(u.name.clone()),
+            ExportRow::Project(p) => RowKey::Name(p.name.clone()),
+            ExportRow::IdentityProvider(p) => RowKey::Name(p.name.clone()),
+            ExportRow::Robot(r) => RowKey::Name(r.name.clone()),
+            ExportRow::Blob(b) => RowKey::Name(b.digest.as_str().to_owned()),
+            ExportRow::BlobLink(l) => RowKey::Pair(l.repo.as_str().to_owned(), l.digest.as_str().to_owned()),
+            ExportRow::Manifest(m) => RowKey::Pair(m.repo.as_str().to_owned(), m.digest.as_str().to_owned()),
+            ExportRow::Tag(t) => RowKey::Pair(t.repo.as_str().to_owned(), t.tag.as_str().to_owned()),
+            ExportRow::AuditEvent(e) => RowKey::Id(e.id),
+        }
+    }
+}
+
+/// What one [`MetadataStore::import`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Rows written (created or brought to the exported state).
+    pub imported: u64,
+    /// Rows not written because a row they need is missing here (a link whose blob record, a tag
+    /// whose manifest, a robot whose project or provider is not in this store), one line each.
+    /// Only a source that changed between the pages of an export causes this; the next run
+    /// copies them.
+    pub skipped: Vec<String>,
+    /// Storage keys of imported blob records that were not stored because this store already
+    /// had a record of that digest (its own key stays): the caller deletes those objects.
+    pub unused_keys: Vec<String>,
+}
+
+/// What one [`MetadataStore::prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// Rows of the table removed (not counting those removed with them).
+    pub removed: u64,
+    /// Storage keys of removed blob records: the caller deletes those objects.
+    pub deleted_keys: Vec<String>,
+}
+
+/// Rows per table, for comparing two stores after a copy ([`MetadataStore::row_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowCounts {
+    pub settings: u64,
+    pub users: u64,
+    pub projects: u64,
+    pub identity_providers: u64,
+    pub robots: u64,
+    pub blobs: u64,
+    /// The sizes of every blob record, added up.
+    pub blob_bytes: u64,
+    /// Repositories that exist (have a manifest or a blob link).
+    pub repositories: u64,
+    pub blob_links: u64,
+    pub manifests: u64,
+    /// What manifests reference (blobs and child manifests), one row each.
+    pub manifest_references: u64,
+    pub tags: u64,
+    pub audit_events: u64,
+    /// The names each audit event is found by (its robots and principal).
+    pub audit_names: u64,
+}
+
+impl RowCounts {
+    /// Each count with its name, in import order.
+    pub fn entries(&self) -> [(&'static str, u64); 14] {
+        [
+            ("settings", self.settings),
+            ("users", self.users),
+            ("projects", self.projects),
+            ("identity_providers", self.identity_providers),
+            ("robots", self.robots),
+            ("blobs", self.blobs),
+            ("blob_bytes", self.blob_bytes),
+            ("repositories", self.repositories),
+            ("blob_links", self.blob_links),
+            ("manifests", self.manifests),
+            ("manifest_references", self.manifest_references),
+            ("tags", self.tags),
+            ("audit_events", self.audit_events),
+            ("audit_names", self.audit_names),
+        ]
+    }
+
+    /// Whether every count is 0 (a store nothing was ever written to).
+    pub fn is_empty(&self) -> bool {
+        self.entries().iter().all(|(_, n)| *n == 0)
+    }
+}
+
 /// The metadata store. Implementations must be safe for several Berth processes sharing one
 /// database: no method may rely on state held only in this process.
 #[async_trait]
@@ -551,4 +812,51 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn login_failures(&self, key: &str, window_start: UnixTime) -> Result<u32>;
     /// Forgets windows that started before `before` (of every key); returns how many.
     async fn prune_login_failures(&self, before: UnixTime) -> Result<u64>;
+
+    // ---- export and import (`berth migrate`) ----
+    //
+    // A copy walks each [`Table`] of the source in key order, page by page: `export` a page,
+    // `prune` from the destination the rows of the page's key range that the page does not hold
+    // (so rows deleted at the source since an earlier run go), and `import` the page. After a
+    // whole walk the destination's table equals the source's as it was read; a rerun writes
+    // only what changed. Nothing here is one transaction across pages: a source that keeps
+    // changing meanwhile is caught up by the next run.
+
+    /// One page of `table` in key order ([`RowKey`]): the rows whose key sorts after `after`
+    /// (from the first when None), at most `limit` (at least 1). Every row exactly as stored.
+    /// Reads only: a store opened read-only exports.
+    async fn export(&self, table: Table, after: Option<&RowKey>, limit: u32) -> Result<Vec<ExportRow>>;
+
+    /// Writes `rows` (of any tables, in the order given: parents first) as they are, in one
+    /// transaction: times, ids, hashes and documents are kept, nothing is validated again (they
+    /// were when first written). Idempotent: an existing row (same key) is brought to the
+    /// exported state; importing the same rows twice changes nothing the second time.
+    /// - A blob record keeps the storage key this store already has for its digest (the bytes
+    ///   are the same); otherwise it is stored with the row's `storage_key`, which must be a key
+    ///   of *this* store's blob storage: the caller copies the bytes first and puts the key they
+    ///   got into the row (a key is never reused, so one store's keys mean nothing in another).
+    ///   The keys not stored come back in [`ImportOutcome::unused_keys`].
+    /// - A manifest's references are replaced by the row's; a repository row is created when
+    ///   needed; an audit event keeps its id (later appends get higher ids) and its names.
+    /// - A row whose parent is missing here (link → blob record, tag → manifest, robot →
+    ///   project or provider) is skipped and reported, not an error.
+    /// - Users are written without the last-admin rule (they are a copy); a write to users,
+    ///   projects, providers or robots increases the federation generation once.
+    async fn import(&self, rows: &[ExportRow]) -> Result<ImportOutcome>;
+
+    /// Deletes, in one transaction, the rows of `table` whose key is after `after` (None: from
+    /// the first) and at most `upto` (None: to the last) and not in `keep`: the rows a source's
+    /// page covering that range no longer has. Rows that cannot exist without a removed row go
+    /// with it (a removed blob record's links; a manifest's tags and references; a project's or
+    /// provider's robots; an event's names). Returns the storage keys of removed blob records,
+    /// whose objects the caller deletes. A `RowKey` of another shape than `table`'s is a
+    /// [`MetaError::Conflict`].
+    async fn prune(&self, table: Table, after: Option<&RowKey>, upto: Option<&RowKey>, keep: &[RowKey]) -> Result<PruneOutcome>;
+
+    /// The blob records of these digests that exist, whatever repository links them (in no
+    /// particular order).
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>>;
+
+    /// The rows of every table, counted in one snapshot.
+    async fn row_counts(&self) -> Result<RowCounts>;
 }

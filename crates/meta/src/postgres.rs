@@ -86,9 +86,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, QueryBuilder, Row, Transaction};
 
 use crate::{
-    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
-    MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadClaim, UploadRecord, UserRecord,
-    AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
+    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord,
+    ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer, Result,
+    RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
 };
 
 #[cfg(any(test, feature = "testsuite"))]
@@ -285,6 +285,22 @@ impl From<Failure> for MetaError {
 fn sql_error(e: sqlx::Error) -> MetaError {
     if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("22021") {
         return MetaError::Conflict(format!("PostgreSQL cannot store this text (it holds a NUL character?): {}", one_line(&e.to_string())));
+    }
+    let unavailable = match &e {
+        // A connection cut mid-message shows as a protocol error too.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections, and the
+        // connection exceptions (08xxx).
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| matches!(&*c, "57P01" | "57P02" | "57P03" | "53300") || c.starts_with("08")),
+        _ => false,
+    };
+    if unavailable {
+        return MetaError::Unavailable(one_line(&e.to_string()));
     }
     MetaError::Db(one_line(&e.to_string()))
 }
@@ -1585,6 +1601,648 @@ impl MetadataStore for PostgresStore {
         let done = sqlx::query("DELETE FROM login_failures WHERE window_start < $1").bind(before).execute(&self.pool).await.map_err(sql_error)?;
         Ok(done.rows_affected())
     }
+
+    async fn export(&self, table: Table, after: Option<&RowKey>, limit: u32) -> Result<Vec<ExportRow>> {
+        Ok(self.export_tx(table, after, i64::from(limit.max(1))).await?)
+    }
+
+    async fn import(&self, rows: &[ExportRow]) -> Result<ImportOutcome> {
+        retry("import", || self.import_tx(rows)).await
+    }
+
+    async fn prune(&self, table: Table, after: Option<&RowKey>, upto: Option<&RowKey>, keep: &[RowKey]) -> Result<PruneOutcome> {
+        retry("prune", || self.prune_tx(table, after, upto, keep)).await
+    }
+
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<&str> = digests.iter().map(|d| d.as_str()).collect();
+        let rows = sqlx::query("SELECT digest, size, storage_key FROM blobs WHERE digest = ANY($1)")
+            .bind(&list)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get(0).map_err(sql_error)?;
+                Ok(BlobRecord {
+                    digest: parse_digest(&digest)?,
+                    size: size_from_db(r.try_get(1).map_err(sql_error)?)?,
+                    storage_key: r.try_get(2).map_err(sql_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn row_counts(&self) -> Result<RowCounts> {
+        // One statement: one snapshot.
+        let row = sqlx::query(SQL_ROW_COUNTS).fetch_one(&self.pool).await.map_err(sql_error)?;
+        let n = |i: usize| -> Result<u64> { size_from_db(row.try_get::<i64, _>(i).map_err(sql_error)?) };
+        Ok(RowCounts {
+            settings: n(0)?,
+            users: n(1)?,
+            projects: n(2)?,
+            identity_providers: n(3)?,
+            robots: n(4)?,
+            blobs: n(5)?,
+            blob_bytes: n(6)?,
+            repositories: n(7)?,
+            blob_links: n(8)?,
+            manifests: n(9)?,
+            manifest_references: n(10)?,
+            tags: n(11)?,
+            audit_events: n(12)?,
+            audit_names: n(13)?,
+        })
+    }
+}
+
+// ---- export and import (`berth migrate`) ----
+
+/// Every count of [`MetadataStore::row_counts`], in one statement.
+const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT COUNT(*) FROM users), \
+     (SELECT COUNT(*) FROM projects), (SELECT COUNT(*) FROM identity_providers), (SELECT COUNT(*) FROM robots), \
+     (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0)::bigint FROM blobs), \
+     (SELECT COUNT(*) FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+      OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
+     (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
+     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names)";
+
+/// The key columns of a table, as the statements below name them.
+#[derive(Clone, Copy)]
+enum KeyCols {
+    One(&'static str),
+    Two(&'static str, &'static str),
+    Id(&'static str),
+}
+
+/// The key columns of `table` in the export and prune statements (pairs through the repositories
+/// table, aliased `r`; the table itself is `x`).
+fn key_cols(table: Table) -> KeyCols {
+    match table {
+        Table::Settings => KeyCols::One("x.key"),
+        Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("x.name"),
+        Table::Blobs => KeyCols::One("x.digest"),
+        Table::BlobLinks | Table::Manifests => KeyCols::Two("r.name", "x.digest"),
+        Table::Tags => KeyCols::Two("r.name", "x.name"),
+        Table::AuditEvents => KeyCols::Id("x.id"),
+    }
+}
+
+fn key_shape_error(table: Table, key: &RowKey) -> MetaError {
+    MetaError::Conflict(format!("a key {key:?} does not name a row of the table {}", table.name()))
+}
+
+/// Appends ` AND <key> > after AND <key> <= upto` for the bounds given.
+fn push_range(b: &mut QueryBuilder<'_, Postgres>, table: Table, cols: KeyCols, after: Option<&RowKey>, upto: Option<&RowKey>) -> Result<()> {
+    for (bound, op) in [(after, ">"), (upto, "<=")] {
+        let Some(key) = bound else { continue };
+        match (cols, key) {
+            (KeyCols::One(c), RowKey::Name(v)) => {
+                b.push(format_args!(" AND {c} {op} ")).push_bind(v.clone());
+            }
+            (KeyCols::Two(c1, c2), RowKey::Pair(v1, v2)) => {
+                b.push(format_args!(" AND ({c1}, {c2}) {op} (")).push_bind(v1.clone()).push(", ").push_bind(v2.clone()).push(")");
+            }
+            (KeyCols::Id(c), RowKey::Id(v)) => {
+                b.push(format_args!(" AND {c} {op} ")).push_bind(*v);
+            }
+            _ => return Err(key_shape_error(table, key)),
+        }
+    }
+    Ok(())
+}
+
+/// Appends ` AND <key> NOT IN keep`.
+fn push_not_kept(b: &mut QueryBuilder<'_, Postgres>, table: Table, cols: KeyCols, keep: &[RowKey]) -> Result<()> {
+    match cols {
+        KeyCols::One(c) => {
+            let mut names = Vec::with_capacity(keep.len());
+            for key in keep {
+                match key {
+                    RowKey::Name(v) => names.push(v.clone()),
+                    other => return Err(key_shape_error(table, other)),
+                }
+            }
+            b.push(format_args!(" AND NOT ({c} = ANY(")).push_bind(names).push("::text[]))");
+        }
+        KeyCols::Two(c1, c2) => {
+            let (mut firsts, mut seconds) = (Vec::with_capacity(keep.len()), Vec::with_capacity(keep.len()));
+            for key in keep {
+                match key {
+                    RowKey::Pair(v1, v2) => {
+                        firsts.push(v1.clone());
+                        seconds.push(v2.clone());
+                    }
+                    other => return Err(key_shape_error(table, other)),
+                }
+            }
+            b.push(" AND NOT EXISTS (SELECT 1 FROM UNNEST(")
+                .push_bind(firsts)
+                .push("::text[], ")
+                .push_bind(seconds)
+                .push(format_args!("::text[]) AS k (a, b) WHERE k.a = {c1} AND k.b = {c2})"));
+        }
+        KeyCols::Id(c) => {
+            let mut ids = Vec::with_capacity(keep.len());
+            for key in keep {
+                match key {
+                    RowKey::Id(v) => ids.push(*v),
+                    other => return Err(key_shape_error(table, other)),
+                }
+            }
+            b.push(format_args!(" AND NOT ({c} = ANY(")).push_bind(ids).push("::bigint[]))");
+        }
+    }
+    Ok(())
+}
+
+fn parse_repo(s: &str) -> Result<RepoName> {
+    s.parse().map_err(|e| MetaError::Corrupt(format!("stored repository name {s:?}: {e}")))
+}
+
+/// Digests from a text array column.
+fn digests_from(list: Vec<String>) -> Result<Vec<Digest>> {
+    list.iter().map(|d| parse_digest(d)).collect()
+}
+
+impl PostgresStore {
+    /// Connects to an existing installation without writing to it, for reading a copy from
+    /// (`berth migrate`'s source): no migration runs, and every session is read-only
+    /// (`default_transaction_read_only`: the server refuses any write, so every writing method
+    /// fails). A database whose schema is not exactly this version's (no Berth schema, an older
+    /// one that [`PostgresStore::connect`] would upgrade, or a newer one) is refused with a
+    /// message saying what to do.
+    pub async fn connect_read_only(options: &PostgresOptions) -> Result<PostgresStore> {
+        let (mut conn, connect, target) = first_connection(options).await?;
+        let checked = check_schema(&mut conn, &target).await;
+        let _ = conn.close().await;
+        checked?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, 8))
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout)
+            .max_lifetime(options.max_lifetime)
+            .test_before_acquire(true)
+            .connect_lazy_with(connect.options([("default_transaction_read_only", "on")]));
+        Ok(PostgresStore { pool, target })
+    }
+
+    async fn export_tx(&self, table: Table, after: Option<&RowKey>, limit: i64) -> R<Vec<ExportRow>> {
+        let cols = key_cols(table);
+        let (select, order) = match table {
+            Table::Settings => ("SELECT x.key, x.value FROM settings x WHERE TRUE", "x.key"),
+            Table::Users => ("SELECT x.name, x.password_hash, x.admin, x.disabled FROM users x WHERE TRUE", "x.name"),
+            Table::Projects => ("SELECT x.name, x.public, x.created_at FROM projects x WHERE TRUE", "x.name"),
+            Table::IdentityProviders => ("SELECT x.name, x.config, x.created_at, x.updated_at FROM identity_providers x WHERE TRUE", "x.name"),
+            Table::Robots => (
+                "SELECT x.name, x.project, x.description, x.disabled, x.expires_at, x.secret_hash, x.identity_provider, x.rules, \
+                 x.permissions, x.created_at, x.updated_at FROM robots x WHERE TRUE",
+                "x.name",
+            ),
+            Table::Blobs => ("SELECT x.digest, x.size, x.storage_key, x.last_used FROM blobs x WHERE TRUE", "x.digest"),
+            Table::BlobLinks => (
+                "SELECT r.name, x.digest, x.last_used FROM repo_blobs x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                "r.name, x.digest",
+            ),
+            Table::Manifests => (
+                "SELECT r.name, x.digest, x.media_type, x.bytes, x.subject, x.artifact_type, x.annotations, x.created, \
+                 ARRAY(SELECT mr.ref_digest FROM manifest_refs mr WHERE mr.repo_id = x.repo_id AND mr.manifest_digest = x.digest \
+                       AND mr.kind = 'blob' ORDER BY mr.ref_digest), \
+                 ARRAY(SELECT mr.ref_digest FROM manifest_refs mr WHERE mr.repo_id = x.repo_id AND mr.manifest_digest = x.digest \
+                       AND mr.kind = 'manifest' ORDER BY mr.ref_digest) \
+                 FROM manifests x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                "r.name, x.digest",
+            ),
+            Table::Tags => (
+                "SELECT r.name, x.name, x.manifest_digest, x.updated FROM tags x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                "r.name, x.name",
+            ),
+            Table::AuditEvents => (
+                "SELECT x.id, x.time_ms, x.action, x.result, x.principal, x.robots, x.provider, x.subject, x.jti, x.claims, \
+                 x.repository, x.reference, x.client, x.message FROM audit_events x WHERE TRUE",
+                "x.id",
+            ),
+        };
+        let mut b = QueryBuilder::new(select);
+        push_range(&mut b, table, cols, after, None)?;
+        b.push(format_args!(" ORDER BY {order} LIMIT ")).push_bind(limit);
+        let rows = b.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(match table {
+                Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
+                Table::Users => ExportRow::User(user_from_row(r)?),
+                Table::Projects => ExportRow::Project(project_from_row(r)?),
+                Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
+                Table::Robots => ExportRow::Robot(robot_from_row(r)?),
+                Table::Blobs => {
+                    let digest: String = r.try_get(0)?;
+                    ExportRow::Blob(BlobExport {
+                        digest: parse_digest(&digest)?,
+                        size: size_from_db(r.try_get(1)?)?,
+                        storage_key: r.try_get(2)?,
+                        last_used: r.try_get(3)?,
+                    })
+                }
+                Table::BlobLinks => {
+                    let (repo, digest): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    ExportRow::BlobLink(BlobLinkExport { repo: parse_repo(&repo)?, digest: parse_digest(&digest)?, last_used: r.try_get(2)? })
+                }
+                Table::Manifests => {
+                    let (repo, digest): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    let subject: Option<String> = r.try_get(4)?;
+                    ExportRow::Manifest(ManifestExport {
+                        repo: parse_repo(&repo)?,
+                        digest: parse_digest(&digest)?,
+                        media_type: r.try_get(2)?,
+                        bytes: r.try_get(3)?,
+                        subject: subject.as_deref().map(parse_digest).transpose()?,
+                        artifact_type: r.try_get(5)?,
+                        annotations: r.try_get(6)?,
+                        created: r.try_get(7)?,
+                        blobs: digests_from(r.try_get(8)?)?,
+                        manifests: digests_from(r.try_get(9)?)?,
+                    })
+                }
+                Table::Tags => {
+                    let (repo, tag, digest): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    ExportRow::Tag(TagExport {
+                        repo: parse_repo(&repo)?,
+                        tag: tag.parse().map_err(|e| MetaError::Corrupt(format!("stored tag {tag:?}: {e}")))?,
+                        manifest: parse_digest(&digest)?,
+                        updated: r.try_get(3)?,
+                    })
+                }
+                Table::AuditEvents => ExportRow::AuditEvent(audit_from_row(r)?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn import_tx(&self, rows: &[ExportRow]) -> R<ImportOutcome> {
+        let mut outcome = ImportOutcome::default();
+        let federation = rows.iter().any(|r| matches!(r.table(), Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots));
+        let mut tx = self.begin().await?;
+        if federation {
+            // Like every write to these tables (module docs).
+            lock_federation(&mut tx).await?;
+        }
+        let mut audit_written = false;
+        for row in rows {
+            match row {
+                ExportRow::Setting { key, value } => {
+                    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                        .bind(key)
+                        .bind(value)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                ExportRow::User(u) => {
+                    sqlx::query(
+                        "INSERT INTO users (name, password_hash, admin, disabled) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
+                         disabled = excluded.disabled",
+                    )
+                    .bind(&u.name)
+                    .bind(&u.password_hash)
+                    .bind(u.admin)
+                    .bind(u.disabled)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::Project(p) => {
+                    sqlx::query(
+                        "INSERT INTO projects (name, public, created_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO UPDATE SET public = excluded.public, created_at = excluded.created_at",
+                    )
+                    .bind(&p.name)
+                    .bind(p.public)
+                    .bind(p.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::IdentityProvider(p) => {
+                    sqlx::query(
+                        "INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (name) DO UPDATE SET config = excluded.config, created_at = excluded.created_at, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(&p.name)
+                    .bind(p.config.to_string())
+                    .bind(p.created_at)
+                    .bind(p.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::Robot(robot) => {
+                    match check_robot_refs(&mut tx, robot).await {
+                        Ok(()) => {}
+                        Err(Failure::Meta(MetaError::Conflict(why))) => {
+                            outcome.skipped.push(format!("robot {:?}: {why}", robot.name));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    upsert_robot(&mut tx, robot, robot.secret_hash.as_deref(), robot.created_at, robot.updated_at).await?;
+                    // upsert_robot keeps an existing robot's creation time; an import sets it.
+                    sqlx::query("UPDATE robots SET created_at = $2 WHERE name = $1")
+                        .bind(&robot.name)
+                        .bind(robot.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                ExportRow::Blob(blob) => {
+                    let stored: String = sqlx::query_scalar(
+                        "INSERT INTO blobs (digest, size, storage_key, last_used) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (digest) DO UPDATE SET last_used = excluded.last_used RETURNING storage_key",
+                    )
+                    .bind(blob.digest.as_str())
+                    .bind(size_to_db(blob.size)?)
+                    .bind(&blob.storage_key)
+                    .bind(blob.last_used)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if stored != blob.storage_key {
+                        outcome.unused_keys.push(blob.storage_key.clone());
+                    }
+                }
+                ExportRow::BlobLink(link) => {
+                    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = $1)")
+                        .bind(link.digest.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if !known {
+                        outcome.skipped.push(format!("link of {} to {}: no blob record", link.digest, link.repo));
+                        continue;
+                    }
+                    let repo_id = repo_id_for_write(&mut tx, &link.repo).await?;
+                    sqlx::query(
+                        "INSERT INTO repo_blobs (repo_id, digest, last_used) VALUES ($1, $2, $3) \
+                         ON CONFLICT (repo_id, digest) DO UPDATE SET last_used = excluded.last_used",
+                    )
+                    .bind(repo_id)
+                    .bind(link.digest.as_str())
+                    .bind(link.last_used)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::Manifest(m) => {
+                    let repo_id = repo_id_for_write(&mut tx, &m.repo).await?;
+                    // Written (and its references replaced) only when it differs from what is
+                    // stored, so a rerun over an unchanged manifest writes nothing.
+                    let written: Option<i32> = sqlx::query_scalar(
+                        "INSERT INTO manifests (repo_id, digest, media_type, bytes, size, subject, artifact_type, annotations, created) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         ON CONFLICT (repo_id, digest) DO UPDATE SET media_type = excluded.media_type, bytes = excluded.bytes, \
+                         size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
+                         annotations = excluded.annotations, created = excluded.created \
+                         WHERE (manifests.media_type, manifests.bytes, manifests.subject, manifests.artifact_type, \
+                         manifests.annotations, manifests.created) IS DISTINCT FROM (excluded.media_type, excluded.bytes, \
+                         excluded.subject, excluded.artifact_type, excluded.annotations, excluded.created) RETURNING 1",
+                    )
+                    .bind(repo_id)
+                    .bind(m.digest.as_str())
+                    .bind(&m.media_type)
+                    .bind(&m.bytes)
+                    .bind(size_to_db(m.bytes.len() as u64)?)
+                    .bind(m.subject.as_ref().map(|d| d.as_str()))
+                    .bind(m.artifact_type.as_deref())
+                    .bind(m.annotations.as_deref())
+                    .bind(m.created)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_refs WHERE repo_id = $1 AND manifest_digest = $2")
+                        .bind(repo_id)
+                        .bind(m.digest.as_str())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if written.is_some() || refs != (m.blobs.len() + m.manifests.len()) as i64 {
+                        sqlx::query("DELETE FROM manifest_refs WHERE repo_id = $1 AND manifest_digest = $2")
+                            .bind(repo_id)
+                            .bind(m.digest.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        for (kind, list) in [("blob", &m.blobs), ("manifest", &m.manifests)] {
+                            if list.is_empty() {
+                                continue;
+                            }
+                            let list: Vec<&str> = list.iter().map(|d| d.as_str()).collect();
+                            sqlx::query(
+                                "INSERT INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) \
+                                 SELECT $1, $2, d, $3 FROM UNNEST($4::text[]) AS d ON CONFLICT DO NOTHING",
+                            )
+                            .bind(repo_id)
+                            .bind(m.digest.as_str())
+                            .bind(kind)
+                            .bind(&list)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                ExportRow::Tag(t) => {
+                    let repo_id: Option<i64> = sqlx::query_scalar(
+                        "SELECT r.id FROM repositories r JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2",
+                    )
+                    .bind(t.repo.as_str())
+                    .bind(t.manifest.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(repo_id) = repo_id else {
+                        outcome.skipped.push(format!("tag {}:{}: no manifest {}", t.repo, t.tag, t.manifest));
+                        continue;
+                    };
+                    sqlx::query(
+                        "INSERT INTO tags (repo_id, name, manifest_digest, updated) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated = excluded.updated",
+                    )
+                    .bind(repo_id)
+                    .bind(t.tag.as_str())
+                    .bind(t.manifest.as_str())
+                    .bind(t.updated)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::AuditEvent(e) => {
+                    // The id is kept (OVERRIDING SYSTEM VALUE); written, and its names rebuilt,
+                    // only when it differs from what is stored.
+                    let written: Option<i64> = sqlx::query_scalar(
+                        "INSERT INTO audit_events (id, time_ms, action, result, principal, robots, provider, subject, jti, claims, \
+                         repository, reference, client, message) OVERRIDING SYSTEM VALUE \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                         ON CONFLICT (id) DO UPDATE SET time_ms = excluded.time_ms, action = excluded.action, \
+                         result = excluded.result, principal = excluded.principal, robots = excluded.robots, \
+                         provider = excluded.provider, subject = excluded.subject, jti = excluded.jti, claims = excluded.claims, \
+                         repository = excluded.repository, reference = excluded.reference, client = excluded.client, \
+                         message = excluded.message \
+                         WHERE (audit_events.time_ms, audit_events.action, audit_events.result, audit_events.principal, \
+                         audit_events.robots, audit_events.provider, audit_events.subject, audit_events.jti, audit_events.claims, \
+                         audit_events.repository, audit_events.reference, audit_events.client, audit_events.message) \
+                         IS DISTINCT FROM (excluded.time_ms, excluded.action, excluded.result, excluded.principal, excluded.robots, \
+                         excluded.provider, excluded.subject, excluded.jti, excluded.claims, excluded.repository, \
+                         excluded.reference, excluded.client, excluded.message) RETURNING id",
+                    )
+                    .bind(e.id)
+                    .bind(e.time_ms)
+                    .bind(&e.action)
+                    .bind(&e.result)
+                    .bind(&e.principal)
+                    .bind(json_strings(e.robots.iter().map(String::as_str)))
+                    .bind(e.provider.as_deref())
+                    .bind(e.subject.as_deref())
+                    .bind(e.jti.as_deref())
+                    .bind(e.claims.as_ref().map(|c| c.to_string()))
+                    .bind(e.repository.as_deref())
+                    .bind(e.reference.as_deref())
+                    .bind(e.client.as_deref())
+                    .bind(e.message.as_deref())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if written.is_some() {
+                        audit_written = true;
+                        sqlx::query("DELETE FROM audit_names WHERE event_id = $1").bind(e.id).execute(&mut *tx).await?;
+                        let names: Vec<&str> = e.robots.iter().map(String::as_str).chain([e.principal.as_str()]).collect();
+                        sqlx::query("INSERT INTO audit_names (name, event_id) SELECT DISTINCT n, $2 FROM UNNEST($1::text[]) AS n ON CONFLICT DO NOTHING")
+                            .bind(&names)
+                            .bind(e.id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            outcome.imported += 1;
+        }
+        if audit_written {
+            // Later appends get ids above the imported ones.
+            sqlx::query(
+                "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), \
+                 GREATEST((SELECT MAX(id) FROM audit_events), \
+                 COALESCE(pg_sequence_last_value(pg_get_serial_sequence('audit_events', 'id')::regclass), 1)))",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        if federation {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn prune_tx(&self, table: Table, after: Option<&RowKey>, upto: Option<&RowKey>, keep: &[RowKey]) -> R<PruneOutcome> {
+        let cols = key_cols(table);
+        // The rows to remove, as a sub-query over the table (aliased x, with r for pairs).
+        let doomed = |select: &str| -> Result<QueryBuilder<'static, Postgres>> {
+            let mut b = QueryBuilder::new(select.to_owned());
+            push_range(&mut b, table, cols, after, upto)?;
+            push_not_kept(&mut b, table, cols, keep)?;
+            b.push(")");
+            Ok(b)
+        };
+        let federation = matches!(table, Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots);
+        let mut tx = self.begin().await?;
+        if federation {
+            lock_federation(&mut tx).await?;
+        }
+        let mut outcome = PruneOutcome::default();
+        match table {
+            Table::Settings => {
+                let mut b = doomed("DELETE FROM settings WHERE key IN (SELECT x.key FROM settings x WHERE TRUE")?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Users | Table::Robots => {
+                let t = if table == Table::Users { "users" } else { "robots" };
+                let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT x.name FROM {t} x WHERE TRUE"))?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Projects | Table::IdentityProviders => {
+                let (t, column) = if table == Table::Projects { ("projects", "project") } else { ("identity_providers", "identity_provider") };
+                let mut robots = doomed(&format!("DELETE FROM robots WHERE {column} IN (SELECT x.name FROM {t} x WHERE TRUE"))?;
+                robots.build().execute(&mut *tx).await?;
+                let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT x.name FROM {t} x WHERE TRUE"))?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Blobs => {
+                let mut links = doomed("DELETE FROM repo_blobs WHERE digest IN (SELECT x.digest FROM blobs x WHERE TRUE")?;
+                links.build().execute(&mut *tx).await?;
+                let mut b = doomed("DELETE FROM blobs WHERE digest IN (SELECT x.digest FROM blobs x WHERE TRUE")?;
+                b.push(" RETURNING storage_key");
+                let keys: Vec<String> = b.build_query_scalar().fetch_all(&mut *tx).await?;
+                outcome.removed = keys.len() as u64;
+                outcome.deleted_keys = keys;
+            }
+            Table::BlobLinks => {
+                let mut b = doomed(
+                    "DELETE FROM repo_blobs WHERE (repo_id, digest) IN \
+                     (SELECT x.repo_id, x.digest FROM repo_blobs x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                )?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Manifests => {
+                // Tags and references go with their manifest (ON DELETE CASCADE).
+                let mut b = doomed(
+                    "DELETE FROM manifests WHERE (repo_id, digest) IN \
+                     (SELECT x.repo_id, x.digest FROM manifests x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                )?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Tags => {
+                let mut b = doomed(
+                    "DELETE FROM tags WHERE (repo_id, name) IN \
+                     (SELECT x.repo_id, x.name FROM tags x JOIN repositories r ON r.id = x.repo_id WHERE TRUE",
+                )?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::AuditEvents => {
+                // Their names go with them (ON DELETE CASCADE).
+                let mut b = doomed("DELETE FROM audit_events WHERE id IN (SELECT x.id FROM audit_events x WHERE TRUE")?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+        }
+        if federation && outcome.removed > 0 {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Refuses a database whose applied migrations are not exactly this version's (see
+/// [`PostgresStore::connect_read_only`]).
+async fn check_schema(conn: &mut PgConnection, target: &str) -> Result<()> {
+    let installed: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut *conn).await.map_err(sql_error)?;
+    if !installed {
+        return Err(MetaError::Migrate(format!("{target} holds no Berth installation (no schema)")));
+    }
+    let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql_error)?;
+    let known: Vec<(i64, &[u8])> = MIGRATOR.iter().map(|m| (m.version, &*m.checksum)).collect();
+    for (version, checksum) in &applied {
+        match known.iter().find(|(v, _)| v == version) {
+            None => {
+                return Err(MetaError::Migrate(format!(
+                    "{target} has the schema of a newer Berth (migration {version} is unknown to this one); use that Berth's own `berth migrate`"
+                )))
+            }
+            Some((_, c)) if *c != checksum.as_slice() => {
+                return Err(MetaError::Migrate(format!("{target}: migration {version} differs from this Berth's; it was not made by this Berth")))
+            }
+            Some(_) => {}
+        }
+    }
+    if applied.len() < known.len() {
+        return Err(MetaError::Migrate(format!(
+            "{target} has the schema of an older Berth and needs an upgrade, which is never done to a database opened only for reading: \
+             start this Berth once on it (`berth serve`, or `berth gc`, which upgrade it), then run again"
+        )));
+    }
+    Ok(())
 }
 
 fn upload_from_row(id: &str, row: &PgRow) -> Result<UploadRecord> {

@@ -16,9 +16,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
-    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, ManifestRecord, MetaError,
-    MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, Referrer, Result, RobotRecord, UnixTime, UploadClaim, UploadRecord,
-    UserRecord,
+    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport,
+    IdentityProviderRecord, ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer,
+    Result, RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -103,6 +103,37 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 
+    /// Opens an existing database without writing to it, for reading a copy from
+    /// (`berth migrate`'s source): every connection is opened read-only (SQLite refuses any
+    /// write on them, so every writing method fails), no migration runs, and the file is never
+    /// created. A database whose schema is not exactly this version's (an older Berth's, which
+    /// [`SqliteStore::open`] would upgrade, or a newer one's) is refused with a message saying what
+    /// to do. Safe while a server uses the file: readers take WAL snapshots as usual.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore> {
+        if !path.is_file() {
+            return Err(MetaError::Db(format!("{} does not exist (or is not a file)", path.display())));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .pragma("query_only", "ON")
+            .pragma("cache_size", "-8192")
+            .pragma("temp_store", "MEMORY");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        if let Err(e) = check_schema(&pool, path).await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(SqliteStore { writer: pool.clone(), reader: pool })
+    }
+
     /// Closes both pools, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.reader.close().await;
@@ -138,6 +169,42 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Refuses a database whose applied migrations are not exactly this version's (see
+/// [`SqliteStore::open_read_only`]).
+async fn check_schema(pool: &SqlitePool, path: &Path) -> Result<()> {
+    let applied: Vec<(i64, Vec<u8>)> =
+        match sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pool).await {
+            Ok(rows) => rows,
+            Err(e) if e.to_string().contains("no such table") => {
+                return Err(MetaError::Migrate(format!("{} is not a Berth metadata database (it has no schema history)", path.display())))
+            }
+            Err(e) => return Err(e.into()),
+        };
+    let known: Vec<(i64, &[u8])> = MIGRATOR.iter().map(|m| (m.version, &*m.checksum)).collect();
+    for (version, checksum) in &applied {
+        match known.iter().find(|(v, _)| v == version) {
+            None => {
+                return Err(MetaError::Migrate(format!(
+                    "{} has the schema of a newer Berth (migration {version} is unknown to this one); use that Berth's own `berth migrate`",
+                    path.display()
+                )))
+            }
+            Some((_, c)) if *c != checksum.as_slice() => {
+                return Err(MetaError::Migrate(format!("{}: migration {version} differs from this Berth's; it was not made by this Berth", path.display())))
+            }
+            Some(_) => {}
+        }
+    }
+    if applied.len() < known.len() {
+        return Err(MetaError::Migrate(format!(
+            "{} has the schema of an older Berth and needs an upgrade, which is never done to a database opened only for reading: \
+             start this Berth once on it (`berth serve`, or `berth gc`, which upgrade it), then run again",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn parse_digest(s: &str) -> Result<Digest> {
@@ -1236,6 +1303,581 @@ impl MetadataStore for SqliteStore {
         tx.commit().await?;
         Ok(removed)
     }
+
+    async fn export(&self, table: Table, after: Option<&RowKey>, limit: u32) -> Result<Vec<ExportRow>> {
+        self.export_page(table, after, i64::from(limit.max(1))).await
+    }
+
+    async fn import(&self, rows: &[ExportRow]) -> Result<ImportOutcome> {
+        let mut tx = self.write_tx().await?;
+        match import_in(&mut tx, rows).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn prune(&self, table: Table, after: Option<&RowKey>, upto: Option<&RowKey>, keep: &[RowKey]) -> Result<PruneOutcome> {
+        let mut tx = self.write_tx().await?;
+        match prune_in(&mut tx, table, after, upto, keep).await {
+            Ok(outcome) => {
+                tx.commit().await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn blob_records(&self, digests: &[Digest]) -> Result<Vec<BlobRecord>> {
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT digest, size, storage_key FROM blobs WHERE digest IN (SELECT j.value FROM json_each(?1) j)")
+            .bind(json_strings(digests.iter().map(|d| d.as_str())))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let digest: String = r.try_get(0)?;
+                Ok(BlobRecord { digest: parse_digest(&digest)?, size: size_from_db(r.try_get(1)?)?, storage_key: r.try_get(2)? })
+            })
+            .collect()
+    }
+
+    async fn row_counts(&self) -> Result<RowCounts> {
+        // One read transaction: every count from the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let row = sqlx::query(SQL_ROW_COUNTS).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let n = |i: usize| -> Result<u64> { size_from_db(row.try_get::<i64, _>(i)?) };
+        Ok(RowCounts {
+            settings: n(0)?,
+            users: n(1)?,
+            projects: n(2)?,
+            identity_providers: n(3)?,
+            robots: n(4)?,
+            blobs: n(5)?,
+            blob_bytes: n(6)?,
+            repositories: n(7)?,
+            blob_links: n(8)?,
+            manifests: n(9)?,
+            manifest_references: n(10)?,
+            tags: n(11)?,
+            audit_events: n(12)?,
+            audit_names: n(13)?,
+        })
+    }
+}
+
+// ---- export and import (`berth migrate`) ----
+
+/// Every count of [`MetadataStore::row_counts`], in one statement.
+const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT COUNT(*) FROM users), \
+     (SELECT COUNT(*) FROM projects), (SELECT COUNT(*) FROM identity_providers), (SELECT COUNT(*) FROM robots), \
+     (SELECT COUNT(*) FROM blobs), (SELECT COALESCE(SUM(size), 0) FROM blobs), \
+     (SELECT COUNT(*) FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
+      OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
+     (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
+     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names)";
+
+/// The key columns of a table, as the statements below name them.
+#[derive(Clone, Copy)]
+enum KeyCols {
+    One(&'static str),
+    Two(&'static str, &'static str),
+    Id(&'static str),
+}
+
+fn key_shape_error(table: Table, key: &RowKey) -> MetaError {
+    MetaError::Conflict(format!("a key {key:?} does not name a row of the table {}", table.name()))
+}
+
+/// Appends ` AND <key> > after AND <key> <= upto` for the bounds given.
+fn push_range(b: &mut QueryBuilder<'_, Sqlite>, table: Table, cols: KeyCols, after: Option<&RowKey>, upto: Option<&RowKey>) -> Result<()> {
+    for (bound, op) in [(after, ">"), (upto, "<=")] {
+        let Some(key) = bound else { continue };
+        match (cols, key) {
+            (KeyCols::One(c), RowKey::Name(v)) => {
+                b.push(format_args!(" AND {c} {op} ")).push_bind(v.clone());
+            }
+            (KeyCols::Two(c1, c2), RowKey::Pair(v1, v2)) => {
+                b.push(format_args!(" AND ({c1}, {c2}) {op} (")).push_bind(v1.clone()).push(", ").push_bind(v2.clone()).push(")");
+            }
+            (KeyCols::Id(c), RowKey::Id(v)) => {
+                b.push(format_args!(" AND {c} {op} ")).push_bind(*v);
+            }
+            _ => return Err(key_shape_error(table, key)),
+        }
+    }
+    Ok(())
+}
+
+/// Appends ` AND <key> NOT IN keep`.
+fn push_not_kept(b: &mut QueryBuilder<'_, Sqlite>, table: Table, cols: KeyCols, keep: &[RowKey]) -> Result<()> {
+    let mut values = Vec::with_capacity(keep.len());
+    for key in keep {
+        values.push(match (cols, key) {
+            (KeyCols::One(_), RowKey::Name(v)) => serde_json::Value::from(v.as_str()),
+            (KeyCols::Two(..), RowKey::Pair(v1, v2)) => serde_json::json!([v1, v2]),
+            (KeyCols::Id(_), RowKey::Id(v)) => serde_json::Value::from(*v),
+            _ => return Err(key_shape_error(table, key)),
+        });
+    }
+    let json = serde_json::Value::Array(values).to_string();
+    match cols {
+        KeyCols::One(c) | KeyCols::Id(c) => {
+            b.push(format_args!(" AND {c} NOT IN (SELECT k.value FROM json_each(")).push_bind(json).push(") k)");
+        }
+        KeyCols::Two(c1, c2) => {
+            b.push(" AND NOT EXISTS (SELECT 1 FROM json_each(")
+                .push_bind(json)
+                .push(format_args!(") k WHERE json_extract(k.value, '$[0]') = {c1} AND json_extract(k.value, '$[1]') = {c2})"));
+        }
+    }
+    Ok(())
+}
+
+/// The key columns of `table` in the statements of [`SqliteStore::export_page`] and [`prune_in`]
+/// (pairs through the repositories table, aliased `r`).
+fn key_cols(table: Table) -> KeyCols {
+    match table {
+        Table::Settings => KeyCols::One("key"),
+        Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("name"),
+        Table::Blobs => KeyCols::One("digest"),
+        Table::BlobLinks => KeyCols::Two("r.name", "x.digest"),
+        Table::Manifests => KeyCols::Two("r.name", "x.digest"),
+        Table::Tags => KeyCols::Two("r.name", "x.name"),
+        Table::AuditEvents => KeyCols::Id("id"),
+    }
+}
+
+fn parse_repo(s: &str) -> Result<RepoName> {
+    s.parse().map_err(|e| MetaError::Corrupt(format!("stored repository name {s:?}: {e}")))
+}
+
+impl SqliteStore {
+    async fn export_page(&self, table: Table, after: Option<&RowKey>, limit: i64) -> Result<Vec<ExportRow>> {
+        let cols = key_cols(table);
+        let (select, order) = match table {
+            Table::Settings => ("SELECT key, value FROM settings WHERE 1 = 1", "key"),
+            Table::Users => ("SELECT name, password_hash, admin, disabled FROM users WHERE 1 = 1", "name"),
+            Table::Projects => ("SELECT name, public, created_at FROM projects WHERE 1 = 1", "name"),
+            Table::IdentityProviders => ("SELECT name, config, created_at, updated_at FROM identity_providers WHERE 1 = 1", "name"),
+            Table::Robots => (
+                "SELECT name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, \
+                 created_at, updated_at FROM robots WHERE 1 = 1",
+                "name",
+            ),
+            Table::Blobs => ("SELECT digest, size, storage_key, last_used FROM blobs WHERE 1 = 1", "digest"),
+            Table::BlobLinks => (
+                "SELECT r.name, x.digest, x.last_used FROM repo_blobs x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+                "r.name, x.digest",
+            ),
+            Table::Manifests => (
+                "SELECT r.name, x.digest, x.media_type, x.bytes, x.subject, x.artifact_type, x.annotations, x.created, x.repo_id \
+                 FROM manifests x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+                "r.name, x.digest",
+            ),
+            Table::Tags => (
+                "SELECT r.name, x.name, x.manifest_digest, x.updated FROM tags x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+                "r.name, x.name",
+            ),
+            Table::AuditEvents => (
+                "SELECT id AS id, time_ms, action, result, principal, robots, provider, subject, jti, claims, repository, \
+                 reference, client, message FROM audit_events WHERE 1 = 1",
+                "id",
+            ),
+        };
+        let mut b = QueryBuilder::new(select);
+        push_range(&mut b, table, cols, after, None)?;
+        b.push(format_args!(" ORDER BY {order} LIMIT ")).push_bind(limit);
+        // One read transaction: a manifest page and its references come from one snapshot.
+        let mut tx = self.reader.begin().await?;
+        let rows = b.build().fetch_all(&mut *tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(match table {
+                Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
+                Table::Users => ExportRow::User(user_from_row(r)?),
+                Table::Projects => ExportRow::Project(project_from_row(r)?),
+                Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
+                Table::Robots => ExportRow::Robot(robot_from_row(r)?),
+                Table::Blobs => {
+                    let digest: String = r.try_get(0)?;
+                    ExportRow::Blob(BlobExport {
+                        digest: parse_digest(&digest)?,
+                        size: size_from_db(r.try_get(1)?)?,
+                        storage_key: r.try_get(2)?,
+                        last_used: r.try_get(3)?,
+                    })
+                }
+                Table::BlobLinks => {
+                    let (repo, digest): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    ExportRow::BlobLink(BlobLinkExport { repo: parse_repo(&repo)?, digest: parse_digest(&digest)?, last_used: r.try_get(2)? })
+                }
+                Table::Manifests => {
+                    let (repo, digest): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    let subject: Option<String> = r.try_get(4)?;
+                    let repo_id: i64 = r.try_get(8)?;
+                    let refs = sqlx::query(
+                        "SELECT kind, ref_digest FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2 ORDER BY kind, ref_digest",
+                    )
+                    .bind(repo_id)
+                    .bind(&digest)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let (mut blobs, mut manifests) = (Vec::new(), Vec::new());
+                    for rr in &refs {
+                        let (kind, d): (String, String) = (rr.try_get(0)?, rr.try_get(1)?);
+                        if kind == "blob" { blobs.push(parse_digest(&d)?) } else { manifests.push(parse_digest(&d)?) }
+                    }
+                    ExportRow::Manifest(ManifestExport {
+                        repo: parse_repo(&repo)?,
+                        digest: parse_digest(&digest)?,
+                        media_type: r.try_get(2)?,
+                        bytes: r.try_get(3)?,
+                        subject: subject.as_deref().map(parse_digest).transpose()?,
+                        artifact_type: r.try_get(5)?,
+                        annotations: r.try_get(6)?,
+                        created: r.try_get(7)?,
+                        blobs,
+                        manifests,
+                    })
+                }
+                Table::Tags => {
+                    let (repo, tag, digest): (String, String, String) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+                    ExportRow::Tag(TagExport {
+                        repo: parse_repo(&repo)?,
+                        tag: tag.parse().map_err(|e| MetaError::Corrupt(format!("stored tag {tag:?}: {e}")))?,
+                        manifest: parse_digest(&digest)?,
+                        updated: r.try_get(3)?,
+                    })
+                }
+                Table::AuditEvents => ExportRow::AuditEvent(audit_from_row(r)?),
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+/// The writes of [`MetadataStore::import`] inside its transaction.
+async fn import_in(tx: &mut Transaction<'static, Sqlite>, rows: &[ExportRow]) -> Result<ImportOutcome> {
+    let mut outcome = ImportOutcome::default();
+    let mut federation_changed = false;
+    for row in rows {
+        match row {
+            ExportRow::Setting { key, value } => {
+                sqlx::query("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            ExportRow::User(u) => {
+                sqlx::query(
+                    "INSERT INTO users (name, password_hash, admin, disabled) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
+                     disabled = excluded.disabled",
+                )
+                .bind(&u.name)
+                .bind(&u.password_hash)
+                .bind(u.admin)
+                .bind(u.disabled)
+                .execute(&mut **tx)
+                .await?;
+                federation_changed = true;
+            }
+            ExportRow::Project(p) => {
+                sqlx::query(
+                    "INSERT INTO projects (name, public, created_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (name) DO UPDATE SET public = excluded.public, created_at = excluded.created_at",
+                )
+                .bind(&p.name)
+                .bind(p.public)
+                .bind(p.created_at)
+                .execute(&mut **tx)
+                .await?;
+                federation_changed = true;
+            }
+            ExportRow::IdentityProvider(p) => {
+                sqlx::query(
+                    "INSERT INTO identity_providers (name, config, created_at, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (name) DO UPDATE SET config = excluded.config, created_at = excluded.created_at, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&p.name)
+                .bind(p.config.to_string())
+                .bind(p.created_at)
+                .bind(p.updated_at)
+                .execute(&mut **tx)
+                .await?;
+                federation_changed = true;
+            }
+            ExportRow::Robot(robot) => {
+                match check_robot_refs(tx, robot).await {
+                    Ok(()) => {}
+                    Err(MetaError::Conflict(why)) => {
+                        outcome.skipped.push(format!("robot {:?}: {why}", robot.name));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+                upsert_robot(tx, robot, robot.secret_hash.as_deref(), robot.created_at, robot.updated_at).await?;
+                // upsert_robot keeps an existing robot's creation time; an import sets it.
+                sqlx::query("UPDATE robots SET created_at = ?2 WHERE name = ?1")
+                    .bind(&robot.name)
+                    .bind(robot.created_at)
+                    .execute(&mut **tx)
+                    .await?;
+                federation_changed = true;
+            }
+            ExportRow::Blob(blob) => {
+                let stored: String = sqlx::query_scalar(
+                    "INSERT INTO blobs (digest, size, storage_key, last_used) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (digest) DO UPDATE SET last_used = excluded.last_used RETURNING storage_key",
+                )
+                .bind(blob.digest.as_str())
+                .bind(size_to_db(blob.size)?)
+                .bind(&blob.storage_key)
+                .bind(blob.last_used)
+                .fetch_one(&mut **tx)
+                .await?;
+                if stored != blob.storage_key {
+                    outcome.unused_keys.push(blob.storage_key.clone());
+                }
+            }
+            ExportRow::BlobLink(link) => {
+                let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1)")
+                    .bind(link.digest.as_str())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                if !known {
+                    outcome.skipped.push(format!("link of {} to {}: no blob record", link.digest, link.repo));
+                    continue;
+                }
+                let repo_id = repo_id_for_write(tx, &link.repo).await?;
+                sqlx::query(
+                    "INSERT INTO repo_blobs (repo_id, digest, last_used) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (repo_id, digest) DO UPDATE SET last_used = excluded.last_used",
+                )
+                .bind(repo_id)
+                .bind(link.digest.as_str())
+                .bind(link.last_used)
+                .execute(&mut **tx)
+                .await?;
+            }
+            ExportRow::Manifest(m) => {
+                let repo_id = repo_id_for_write(tx, &m.repo).await?;
+                // Written (and its references replaced) only when it differs from what is stored,
+                // so a rerun over an unchanged manifest writes nothing.
+                let written: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO manifests (repo_id, digest, media_type, bytes, size, subject, artifact_type, annotations, created) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                     ON CONFLICT (repo_id, digest) DO UPDATE SET media_type = excluded.media_type, bytes = excluded.bytes, \
+                     size = excluded.size, subject = excluded.subject, artifact_type = excluded.artifact_type, \
+                     annotations = excluded.annotations, created = excluded.created \
+                     WHERE (manifests.media_type, manifests.bytes, manifests.subject, manifests.artifact_type, \
+                     manifests.annotations, manifests.created) IS NOT (excluded.media_type, excluded.bytes, excluded.subject, \
+                     excluded.artifact_type, excluded.annotations, excluded.created) RETURNING 1",
+                )
+                .bind(repo_id)
+                .bind(m.digest.as_str())
+                .bind(&m.media_type)
+                .bind(&m.bytes)
+                .bind(size_to_db(m.bytes.len() as u64)?)
+                .bind(m.subject.as_ref().map(|d| d.as_str()))
+                .bind(m.artifact_type.as_deref())
+                .bind(m.annotations.as_deref())
+                .bind(m.created)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let refs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
+                    .bind(repo_id)
+                    .bind(m.digest.as_str())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                if written.is_some() || refs != (m.blobs.len() + m.manifests.len()) as i64 {
+                    sqlx::query("DELETE FROM manifest_refs WHERE repo_id = ?1 AND manifest_digest = ?2")
+                        .bind(repo_id)
+                        .bind(m.digest.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                    for (kind, list) in [("blob", &m.blobs), ("manifest", &m.manifests)] {
+                        if list.is_empty() {
+                            continue;
+                        }
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO manifest_refs (repo_id, manifest_digest, ref_digest, kind) \
+                             SELECT ?1, ?2, j.value, ?3 FROM json_each(?4) j",
+                        )
+                        .bind(repo_id)
+                        .bind(m.digest.as_str())
+                        .bind(kind)
+                        .bind(json_strings(list.iter().map(|d| d.as_str())))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+            }
+            ExportRow::Tag(t) => {
+                let repo_id: Option<i64> = sqlx::query_scalar(
+                    "SELECT r.id FROM repositories r JOIN manifests m ON m.repo_id = r.id WHERE r.name = ?1 AND m.digest = ?2",
+                )
+                .bind(t.repo.as_str())
+                .bind(t.manifest.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(repo_id) = repo_id else {
+                    outcome.skipped.push(format!("tag {}:{}: no manifest {}", t.repo, t.tag, t.manifest));
+                    continue;
+                };
+                sqlx::query(
+                    "INSERT INTO tags (repo_id, name, manifest_digest, updated) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (repo_id, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated = excluded.updated",
+                )
+                .bind(repo_id)
+                .bind(t.tag.as_str())
+                .bind(t.manifest.as_str())
+                .bind(t.updated)
+                .execute(&mut **tx)
+                .await?;
+            }
+            ExportRow::AuditEvent(e) => {
+                // Written (and its names rebuilt) only when it differs from what is stored.
+                let written: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO audit_events (id, time_ms, action, result, principal, robots, provider, subject, jti, claims, \
+                     repository, reference, client, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     ON CONFLICT (id) DO UPDATE SET time_ms = excluded.time_ms, action = excluded.action, result = excluded.result, \
+                     principal = excluded.principal, robots = excluded.robots, provider = excluded.provider, \
+                     subject = excluded.subject, jti = excluded.jti, claims = excluded.claims, repository = excluded.repository, \
+                     reference = excluded.reference, client = excluded.client, message = excluded.message \
+                     WHERE (audit_events.time_ms, audit_events.action, audit_events.result, audit_events.principal, \
+                     audit_events.robots, audit_events.provider, audit_events.subject, audit_events.jti, audit_events.claims, \
+                     audit_events.repository, audit_events.reference, audit_events.client, audit_events.message) \
+                     IS NOT (excluded.time_ms, excluded.action, excluded.result, excluded.principal, excluded.robots, \
+                     excluded.provider, excluded.subject, excluded.jti, excluded.claims, excluded.repository, \
+                     excluded.reference, excluded.client, excluded.message) RETURNING id",
+                )
+                .bind(e.id)
+                .bind(e.time_ms)
+                .bind(&e.action)
+                .bind(&e.result)
+                .bind(&e.principal)
+                .bind(json_strings(e.robots.iter().map(String::as_str)))
+                .bind(e.provider.as_deref())
+                .bind(e.subject.as_deref())
+                .bind(e.jti.as_deref())
+                .bind(e.claims.as_ref().map(|c| c.to_string()))
+                .bind(e.repository.as_deref())
+                .bind(e.reference.as_deref())
+                .bind(e.client.as_deref())
+                .bind(e.message.as_deref())
+                .fetch_optional(&mut **tx)
+                .await?;
+                if written.is_some() {
+                    sqlx::query("DELETE FROM audit_names WHERE event_id = ?1").bind(e.id).execute(&mut **tx).await?;
+                    for name in e.robots.iter().chain([&e.principal]) {
+                        sqlx::query("INSERT INTO audit_names (name, event_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                            .bind(name)
+                            .bind(e.id)
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+            }
+        }
+        outcome.imported += 1;
+    }
+    if federation_changed {
+        bump_generation(tx).await?;
+    }
+    Ok(outcome)
+}
+
+/// The deletes of [`MetadataStore::prune`] inside its transaction.
+async fn prune_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    table: Table,
+    after: Option<&RowKey>,
+    upto: Option<&RowKey>,
+    keep: &[RowKey],
+) -> Result<PruneOutcome> {
+    let cols = key_cols(table);
+    // The rows to remove, as a sub-query over the table (aliased x, with r for pairs).
+    let doomed = |select: &str| -> Result<QueryBuilder<'static, Sqlite>> {
+        let mut b = QueryBuilder::new(select.to_owned());
+        push_range(&mut b, table, cols, after, upto)?;
+        push_not_kept(&mut b, table, cols, keep)?;
+        b.push(")");
+        Ok(b)
+    };
+    let mut outcome = PruneOutcome::default();
+    match table {
+        Table::Settings => {
+            let mut b = doomed("DELETE FROM settings WHERE key IN (SELECT key FROM settings WHERE 1 = 1")?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::Users | Table::Robots => {
+            let t = if table == Table::Users { "users" } else { "robots" };
+            let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT name FROM {t} WHERE 1 = 1"))?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::Projects | Table::IdentityProviders => {
+            let (t, column) = if table == Table::Projects { ("projects", "project") } else { ("identity_providers", "identity_provider") };
+            let mut robots = doomed(&format!("DELETE FROM robots WHERE {column} IN (SELECT name FROM {t} WHERE 1 = 1"))?;
+            robots.build().execute(&mut **tx).await?;
+            let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT name FROM {t} WHERE 1 = 1"))?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::Blobs => {
+            let mut links = doomed("DELETE FROM repo_blobs WHERE digest IN (SELECT digest FROM blobs WHERE 1 = 1")?;
+            links.build().execute(&mut **tx).await?;
+            let mut b = doomed("DELETE FROM blobs WHERE digest IN (SELECT digest FROM blobs WHERE 1 = 1")?;
+            b.push(" RETURNING storage_key");
+            let keys: Vec<String> = b.build_query_scalar().fetch_all(&mut **tx).await?;
+            outcome.removed = keys.len() as u64;
+            outcome.deleted_keys = keys;
+        }
+        Table::BlobLinks => {
+            let mut b = doomed(
+                "DELETE FROM repo_blobs WHERE (repo_id, digest) IN \
+                 (SELECT x.repo_id, x.digest FROM repo_blobs x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+            )?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::Manifests => {
+            // Tags and references go with their manifest (ON DELETE CASCADE).
+            let mut b = doomed(
+                "DELETE FROM manifests WHERE id IN (SELECT x.id FROM manifests x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+            )?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::Tags => {
+            let mut b = doomed(
+                "DELETE FROM tags WHERE (repo_id, name) IN \
+                 (SELECT x.repo_id, x.name FROM tags x JOIN repositories r ON r.id = x.repo_id WHERE 1 = 1",
+            )?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+        Table::AuditEvents => {
+            // Their names go with them (ON DELETE CASCADE).
+            let mut b = doomed("DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE 1 = 1")?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
+    }
+    if outcome.removed > 0 && matches!(table, Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots) {
+        bump_generation(tx).await?;
+    }
+    Ok(outcome)
 }
 
 /// Audit events per `INSERT` statement when appending (13 parameters each).
@@ -1645,6 +2287,74 @@ mod tests {
     async fn suite() {
         let (_dir, store) = temp_store().await;
         testsuite::run_all(&store).await;
+    }
+
+    /// Export and import between two SQLite stores (`berth migrate` from one folder to another).
+    #[tokio::test]
+    async fn transfer_to_another_store() {
+        let (_a, src) = temp_store().await;
+        let (_b, dst) = temp_store().await;
+        testsuite::transfer(&src, &dst).await;
+    }
+
+    /// A store opened read-only exports, writes nothing (every write fails), never creates a
+    /// file, and refuses a database whose schema is older than this Berth's.
+    #[tokio::test]
+    async fn read_only_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.db");
+        let e = SqliteStore::open_read_only(&missing).await.expect_err("no file");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(!missing.exists(), "a read-only open creates nothing");
+
+        let path = dir.path().join("meta.db");
+        {
+            let store = SqliteStore::open(&path).await.expect("open");
+            store.init_setting("k", "v").await.expect("init");
+            store.close().await;
+        }
+        // Every page into the database file and the log emptied (a pool's close returns before
+        // its connections' threads have closed them, and the last to close checkpoints).
+        {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&path)).await.expect("connect");
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await.expect("checkpoint");
+            conn.close().await.expect("close");
+        }
+        let before = std::fs::read(&path).expect("read");
+        let ro = SqliteStore::open_read_only(&path).await.expect("open read-only");
+        assert_eq!(ro.get_setting("k").await.expect("get").as_deref(), Some("v"));
+        let rows = ro.export(Table::Settings, None, 10).await.expect("export");
+        assert_eq!(rows, vec![ExportRow::Setting { key: "k".into(), value: "v".into() }]);
+        let e = ro.init_setting("k2", "v").await.expect_err("a write");
+        assert!(e.to_string().contains("readonly") || e.to_string().contains("read-only") || e.to_string().contains("read only"), "{e}");
+        assert!(ro.import(&rows).await.is_err(), "an import is a write");
+        ro.close().await;
+        assert!(std::fs::read(&path).expect("read") == before, "the database file is unchanged");
+
+        // An older schema (only the first migration) is not upgraded but refused.
+        let old = dir.path().join("old.db");
+        let migrations = dir.path().join("v1");
+        std::fs::create_dir(&migrations).expect("mkdir");
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite/0001_initial.sql"), migrations.join("0001_initial.sql")).expect("copy");
+        {
+            let options = SqliteConnectOptions::new().filename(&old).create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("connect");
+            sqlx::migrate::Migrator::new(migrations.as_path()).await.expect("v1 migrator").run(&pool).await.expect("v1");
+            pool.close().await;
+        }
+        let e = SqliteStore::open_read_only(&old).await.expect_err("old schema");
+        assert!(e.to_string().contains("older Berth"), "{e}");
+        // Not a Berth database at all.
+        let other = dir.path().join("other.db");
+        {
+            let options = SqliteConnectOptions::new().filename(&other).create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("connect");
+            sqlx::query("CREATE TABLE t (x)").execute(&pool).await.expect("create");
+            pool.close().await;
+        }
+        let e = SqliteStore::open_read_only(&other).await.expect_err("not berth");
+        assert!(e.to_string().contains("not a Berth metadata database"), "{e}");
     }
 
     /// The suite's races with their writers spread over two stores on one file (two processes).

@@ -13,3 +13,12 @@ async fn suite_through_the_feature() {
     let two = SqliteStore::open(&path).await.expect("open again");
     testsuite::run_races(&one, &two).await;
 }
+
+/// Export and import between two stores, through the public items only.
+#[tokio::test]
+async fn transfer_through_the_feature() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = SqliteStore::open(&dir.path().join("src.db")).await.expect("open");
+    let dst = SqliteStore::open(&dir.path().join("dst.db")).await.expect("open");
+    testsuite::transfer(&src, &dst).await;
+}

@@ -17,3 +17,15 @@ async fn suite_through_the_feature() {
     two.close().await;
     db.drop().await;
 }
+
+/// Export and import between two PostgreSQL databases, through the public items only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_through_the_feature() {
+    let (a, b) = (TestDb::create().await, TestDb::create().await);
+    let (src, dst) = (a.store().await, b.store().await);
+    testsuite::transfer(&src, &dst).await;
+    src.close().await;
+    dst.close().await;
+    a.drop().await;
+    b.drop().await;
+}

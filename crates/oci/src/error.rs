@@ -1,7 +1,8 @@
 //! The error codes of the OCI distribution spec. The HTTP status for each is chosen by the server
 //! crate; this crate only names them.
 
-/// An error code from the distribution spec's table (plus `TOOMANYREQUESTS`).
+/// An error code from the distribution spec's table (plus `TOOMANYREQUESTS` and `UNAVAILABLE`,
+/// which distribution also sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     BlobUnknown,
@@ -19,6 +20,8 @@ pub enum ErrorCode {
     Denied,
     Unsupported,
     TooManyRequests,
+    /// `UNAVAILABLE`: distribution's code for 503 (a store behind Berth does not answer).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -40,6 +43,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 }

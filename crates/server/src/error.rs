@@ -85,6 +85,7 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         CoreError::BodyFailed { slow: true, .. } => StatusCode::REQUEST_TIMEOUT,
         CoreError::BodyFailed { slow: false, .. } => StatusCode::BAD_REQUEST,
         CoreError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
+        CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CoreError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -103,6 +104,7 @@ impl ApiError {
             CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::Denied(_) => ErrorCode::Denied,
             CoreError::RateLimited { .. } | CoreError::Busy { .. } => ErrorCode::TooManyRequests,
+            CoreError::Unavailable(_) => ErrorCode::Unavailable,
             CoreError::Invalid(_) | CoreError::Conflict(_) | CoreError::Unsupported(_) | CoreError::Internal { .. } => ErrorCode::Unsupported,
             CoreError::NotFound(_) | CoreError::NameUnknown(_) => ErrorCode::NameUnknown,
             CoreError::NameInvalid(_) => ErrorCode::NameInvalid,
@@ -125,6 +127,7 @@ impl ApiError {
             CoreError::RateLimited { retry_after, .. } | CoreError::Busy { retry_after, .. } => {
                 out = out.with_header(http::header::RETRY_AFTER, retry_after.to_string());
             }
+            CoreError::Unavailable(_) => out = out.with_header(http::header::RETRY_AFTER, "5"),
             CoreError::ManifestBlobUnknown { missing, .. } => {
                 let list: Vec<String> = missing.iter().map(|d| d.to_string()).collect();
                 out = out.with_detail(serde_json::json!({ "missing": list }));

@@ -293,6 +293,33 @@ impl SharedBackends {
         ]
     }
 
+    /// The environment with the database and the S3 server reached through other addresses
+    /// (fault proxies in front of them).
+    pub fn env_via(&self, postgres: SocketAddr, s3: SocketAddr) -> Vec<(String, String)> {
+        let pg = self.postgres_addr().to_string();
+        let s3_now = self.s3_addr().to_string();
+        self.env()
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "BERTH_METADATA_URL" => (k, v.replacen(&pg, &postgres.to_string(), 1)),
+                "BERTH_STORAGE_URL" => (k, v.replacen(&s3_now, &s3.to_string(), 1)),
+                _ => (k, v),
+            })
+            .collect()
+    }
+
+    /// The PostgreSQL server's address (the URL's host:port).
+    pub fn postgres_addr(&self) -> SocketAddr {
+        let after = self.metadata_url.split_once('@').map_or(self.metadata_url.as_str(), |(_, r)| r);
+        after.split('/').next().unwrap().parse().unwrap()
+    }
+
+    /// The S3 server's address.
+    pub fn s3_addr(&self) -> SocketAddr {
+        let e = berth_blob::testsuite::s3env::endpoint();
+        e.trim_start_matches("http://").trim_end_matches('/').parse().unwrap()
+    }
+
     /// A store on the S3 prefix, to look at what the replicas wrote.
     pub fn s3_options(&self) -> berth_blob::S3Options {
         let prefix = self.storage_url.trim_start_matches("s3://").split_once('/').map_or("", |(_, p)| p).split('?').next().unwrap_or("");
@@ -339,6 +366,11 @@ impl BerthBuilder {
     /// Run on PostgreSQL and S3 (the data folder then holds nothing that matters).
     pub fn backends(mut self, shared: &SharedBackends) -> Self {
         self.env.extend(shared.env());
+        self
+    }
+    /// Several environment variables.
+    pub fn envs(mut self, vars: Vec<(String, String)>) -> Self {
+        self.env.extend(vars);
         self
     }
     /// Any other environment variable for the server.
@@ -1108,6 +1140,99 @@ mod tests {
             std::fs::create_dir_all(&x).unwrap();
             run(Command::new("tar").arg("-xzf").arg(&gz).arg("-C").arg(&x)).assert_success();
             assert!(std::fs::read(x.join("payload.bin")).unwrap() == content, "tar of {size} bytes differs");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Faults between Berth and its stores
+
+/// What a [`FaultProxy`] does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// Forward bytes both ways.
+    Pass = 0,
+    /// Close every connection at once (also the ones open): the server is gone.
+    Down = 1,
+    /// Answer every HTTP request `503 Slow Down` (as S3 does when overloaded) and close.
+    Http503 = 2,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a real server (PostgreSQL, the S3 server), switched
+/// between passing traffic and failing, to test what Berth does when a store fails and recovers.
+/// It runs on a thread of its own, so it works from sync and async tests alike.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    epoch: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    pub fn start(target: SocketAddr) -> FaultProxy {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let mode = Arc::new(std::sync::atomic::AtomicU8::new(Fault::Pass as u8));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let (m, ep) = (mode.clone(), epoch.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                    let (m, ep) = (m.clone(), ep.clone());
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                        match m.load(Ordering::SeqCst) {
+                            1 => return,
+                            2 => {
+                                let mut buf = vec![0u8; 65536];
+                                let mut seen = Vec::new();
+                                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                                    match inbound.read(&mut buf).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                                    }
+                                }
+                                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                                let head = format!("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                                let _ = inbound.write_all(head.as_bytes()).await;
+                                let _ = inbound.write_all(body.as_bytes()).await;
+                                return;
+                            }
+                            _ => {}
+                        }
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                        let started = ep.load(Ordering::SeqCst);
+                        let watch = async {
+                            // A switch away from Pass cuts the connections that were open.
+                            loop {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                if ep.load(Ordering::SeqCst) != started {
+                                    return;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = watch => {}
+                        }
+                    });
+                }
+            });
+        });
+        FaultProxy { addr, mode, epoch }
+    }
+
+    /// Switches, and returns once the connections that were open are cut.
+    pub fn set(&self, fault: Fault) {
+        self.mode.store(fault as u8, Ordering::SeqCst);
+        if fault != Fault::Pass {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            // Every forwarding task looks at the epoch every 20 ms.
+            std::thread::sleep(Duration::from_millis(150));
         }
     }
 }

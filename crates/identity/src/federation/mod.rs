@@ -70,8 +70,20 @@ pub enum FederationError {
     NoRobotsMatched { provider: String },
     #[error("robot {robot:?} does not match your token (identity provider {provider:?}); log in with any other user name to use every robot that matches")]
     RobotNotMatched { robot: String, provider: String },
+    /// The metadata store does not answer; the token may be fine (retry later).
+    #[error("the metadata store is unavailable: {0}")]
+    StoreUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<berth_meta::MetaError> for FederationError {
+    fn from(e: berth_meta::MetaError) -> FederationError {
+        match e {
+            berth_meta::MetaError::Unavailable(m) => FederationError::StoreUnavailable(m),
+            other => FederationError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl FederationError {
@@ -85,6 +97,7 @@ impl FederationError {
             FederationError::Verification { kind, .. } => kind,
             FederationError::NoRobotsMatched { .. } => "no_robots_matched",
             FederationError::RobotNotMatched { .. } => "robot_not_matched",
+            FederationError::StoreUnavailable(_) => "store_unavailable",
             FederationError::Internal(_) => "internal",
         }
     }
@@ -103,6 +116,7 @@ impl FederationError {
             FederationError::RobotNotMatched { robot, .. } => format!(
                 "robot {robot:?} does not match your token; log in with any other user name to use every robot that matches"
             ),
+            FederationError::StoreUnavailable(_) => "the metadata store is unavailable; retry later".into(),
             FederationError::Internal(_) => "internal error while checking the token; see the server log".into(),
             other => other.to_string(),
         }
@@ -264,7 +278,7 @@ impl Federation {
             due
         };
         if due {
-            let generation = self.meta.federation_generation().await.map_err(|e| FederationError::Internal(e.to_string()))?;
+            let generation = self.meta.federation_generation().await?;
             if generation != self.snapshot.read().await.generation {
                 self.reload_now().await?;
             }
@@ -276,7 +290,7 @@ impl Federation {
     /// change is visible to the next request without waiting for the poll).
     pub async fn reload_now(&self) -> Result<(), FederationError> {
         let _guard = self.reload.lock().await;
-        let internal = |e: berth_meta::MetaError| FederationError::Internal(e.to_string());
+        let internal = FederationError::from;
         let generation = self.meta.federation_generation().await.map_err(internal)?;
         if generation == self.snapshot.read().await.generation {
             return Ok(());

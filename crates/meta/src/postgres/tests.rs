@@ -70,6 +70,62 @@ async fn suite_races_across_stores() {
     db.drop().await;
 }
 
+// ---- export and import (`berth migrate`) ----
+
+/// From SQLite to PostgreSQL, as a move from the embedded default to shared backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_from_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = crate::SqliteStore::open(&dir.path().join("meta.db")).await.expect("open");
+    let db = TestDb::create().await;
+    let dst = db.store().await;
+    testsuite::transfer(&src, &dst).await;
+    dst.close().await;
+    db.drop().await;
+}
+
+/// From PostgreSQL back to SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_sqlite() {
+    let db = TestDb::create().await;
+    let src = db.store().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dst = crate::SqliteStore::open(&dir.path().join("meta.db")).await.expect("open");
+    testsuite::transfer(&src, &dst).await;
+    src.close().await;
+    db.drop().await;
+}
+
+/// A read-only connection runs no migration (a database without Berth's schema is refused and
+/// stays empty), and on an installation it reads, exports and writes nothing.
+#[tokio::test]
+async fn read_only_connection() {
+    let db = TestDb::create().await;
+    let options = db.options();
+    let e = PostgresStore::connect_read_only(&options).await.expect_err("no schema");
+    assert!(e.to_string().contains("no Berth installation"), "{e}");
+    assert!(!PostgresStore::installed(&options).await.expect("installed"), "a read-only connection migrates nothing");
+    let store = db.store().await;
+    store.init_setting("k", "v").await.expect("init");
+    store.close().await;
+    let ro = PostgresStore::connect_read_only(&options).await.expect("read-only");
+    assert_eq!(ro.get_setting("k").await.expect("get").as_deref(), Some("v"));
+    assert_eq!(ro.export(Table::Settings, None, 10).await.expect("export").len(), 1);
+    assert!(ro.row_counts().await.expect("counts").settings == 1);
+    let e = ro.init_setting("k2", "v").await.expect_err("a write");
+    assert!(e.to_string().contains("read-only"), "{e}");
+    assert!(ro.import(&[ExportRow::Setting { key: "k3".into(), value: "v".into() }]).await.is_err(), "an import is a write");
+    assert!(ro.prune(Table::Settings, None, None, &[]).await.is_err(), "a prune is a write");
+    ro.close().await;
+    // An older schema: the migrations table says fewer than this Berth has.
+    let mut conn = db.connection().await;
+    sqlx::query("UPDATE _sqlx_migrations SET version = version + 1000").execute(&mut conn).await.expect("fake a newer one");
+    let _ = conn.close().await;
+    let e = PostgresStore::connect_read_only(&options).await.expect_err("unknown migration");
+    assert!(e.to_string().contains("newer Berth"), "{e}");
+    db.drop().await;
+}
+
 // ---- connections, migrations ----
 
 /// Replicas starting at once on a fresh database: all connect, the schema is made once.

@@ -75,6 +75,7 @@ impl From<CoreError> for AdminError {
             CoreError::Unauthenticated(_) => "UNAUTHORIZED",
             CoreError::Denied(_) => "DENIED",
             CoreError::RateLimited { .. } | CoreError::Busy { .. } => "TOOMANYREQUESTS",
+            CoreError::Unavailable(_) => "UNAVAILABLE",
             CoreError::Internal { .. } => "INTERNAL",
             _ => "INVALID",
         };
