@@ -115,3 +115,35 @@ async fn store_failures_are_503_and_berth_recovers() {
         }
     }
 }
+
+/// An S3 endpoint whose certificate comes from a private CA: Berth refuses it with one line
+/// naming the certificate problem, and uses it once `storage.ca_file` names the CA.
+#[test]
+fn s3_endpoint_behind_a_private_ca() {
+    let shared = SharedBackends::create("private-ca");
+    let front = support::TlsFront::start(shared.s3_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("s3-ca.pem");
+    std::fs::write(&ca, &front.ca_pem).unwrap();
+    let https = format!("https://{}", front.addr);
+    let env: Vec<(String, String)> = shared
+        .env()
+        .into_iter()
+        .map(|(k, v)| if k == "BERTH_STORAGE_URL" { (k, v.replace(&format!("http://{}", shared.s3_addr()), &https)) } else { (k, v) })
+        .collect();
+    assert!(env.iter().any(|(_, v)| v.contains(&https)), "{env:?}");
+    let out = support::run(support::berth_command().arg("serve").args(["--listen", "127.0.0.1:0"]).envs(env.clone()).current_dir(dir.path())).assert_failure();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let [err] = errors.as_slice() else { panic!("not one error line: {}", out.stderr) };
+    assert!(err.contains("blob storage:") && err.contains("invalid peer certificate"), "{err}");
+    let b = Berth::builder().envs(env).env("BERTH_STORAGE__CA_FILE", ca.to_str().unwrap()).start();
+    let src = OciImage::write(&b.path("src"), "v1", &[100_000]);
+    b.push(&src, "library/app:v1").assert_success();
+    b.pull("library/app:v1", &b.path("back"), "v1").assert_success();
+    src.assert_same_content(&OciImage::read(&b.path("back"), "v1"));
+    let r = support::block_on({
+        let url = b.url("/readyz");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    });
+    assert_eq!(r, "metadata: ok\nstorage: ok\n");
+}

@@ -1236,3 +1236,39 @@ impl FaultProxy {
         }
     }
 }
+
+/// An HTTPS front (a fresh private CA, HTTP/1.1 only) for a plain-HTTP server on 127.0.0.1: an
+/// S3 endpoint whose certificate only `storage.ca_file` makes trusted.
+pub struct TlsFront {
+    pub addr: SocketAddr,
+    /// The CA's certificate, PEM.
+    pub ca_pem: String,
+}
+
+impl TlsFront {
+    pub fn start(target: SocketAddr) -> TlsFront {
+        let ca = berth_testkit::tls::TestCa::new();
+        let mut config = (*ca.server_config()).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((inbound, _)) = listener.accept().await else { continue };
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(inbound).await else { return };
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut outbound).await;
+                    });
+                }
+            });
+        });
+        TlsFront { addr, ca_pem: ca.cert_pem().to_owned() }
+    }
+}
