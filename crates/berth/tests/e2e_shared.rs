@@ -274,6 +274,43 @@ async fn replicas_share_everything() {
     big.assert_same_content(&OciImage::read(&a.path("bigback"), "v1"));
     a.pull("library/app:v1", &a.path("back2"), "v1").assert_success();
     src.assert_same_content(&OciImage::read(&a.path("back2"), "v1"));
+
+    // A graceful shutdown of C leaves its upload to the others: started on C, finished on A.
+    let data = support::random_bytes(2 * 1024 * 1024 + 7);
+    let digest = sha256(&data);
+    let r = c.http().post(c.url("/v2/library/handover/blobs/uploads/")).basic_auth(auth.0, Some(&auth.1)).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let half = data.len() / 2;
+    let r = c
+        .http()
+        .patch(rebase(&if location.starts_with("http") { location.clone() } else { c.url(&location) }, &c.url("")))
+        .basic_auth(auth.0, Some(&auth.1))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", half - 1))
+        .body(data[..half].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    c.terminate();
+    assert!(c.wait_exit(Duration::from_secs(40)).success(), "C did not stop cleanly\n{}", c.logs());
+    let url = rebase(&if location.starts_with("http") { location.clone() } else { a.url(&location) }, &a.url(""));
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = a
+        .http()
+        .put(format!("{url}{sep}digest={digest}"))
+        .basic_auth(auth.0, Some(&auth.1))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{half}-{}", data.len() - 1))
+        .body(data[half..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let r = a.admin(Method::GET, &format!("/v2/library/handover/blobs/{digest}")).send().await.unwrap();
+    assert!(r.bytes().await.unwrap() == data, "the upload finished on another replica differs");
 }
 
 /// `url`'s path and query on `base`'s scheme and authority (a Location from one replica, sent to another).
