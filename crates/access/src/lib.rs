@@ -14,6 +14,9 @@ use std::fmt;
 
 use berth_oci::RepoName;
 
+pub mod roles;
+pub use roles::{effective_role, member_permissions, Capability, Role};
+
 pub mod robot;
 pub use robot::{permissions_from_access, public_pull, robot_permissions, validate_project_name, PermissionSpec, RobotName};
 
