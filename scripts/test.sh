@@ -111,7 +111,7 @@ log "S3 test server at $TEST_S3_ENDPOINT"
 if [ -n "${CI:-}" ]; then
     export CARGO_INCREMENTAL=0
 fi
-log "disk free for target/: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') (a cold build needs about 8 GB)"
+log "disk free for target/: $(df -h --output=avail "$ROOT" | tail -1 | tr -d ' ') (a full build of the workspace and its tests takes about 4 GB)"
 log "building the workspace's binaries"
 cargo build --workspace --bins --locked
 log "running: cargo test --workspace --locked --no-fail-fast $*"
