@@ -147,3 +147,25 @@ fn s3_endpoint_behind_a_private_ca() {
     });
     assert_eq!(r, "metadata: ok\nstorage: ok\n");
 }
+
+/// Credentials that may not delete (a bucket policy without s3:DeleteObject and
+/// s3:AbortMultipartUpload): Berth refuses to start, in one line naming both permissions.
+#[test]
+fn s3_credentials_without_delete_permission_are_refused_at_start() {
+    let shared = SharedBackends::create("no-delete");
+    let front = support::DenyDeletes::start(shared.s3_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let via = format!("http://{}", front.addr);
+    let env: Vec<(String, String)> = shared
+        .env()
+        .into_iter()
+        .map(|(k, v)| if k == "BERTH_STORAGE_URL" { (k, v.replace(&format!("http://{}", shared.s3_addr()), &via)) } else { (k, v) })
+        .collect();
+    assert!(env.iter().any(|(_, v)| v.contains(&via)), "{env:?}");
+    let out = support::run(support::berth_command().arg("serve").args(["--listen", "127.0.0.1:0"]).envs(env).current_dir(dir.path())).assert_failure();
+    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    let [err] = errors.as_slice() else { panic!("not one error line: {}", out.stderr) };
+    assert!(err.contains("blob storage:") && err.contains("the credentials lack"), "{err}");
+    assert!(err.contains("s3:DeleteObject") && err.contains("s3:AbortMultipartUpload") && err.contains("AccessDenied"), "{err}");
+    assert!(!err.contains("s3:PutObject") && !err.contains("s3:GetObject") && !err.contains("s3:ListBucket,"), "only what is missing: {err}");
+}

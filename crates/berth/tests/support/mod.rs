@@ -1272,3 +1272,58 @@ impl TlsFront {
         TlsFront { addr, ca_pem: ca.cert_pem().to_owned() }
     }
 }
+
+/// An S3 front on 127.0.0.1 that refuses deletions with 403 AccessDenied (`DELETE`, which also
+/// aborts multipart uploads, and `POST ?delete`), as a bucket policy without `s3:DeleteObject`
+/// and `s3:AbortMultipartUpload` would, and forwards every other request to the real server.
+pub struct DenyDeletes {
+    pub addr: SocketAddr,
+}
+
+impl DenyDeletes {
+    pub fn start(target: SocketAddr) -> DenyDeletes {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                let client = reqwest::Client::new();
+                let app = axum::Router::new().fallback(move |req: axum::extract::Request| forward_unless_delete(client.clone(), target, req));
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        DenyDeletes { addr }
+    }
+}
+
+async fn forward_unless_delete(client: reqwest::Client, target: SocketAddr, req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (parts, body) = req.into_parts();
+    let query_has_delete = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "delete" || p.starts_with("delete=")));
+    if parts.method == reqwest::Method::DELETE || (parts.method == reqwest::Method::POST && query_has_delete) {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+        return (reqwest::StatusCode::FORBIDDEN, [("content-type", "application/xml")], xml).into_response();
+    }
+    let url = format!("http://{target}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let mut request = client.request(parts.method.clone(), url);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    // Test traffic only: bodies are small enough to hold.
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let Ok(answer) = request.body(body).send().await else {
+        return reqwest::StatusCode::BAD_GATEWAY.into_response();
+    };
+    let mut response = axum::response::Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != "transfer-encoding" && name != "connection" && name != "content-length" {
+            response = response.header(name, value);
+        }
+    }
+    let bytes = answer.bytes().await.unwrap_or_default();
+    response.body(axum::body::Body::from(bytes)).unwrap()
+}
