@@ -274,6 +274,7 @@ fn count_of(counts: &RowCounts, table: Table) -> u64 {
         Table::Settings => counts.settings,
         Table::Users => counts.users,
         Table::Projects => counts.projects,
+        Table::Members => counts.members,
         Table::IdentityProviders => counts.identity_providers,
         Table::Robots => counts.robots,
         Table::Blobs => counts.blobs,

@@ -186,6 +186,26 @@ pub struct ProjectRecord {
     pub created_at: UnixTime,
 }
 
+/// A member of a project: a user or a group, with a role. The role is stored by its name
+/// (`developer`, ...); berth-access decides what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub project: String,
+    /// `user:<name>` or `group:<name>` (see [`member_key`]).
+    pub member: String,
+    pub role: String,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+/// The key of a member: `user:<name>` or `group:<name>`.
+pub fn member_key(group: bool, name: &str) -> String {
+    format!("{}:{name}", if group { "group" } else { "user" })
+}
+
+/// Most member keys one [`MetadataStore::memberships`] call looks up (a user and their groups).
+pub const MAX_MEMBER_KEYS: usize = 1024;
+
 /// A robot account. Exactly one of `secret_hash` (a static-secret robot) and `identity_provider`
 /// (a federated robot) may be set; with neither it cannot log in.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,6 +382,8 @@ pub enum Table {
     Projects,
     /// Key: the name.
     IdentityProviders,
+    /// Project members. Key: (project, member).
+    Members,
     /// Robot accounts with their secret hashes. Key: the name.
     Robots,
     /// Blob records (digest, size, storage key, last use). Key: the digest.
@@ -379,10 +401,11 @@ pub enum Table {
 
 impl Table {
     /// Every table, in import order.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Settings,
         Table::Users,
         Table::Projects,
+        Table::Members,
         Table::IdentityProviders,
         Table::Robots,
         Table::Blobs,
@@ -398,6 +421,7 @@ impl Table {
             Table::Settings => "settings",
             Table::Users => "users",
             Table::Projects => "projects",
+            Table::Members => "project_members",
             Table::IdentityProviders => "identity_providers",
             Table::Robots => "robots",
             Table::Blobs => "blobs",
@@ -475,6 +499,7 @@ pub enum ExportRow {
     Setting { key: String, value: String },
     User(UserRecord),
     Project(ProjectRecord),
+    Member(MemberRecord),
     IdentityProvider(IdentityProviderRecord),
     Robot(RobotRecord),
     Blob(BlobExport),
@@ -491,6 +516,7 @@ impl ExportRow {
             ExportRow::Setting { .. } => Table::Settings,
             ExportRow::User(_) => Table::Users,
             ExportRow::Project(_) => Table::Projects,
+            ExportRow::Member(_) => Table::Members,
             ExportRow::IdentityProvider(_) => Table::IdentityProviders,
             ExportRow::Robot(_) => Table::Robots,
             ExportRow::Blob(_) => Table::Blobs,
@@ -507,6 +533,7 @@ impl ExportRow {
             ExportRow::Setting { key, .. } => RowKey::Name(key.clone()),
             ExportRow::User(u) => RowKey::Name(u.name.clone()),
             ExportRow::Project(p) => RowKey::Name(p.name.clone()),
+            ExportRow::Member(m) => RowKey::Pair(m.project.clone(), m.member.clone()),
             ExportRow::IdentityProvider(p) => RowKey::Name(p.name.clone()),
             ExportRow::Robot(r) => RowKey::Name(r.name.clone()),
             ExportRow::Blob(b) => RowKey::Name(b.digest.as_str().to_owned()),
@@ -548,6 +575,7 @@ pub struct RowCounts {
     pub settings: u64,
     pub users: u64,
     pub projects: u64,
+    pub members: u64,
     pub identity_providers: u64,
     pub robots: u64,
     pub blobs: u64,
@@ -567,11 +595,12 @@ pub struct RowCounts {
 
 impl RowCounts {
     /// Each count with its name, in import order.
-    pub fn entries(&self) -> [(&'static str, u64); 14] {
+    pub fn entries(&self) -> [(&'static str, u64); 15] {
         [
             ("settings", self.settings),
             ("users", self.users),
             ("projects", self.projects),
+            ("project_members", self.members),
             ("identity_providers", self.identity_providers),
             ("robots", self.robots),
             ("blobs", self.blobs),
@@ -734,6 +763,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// robots belong to it. Repositories do not block it: they are not rows of the project and
     /// simply are no longer in one.
     async fn delete_project(&self, name: &str) -> Result<DeleteOutcome>;
+
+    /// Adds a member to a project or changes its role (an existing member keeps its creation
+    /// time). A member of an unknown project is a [`MetaError::Conflict`]. Moves the federation
+    /// generation (a change of access). A project's members go when it is deleted.
+    async fn put_member(&self, member: &MemberRecord) -> Result<()>;
+    /// Removes a member (false: it was not one). Moves the federation generation.
+    async fn delete_member(&self, project: &str, member: &str) -> Result<bool>;
+    /// A project's members, by member key.
+    async fn list_members(&self, project: &str) -> Result<Vec<MemberRecord>>;
+    /// Every membership held by any of `members` (a person's `user:<name>` and `group:<name>`
+    /// keys; at most [`MAX_MEMBER_KEYS`], else [`MetaError::Conflict`]), by project then key.
+    async fn memberships(&self, members: &[String]) -> Result<Vec<MemberRecord>>;
 
     /// Creates or replaces a robot by name (an existing robot keeps its creation time). A robot of
     /// an unknown project or identity provider is a [`MetaError::Conflict`] whose message names

@@ -86,7 +86,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, QueryBuilder, Row, Transaction};
 
 use crate::{
-    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord,
+    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord,
     ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer, Result,
     RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
 };
@@ -836,6 +836,47 @@ impl PostgresStore {
         Ok(DeleteOutcome::Deleted)
     }
 
+    async fn put_member_tx(&self, member: &MemberRecord) -> R<()> {
+        let mut tx = self.begin().await?;
+        lock_federation(&mut tx).await?;
+        let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = $1").bind(&member.project).fetch_optional(&mut *tx).await?;
+        if known.is_none() {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict(format!("project {:?} does not exist", member.project)).into());
+        }
+        sqlx::query(
+            "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+        )
+        .bind(&member.project)
+        .bind(&member.member)
+        .bind(&member.role)
+        .bind(member.created_at)
+        .bind(member.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_member_tx(&self, project: &str, member: &str) -> R<bool> {
+        let mut tx = self.begin().await?;
+        lock_federation(&mut tx).await?;
+        let deleted = sqlx::query("DELETE FROM project_members WHERE project = $1 AND member = $2")
+            .bind(project)
+            .bind(member)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     async fn put_robot_tx(&self, robot: &RobotRecord) -> R<()> {
         let mut tx = self.begin().await?;
         lock_federation(&mut tx).await?;
@@ -1450,6 +1491,40 @@ impl MetadataStore for PostgresStore {
         retry("delete_project", || self.delete_project_tx(name)).await
     }
 
+    async fn put_member(&self, member: &MemberRecord) -> Result<()> {
+        retry("put_member", || self.put_member_tx(member)).await
+    }
+
+    async fn delete_member(&self, project: &str, member: &str) -> Result<bool> {
+        retry("delete_member", || self.delete_member_tx(project, member)).await
+    }
+
+    async fn list_members(&self, project: &str) -> Result<Vec<MemberRecord>> {
+        let rows = sqlx::query("SELECT project, member, role, created_at, updated_at FROM project_members WHERE project = $1 ORDER BY member")
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(rows.iter().map(member_from_row).collect::<R<_>>()?)
+    }
+
+    async fn memberships(&self, members: &[String]) -> Result<Vec<MemberRecord>> {
+        if members.len() > crate::MAX_MEMBER_KEYS {
+            return Err(MetaError::Conflict(format!("{} member keys asked for; at most {}", members.len(), crate::MAX_MEMBER_KEYS)));
+        }
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT project, member, role, created_at, updated_at FROM project_members WHERE member = ANY($1) ORDER BY project, member",
+        )
+        .bind(members)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(rows.iter().map(member_from_row).collect::<R<_>>()?)
+    }
+
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()> {
         retry("put_robot", || self.put_robot_tx(robot)).await
     }
@@ -1655,6 +1730,7 @@ impl MetadataStore for PostgresStore {
             tags: n(11)?,
             audit_events: n(12)?,
             audit_names: n(13)?,
+            members: n(14)?,
         })
     }
 }
@@ -1668,7 +1744,8 @@ const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT CO
      (SELECT COUNT(*) FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
       OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
      (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
-     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names)";
+     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names), \
+     (SELECT COUNT(*) FROM project_members)";
 
 /// The key columns of a table, as the statements below name them.
 #[derive(Clone, Copy)]
@@ -1684,6 +1761,7 @@ fn key_cols(table: Table) -> KeyCols {
     match table {
         Table::Settings => KeyCols::One("x.key"),
         Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("x.name"),
+        Table::Members => KeyCols::Two("x.project", "x.member"),
         Table::Blobs => KeyCols::One("x.digest"),
         Table::BlobLinks | Table::Manifests => KeyCols::Two("r.name", "x.digest"),
         Table::Tags => KeyCols::Two("r.name", "x.name"),
@@ -1797,6 +1875,7 @@ impl PostgresStore {
             Table::Settings => ("SELECT x.key, x.value FROM settings x WHERE TRUE", "x.key"),
             Table::Users => ("SELECT x.name, x.password_hash, x.admin, x.disabled FROM users x WHERE TRUE", "x.name"),
             Table::Projects => ("SELECT x.name, x.public, x.created_at FROM projects x WHERE TRUE", "x.name"),
+            Table::Members => ("SELECT x.project, x.member, x.role, x.created_at, x.updated_at FROM project_members x WHERE TRUE", "x.project, x.member"),
             Table::IdentityProviders => ("SELECT x.name, x.config, x.created_at, x.updated_at FROM identity_providers x WHERE TRUE", "x.name"),
             Table::Robots => (
                 "SELECT x.name, x.project, x.description, x.disabled, x.expires_at, x.secret_hash, x.identity_provider, x.rules, \
@@ -1837,6 +1916,7 @@ impl PostgresStore {
                 Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
                 Table::Users => ExportRow::User(user_from_row(r)?),
                 Table::Projects => ExportRow::Project(project_from_row(r)?),
+                Table::Members => ExportRow::Member(member_from_row(r)?),
                 Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
                 Table::Robots => ExportRow::Robot(robot_from_row(r)?),
                 Table::Blobs => {
@@ -1885,7 +1965,7 @@ impl PostgresStore {
 
     async fn import_tx(&self, rows: &[ExportRow]) -> R<ImportOutcome> {
         let mut outcome = ImportOutcome::default();
-        let federation = rows.iter().any(|r| matches!(r.table(), Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots));
+        let federation = rows.iter().any(|r| matches!(r.table(), Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots));
         let mut tx = self.begin().await?;
         if federation {
             // Like every write to these tables (module docs).
@@ -1922,6 +2002,25 @@ impl PostgresStore {
                     .bind(&p.name)
                     .bind(p.public)
                     .bind(p.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ExportRow::Member(m) => {
+                    let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = $1").bind(&m.project).fetch_optional(&mut *tx).await?;
+                    if known.is_none() {
+                        outcome.skipped.push(format!("member {:?} of project {:?}: the project is not here", m.member, m.project));
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, created_at = excluded.created_at, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(&m.project)
+                    .bind(&m.member)
+                    .bind(&m.role)
+                    .bind(m.created_at)
+                    .bind(m.updated_at)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -2143,7 +2242,7 @@ impl PostgresStore {
             b.push(")");
             Ok(b)
         };
-        let federation = matches!(table, Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots);
+        let federation = matches!(table, Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots);
         let mut tx = self.begin().await?;
         if federation {
             lock_federation(&mut tx).await?;
@@ -2200,6 +2299,12 @@ impl PostgresStore {
             Table::AuditEvents => {
                 // Their names go with them (ON DELETE CASCADE).
                 let mut b = doomed("DELETE FROM audit_events WHERE id IN (SELECT x.id FROM audit_events x WHERE TRUE")?;
+                outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
+            }
+            Table::Members => {
+                let mut b = doomed(
+                    "DELETE FROM project_members WHERE (project, member) IN (SELECT x.project, x.member FROM project_members x WHERE TRUE",
+                )?;
                 outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
             }
         }
@@ -2525,6 +2630,10 @@ pub(crate) fn push_audit_select<'a>(b: &mut QueryBuilder<'a, Postgres>, q: &'a A
 fn json_column(row: &PgRow, idx: usize, what: &str) -> R<serde_json::Value> {
     let text: String = row.try_get(idx)?;
     serde_json::from_str(&text).map_err(|e| MetaError::Corrupt(format!("stored {what} is not JSON: {e}")).into())
+}
+
+fn member_from_row(r: &PgRow) -> R<MemberRecord> {
+    Ok(MemberRecord { project: r.try_get(0)?, member: r.try_get(1)?, role: r.try_get(2)?, created_at: r.try_get(3)?, updated_at: r.try_get(4)? })
 }
 
 fn project_from_row(r: &PgRow) -> R<ProjectRecord> {

@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
-    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport,
+    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport,
     IdentityProviderRecord, ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer,
     Result, RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord,
 };
@@ -1001,6 +1001,71 @@ impl MetadataStore for SqliteStore {
         Ok(DeleteOutcome::Deleted)
     }
 
+    async fn put_member(&self, member: &MemberRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = ?1").bind(&member.project).fetch_optional(&mut *tx).await?;
+        if known.is_none() {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict(format!("project {:?} does not exist", member.project)));
+        }
+        sqlx::query(
+            "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+        )
+        .bind(&member.project)
+        .bind(&member.member)
+        .bind(&member.role)
+        .bind(member.created_at)
+        .bind(member.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_member(&self, project: &str, member: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM project_members WHERE project = ?1 AND member = ?2")
+            .bind(project)
+            .bind(member)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if deleted {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn list_members(&self, project: &str) -> Result<Vec<MemberRecord>> {
+        let rows = sqlx::query("SELECT project, member, role, created_at, updated_at FROM project_members WHERE project = ?1 ORDER BY member")
+            .bind(project)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(member_from_row).collect()
+    }
+
+    async fn memberships(&self, members: &[String]) -> Result<Vec<MemberRecord>> {
+        if members.len() > crate::MAX_MEMBER_KEYS {
+            return Err(MetaError::Conflict(format!("{} member keys asked for; at most {}", members.len(), crate::MAX_MEMBER_KEYS)));
+        }
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = serde_json::to_string(members).map_err(|e| MetaError::Db(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT project, member, role, created_at, updated_at FROM project_members \
+             WHERE member IN (SELECT value FROM json_each(?1)) ORDER BY project, member",
+        )
+        .bind(json)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(member_from_row).collect()
+    }
+
     async fn put_robot(&self, robot: &RobotRecord) -> Result<()> {
         let mut tx = self.write_tx().await?;
         if let Err(e) = check_robot_refs(&mut tx, robot).await {
@@ -1373,6 +1438,7 @@ impl MetadataStore for SqliteStore {
             tags: n(11)?,
             audit_events: n(12)?,
             audit_names: n(13)?,
+            members: n(14)?,
         })
     }
 }
@@ -1386,7 +1452,8 @@ const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT CO
      (SELECT COUNT(*) FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
       OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
      (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
-     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names)";
+     (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names), \
+     (SELECT COUNT(*) FROM project_members)";
 
 /// The key columns of a table, as the statements below name them.
 #[derive(Clone, Copy)]
@@ -1451,6 +1518,7 @@ fn key_cols(table: Table) -> KeyCols {
     match table {
         Table::Settings => KeyCols::One("key"),
         Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("name"),
+        Table::Members => KeyCols::Two("x.project", "x.member"),
         Table::Blobs => KeyCols::One("digest"),
         Table::BlobLinks => KeyCols::Two("r.name", "x.digest"),
         Table::Manifests => KeyCols::Two("r.name", "x.digest"),
@@ -1470,6 +1538,7 @@ impl SqliteStore {
             Table::Settings => ("SELECT key, value FROM settings WHERE 1 = 1", "key"),
             Table::Users => ("SELECT name, password_hash, admin, disabled FROM users WHERE 1 = 1", "name"),
             Table::Projects => ("SELECT name, public, created_at FROM projects WHERE 1 = 1", "name"),
+            Table::Members => ("SELECT x.project, x.member, x.role, x.created_at, x.updated_at FROM project_members x WHERE 1 = 1", "x.project, x.member"),
             Table::IdentityProviders => ("SELECT name, config, created_at, updated_at FROM identity_providers WHERE 1 = 1", "name"),
             Table::Robots => (
                 "SELECT name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, \
@@ -1508,6 +1577,7 @@ impl SqliteStore {
                 Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
                 Table::Users => ExportRow::User(user_from_row(r)?),
                 Table::Projects => ExportRow::Project(project_from_row(r)?),
+                Table::Members => ExportRow::Member(member_from_row(r)?),
                 Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
                 Table::Robots => ExportRow::Robot(robot_from_row(r)?),
                 Table::Blobs => {
@@ -1604,6 +1674,26 @@ async fn import_in(tx: &mut Transaction<'static, Sqlite>, rows: &[ExportRow]) ->
                 .bind(&p.name)
                 .bind(p.public)
                 .bind(p.created_at)
+                .execute(&mut **tx)
+                .await?;
+                federation_changed = true;
+            }
+            ExportRow::Member(m) => {
+                let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = ?1").bind(&m.project).fetch_optional(&mut **tx).await?;
+                if known.is_none() {
+                    outcome.skipped.push(format!("member {:?} of project {:?}: the project is not here", m.member, m.project));
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, created_at = excluded.created_at, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&m.project)
+                .bind(&m.member)
+                .bind(&m.role)
+                .bind(m.created_at)
+                .bind(m.updated_at)
                 .execute(&mut **tx)
                 .await?;
                 federation_changed = true;
@@ -1873,8 +1963,14 @@ async fn prune_in(
             let mut b = doomed("DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE 1 = 1")?;
             outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
         }
+        Table::Members => {
+            let mut b = doomed(
+                "DELETE FROM project_members WHERE (project, member) IN (SELECT x.project, x.member FROM project_members x WHERE 1 = 1",
+            )?;
+            outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
+        }
     }
-    if outcome.removed > 0 && matches!(table, Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots) {
+    if outcome.removed > 0 && matches!(table, Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots) {
         bump_generation(tx).await?;
     }
     Ok(outcome)
@@ -2211,6 +2307,10 @@ fn push_audit_select<'a>(b: &mut QueryBuilder<'a, Sqlite>, q: &'a AuditQuery) {
 fn json_column(row: &sqlx::sqlite::SqliteRow, idx: usize, what: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(idx)?;
     serde_json::from_str(&text).map_err(|e| MetaError::Corrupt(format!("stored {what} is not JSON: {e}")))
+}
+
+fn member_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<MemberRecord> {
+    Ok(MemberRecord { project: r.try_get(0)?, member: r.try_get(1)?, role: r.try_get(2)?, created_at: r.try_get(3)?, updated_at: r.try_get(4)? })
 }
 
 fn project_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<ProjectRecord> {

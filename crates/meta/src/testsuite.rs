@@ -31,7 +31,7 @@ use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
 use futures_util::future::join_all;
 
 use crate::{
-    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
+    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
     NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadClaim, UploadRecord, UserRecord,
 };
 
@@ -57,6 +57,7 @@ pub async fn run_all(store: &dyn MetadataStore) {
     gc(store).await;
     gc_many(store).await;
     projects(store).await;
+    members(store).await;
     robots(store).await;
     identity_providers(store).await;
     federation_generation(store).await;
@@ -2275,6 +2276,9 @@ pub async fn assert_same_contents(src: &dyn MetadataStore, dst: &dyn MetadataSto
     }
     assert_eq!(dst.list_users().await.expect("users"), src.list_users().await.expect("users"));
     assert_eq!(dst.list_projects().await.expect("projects"), src.list_projects().await.expect("projects"));
+    for p in src.list_projects().await.expect("projects") {
+        assert_eq!(dst.list_members(&p.name).await.expect("members"), src.list_members(&p.name).await.expect("members"), "members of {}", p.name);
+    }
     assert_eq!(dst.list_identity_providers().await.expect("idps"), src.list_identity_providers().await.expect("idps"));
     assert_eq!(dst.list_robots(None).await.expect("robots"), src.list_robots(None).await.expect("robots"));
     let repos = src.list_repositories(all()).await.expect("repositories");
@@ -2330,6 +2334,64 @@ const AUDIT_ALL: u32 = crate::AUDIT_MAX_LIMIT;
 /// [`copy_store`] in small pages, and compares everything through the read API; then copies
 /// again (nothing changes), changes the source (deletions included) and copies once more (the
 /// destination follows); and checks what `import` and `prune` promise on their own.
+fn member(project: &str, key: &str, role: &str, at: UnixTime) -> MemberRecord {
+    MemberRecord { project: project.into(), member: key.into(), role: role.into(), created_at: at, updated_at: at }
+}
+
+/// Project members: put (add, change the role, keep the creation time), list, the memberships of
+/// a person's keys, delete, the generation moving with each change, members of an unknown
+/// project refused, and a project's members gone with it.
+pub async fn members(store: &dyn MetadataStore) {
+    let (p, q) = ("suite-mem", "suite-mem-other");
+    assert!(store.create_project(&project(p, false, T0)).await.expect("create_project"));
+    assert!(store.create_project(&project(q, false, T0)).await.expect("create_project"));
+    let alice = crate::member_key(false, "suite-mem-alice");
+    let devs = crate::member_key(true, "suite-mem-devs");
+    assert_eq!(alice, "user:suite-mem-alice");
+    assert_eq!(devs, "group:suite-mem-devs");
+    let g0 = store.federation_generation().await.expect("generation");
+    store.put_member(&member(p, &alice, "guest", T0 + 1)).await.expect("put_member");
+    let g1 = store.federation_generation().await.expect("generation");
+    assert!(g1 > g0, "adding a member moves the generation");
+    store.put_member(&member(p, &devs, "developer", T0 + 2)).await.expect("put_member");
+    store.put_member(&member(q, &devs, "maintainer", T0 + 3)).await.expect("put_member");
+    // A role change keeps the creation time.
+    store.put_member(&member(p, &alice, "project-admin", T0 + 9)).await.expect("put_member");
+    assert!(store.federation_generation().await.expect("generation") > g1, "a role change moves the generation");
+    let listed = store.list_members(p).await.expect("list_members");
+    assert_eq!(
+        listed,
+        vec![
+            MemberRecord { created_at: T0 + 2, updated_at: T0 + 2, ..member(p, &devs, "developer", 0) },
+            MemberRecord { created_at: T0 + 1, updated_at: T0 + 9, ..member(p, &alice, "project-admin", 0) },
+        ],
+        "by member key (group: sorts before user:)"
+    );
+    // A person's memberships: their user key and their groups, in every project.
+    let mine = store.memberships(&[alice.clone(), devs.clone(), "group:suite-mem-nobody".into()]).await.expect("memberships");
+    let got: Vec<(&str, &str, &str)> = mine.iter().map(|m| (m.project.as_str(), m.member.as_str(), m.role.as_str())).collect();
+    assert_eq!(got, [(p, devs.as_str(), "developer"), (p, alice.as_str(), "project-admin"), (q, devs.as_str(), "maintainer")]);
+    assert_eq!(store.memberships(&[]).await.expect("memberships"), vec![]);
+    assert_eq!(store.memberships(&["user:suite-mem-nobody".into()]).await.expect("memberships"), vec![]);
+    let too_many: Vec<String> = (0..=crate::MAX_MEMBER_KEYS).map(|i| format!("group:g{i}")).collect();
+    assert!(matches!(store.memberships(&too_many).await, Err(MetaError::Conflict(_))), "the number of keys is bounded");
+    // Unknown project.
+    let e = store.put_member(&member("suite-mem-nope", &alice, "guest", T0)).await.expect_err("unknown project");
+    assert!(matches!(&e, MetaError::Conflict(m) if m.contains("suite-mem-nope")), "{e:?}");
+    // Delete.
+    let g2 = store.federation_generation().await.expect("generation");
+    assert!(store.delete_member(p, &alice).await.expect("delete_member"));
+    assert!(!store.delete_member(p, &alice).await.expect("delete_member"), "already gone");
+    assert!(store.federation_generation().await.expect("generation") > g2, "removing a member moves the generation");
+    assert_eq!(store.list_members(p).await.expect("list_members").len(), 1);
+    // A project's members go with it; the other project's stay.
+    assert_eq!(store.delete_project(p).await.expect("delete_project"), DeleteOutcome::Deleted);
+    assert_eq!(store.list_members(p).await.expect("list_members"), vec![]);
+    assert_eq!(store.memberships(std::slice::from_ref(&devs)).await.expect("memberships").len(), 1);
+    assert_eq!(store.delete_project(q).await.expect("delete_project"), DeleteOutcome::Deleted);
+    assert_eq!(store.memberships(&[devs]).await.expect("memberships"), vec![]);
+}
+
 pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     const T: UnixTime = T0 + 50_000;
     // Settings, users (one disabled), transient state.
@@ -2354,6 +2416,9 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     let mut system = robot("robot$suite-x-sys", None, None, Some("$argon2id$sys"));
     system.disabled = true;
     src.put_robot(&system).await.expect("robot");
+    src.put_member(&member("suite-x", "group:suite-x-devs", "developer", T - 6)).await.expect("member");
+    src.put_member(&member("suite-x", "user:admin", "project-admin", T - 5)).await.expect("member");
+    src.put_member(&member("suite-x-private", "user:suite-x-bob", "guest", T - 4)).await.expect("member");
     // Blobs, links (a blob in two repositories, one linked but unreferenced), manifests with
     // tags, an index, a referrer with an artifact type and annotations.
     let (app, lib) = (repo("suite-x/app"), repo("suite-x/lib"));
@@ -2429,6 +2494,8 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     assert_eq!(report.deleted_keys, vec![key("suite-x-loose")], "{report:?}");
     assert_eq!(src.prune_audit(b + 2).await.expect("prune_audit"), 2);
     src.put_project(&project("suite-x", false, T - 10)).await.expect("project");
+    assert!(src.delete_member("suite-x", "user:admin").await.expect("delete_member"));
+    src.put_member(&member("suite-x", "group:suite-x-devs", "maintainer", T + 30)).await.expect("member");
     let caught_up = copy_store(src, dst, 2).await;
     assert_eq!(caught_up.skipped, 0, "{caught_up:?}");
     assert!(caught_up.removed >= 6, "{caught_up:?}");
@@ -2449,12 +2516,13 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
         crate::ExportRow::Tag(crate::TagExport { repo: app.clone(), tag: tag("orphan"), manifest: dig("suite-x-absent"), updated: T }),
         crate::ExportRow::BlobLink(crate::BlobLinkExport { repo: app.clone(), digest: dig("suite-x-absent"), last_used: T }),
         crate::ExportRow::Robot(robot("robot$suite-x-gone+r", Some("suite-x-gone"), None, None)),
+        crate::ExportRow::Member(member("suite-x-gone", "user:nobody", "guest", T)),
     ];
     let outcome = dst.import(&[stale]).await.expect("import");
     assert_eq!(outcome.unused_keys, vec!["other-key".to_owned()], "{outcome:?}");
     assert_eq!(dst.repo_blob(&app, &config).await.expect("repo_blob").map(|b| b.storage_key), Some(copied_key(&key("suite-x-config"))));
     let outcome = dst.import(&missing_parent).await.expect("import");
-    assert_eq!((outcome.imported, outcome.skipped.len()), (0, 3), "{outcome:?}");
+    assert_eq!((outcome.imported, outcome.skipped.len()), (0, 4), "{outcome:?}");
     assert!(outcome.skipped.iter().any(|s| s.contains("orphan")), "{outcome:?}");
     assert_eq!(tags_of(dst, &app).await.map(|t| t.contains(&"orphan".to_owned())), Some(false));
     // A key of another shape than the table's is refused.
