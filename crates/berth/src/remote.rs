@@ -362,6 +362,41 @@ pub enum ProjectCommand {
     },
     /// Delete a project (refused while it has robot accounts; its repositories stay).
     Delete { name: String },
+    /// A project's members: local users and groups with a role.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+/// Roles: limited-guest (pull), guest (pull, sees members), developer (+ push), maintainer
+/// (+ delete), project-admin (+ members, robots, the project).
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List a project's members.
+    List { project: String },
+    /// Add a member, or change its role:
+    ///
+    ///   berth project member add team-demo --user alice --role developer
+    #[command(verbatim_doc_comment)]
+    Add {
+        project: String,
+        /// A local user.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        /// A group.
+        #[arg(long)]
+        group: Option<String>,
+        /// limited-guest, guest, developer, maintainer or project-admin.
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member.
+    Remove {
+        project: String,
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
 }
 
 pub async fn project(r: &Remote, cmd: ProjectCommand) -> anyhow::Result<()> {
@@ -395,6 +430,34 @@ pub async fn project(r: &Remote, cmd: ProjectCommand) -> anyhow::Result<()> {
         ProjectCommand::Delete { name } => {
             c.delete(&format!("/projects/{}", seg(&name))).await?;
             println!("project {name} deleted");
+            Ok(())
+        }
+        ProjectCommand::Member(MemberCommand::List { project }) => {
+            let list: Vec<MemberView> = c.get(&format!("/projects/{}/members", seg(&project))).await?;
+            if !r.json {
+                for m in &list {
+                    println!("{}\t{}\t{}", m.kind, m.name, m.role);
+                }
+                return Ok(());
+            }
+            print_json(&list)
+        }
+        ProjectCommand::Member(MemberCommand::Add { project, user, group, role }) => {
+            let v: MemberView = c.post(&format!("/projects/{}/members", seg(&project)), &MemberSpec { user, group, role }).await?;
+            if !r.json {
+                println!("{} {} is {} in project {}", v.kind, v.name, v.role, v.project);
+                return Ok(());
+            }
+            print_json(&v)
+        }
+        ProjectCommand::Member(MemberCommand::Remove { project, user, group }) => {
+            let (kind, name) = match (user, group) {
+                (Some(u), None) => ("user", u),
+                (None, Some(g)) => ("group", g),
+                _ => bail!("say --user or --group"),
+            };
+            c.delete(&format!("/projects/{}/members/{kind}/{}", seg(&project), seg(&name))).await?;
+            println!("{kind} {name} removed from project {project}");
             Ok(())
         }
     }

@@ -580,7 +580,6 @@ fn every_troubleshooting_message_is_one_berth_produces() {
 /// Phrases that promise what Berth does not have, with what is true instead.
 const UNFOUNDED: &[(&str, &str)] = &[
     ("issue 3", "issue numbers are not features; say what exists now"),
-    ("project roles", "there are no project roles: permissions come from robots' entries and the admin"),
 ];
 
 /// Pages other engineers are rewriting while this check was added (issue 8); remove each from

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{berth_command, run, Berth, CmdOutput, ADMIN_PASSWORD};
+use support::{berth_command, run, Berth, CmdOutput, OciImage, ADMIN_PASSWORD};
 
 /// A static JWKS (RFC 7515's P-256 example key) so providers need no network.
 fn jwks() -> String {
@@ -292,4 +292,63 @@ fn ca_file_accepts_a_self_signed_certificate_marked_as_a_ca() {
     let out = cli(&url, Some(&d.join("other.pem"))).assert_failure();
     assert!(out.stderr.contains("--ca-file"), "{}", out.stderr);
     assert_plain(&out);
+}
+
+/// Project members: local users get their role's access to the project's repositories (and no
+/// other), a role change and a removal take effect at once, bad input is refused clearly.
+#[tokio::test]
+async fn project_members_get_their_roles_access() {
+    let mut b = Berth::start();
+    cli(&b, &["project", "create", "team"], "").assert_success();
+    for user in ["dev", "viewer"] {
+        let r = b.admin(reqwest::Method::PUT, &format!("/api/v1/users/{user}")).json(&serde_json::json!({"password": "password-123"})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let out = cli(&b, &["project", "member", "add", "team", "--user", "dev", "--role", "developer"], "").assert_success();
+    assert!(out.stdout.contains("user dev is developer in project team"), "{}", out.stdout);
+    cli(&b, &["project", "member", "add", "team", "--user", "viewer", "--role", "guest"], "").assert_success();
+    cli(&b, &["project", "member", "add", "team", "--group", "/ops", "--role", "Maintainer"], "").assert_success();
+    let out = cli(&b, &["project", "member", "list", "team"], "").assert_success();
+    assert_eq!(out.stdout, "group\t/ops\tmaintainer\nuser\tdev\tdeveloper\nuser\tviewer\tguest\n");
+
+    let src = OciImage::write(&b.path("src"), "v1", &[50_000]);
+    let push = |b: &Berth, creds: &str, to: &str| {
+        b.skopeo(&["copy", "--dest-creds", creds, "--dest-tls-verify=false", &src.oci_ref(), &b.docker_ref(to)])
+    };
+    let pull = |b: &Berth, creds: &str, from: &str, dir: &str| {
+        b.skopeo(&["copy", "--src-creds", creds, "--src-tls-verify=false", &b.docker_ref(from), &format!("oci:{}:v1", b.path(dir).display())])
+    };
+    // A developer pushes and pulls in the project, not elsewhere.
+    push(&b, "dev:password-123", "team/app:v1").assert_success();
+    pull(&b, "dev:password-123", "team/app:v1", "dev-back").assert_success();
+    let out = push(&b, "dev:password-123", "library/app:v1").assert_failure();
+    assert!(is_denied(&out.stderr), "{}", out.stderr);
+    // A guest pulls but may not push.
+    pull(&b, "viewer:password-123", "team/app:v1", "viewer-back").assert_success();
+    let out = push(&b, "viewer:password-123", "team/app:v2").assert_failure();
+    assert!(is_denied(&out.stderr), "{}", out.stderr);
+
+    // Demoted: the next push is refused (the change moves the store's generation).
+    cli(&b, &["project", "member", "add", "team", "--user", "dev", "--role", "guest"], "").assert_success();
+    let out = push(&b, "dev:password-123", "team/app:v3").assert_failure();
+    assert!(is_denied(&out.stderr), "{}", out.stderr);
+    // Removed: not even a pull of the private project.
+    let out = cli(&b, &["project", "member", "remove", "team", "--user", "viewer"], "").assert_success();
+    assert!(out.stdout.contains("user viewer removed from project team"), "{}", out.stdout);
+    let out = pull(&b, "viewer:password-123", "team/app:v1", "viewer-again").assert_failure();
+    assert!(is_denied(&out.stderr), "{}", out.stderr);
+
+    // Bad input.
+    let out = cli(&b, &["project", "member", "add", "team", "--user", "dev", "--role", "owner"], "").assert_failure();
+    assert!(out.stderr.contains("unknown role \"owner\"") && out.stderr.contains("project-admin"), "{}", out.stderr);
+    let out = cli(&b, &["project", "member", "add", "nope", "--user", "dev", "--role", "guest"], "").assert_failure();
+    assert!(out.stderr.contains("project \"nope\" does not exist"), "{}", out.stderr);
+    let out = cli(&b, &["project", "member", "remove", "team", "--user", "viewer"], "").assert_failure();
+    assert!(out.stderr.contains("is not a member of project \"team\""), "{}", out.stderr);
+    cli(&b, &["project", "member", "add", "team", "--role", "guest"], "").assert_failure();
+}
+
+fn is_denied(text: &str) -> bool {
+    let t = text.to_lowercase();
+    ["denied", "unauthorized", "forbidden", "authentication required"].iter().any(|m| t.contains(m))
 }

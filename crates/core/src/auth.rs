@@ -427,7 +427,15 @@ async fn user_login(state: &Core, username: &str, password: &str) -> Result<Opti
     if user.disabled {
         return Err(LoginError::Invalid(format!("user {username} is disabled; an administrator can enable it again")));
     }
-    let permissions = if user.admin { Permissions::admin() } else { anonymous_permissions(state.config.anonymous) };
+    let permissions = if user.admin {
+        Permissions::admin()
+    } else {
+        // The projects the user is a member of, with the highest of their roles there.
+        let memberships = state.meta.memberships(&[berth_meta::member_key(false, username)]).await?;
+        let roles: Vec<(&str, berth_access::Role)> =
+            memberships.iter().filter_map(|m| berth_access::Role::parse(&m.role).ok().map(|r| (m.project.as_str(), r))).collect();
+        anonymous_permissions(state.config.anonymous).union(berth_access::member_permissions(roles))
+    };
     Ok(Some(Principal {
         subject: username.to_owned(),
         kind: PrincipalKind::User,

@@ -78,6 +78,7 @@ fn endless(method: Method, uri: &str, length: u64, auth: Option<String>) -> Requ
 const BODY_ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/api/v1/projects"),
     ("PUT", "/api/v1/projects/library"),
+    ("POST", "/api/v1/projects/library/members"),
     ("POST", "/api/v1/robots"),
     ("PUT", "/api/v1/robots/robot$ci"),
     ("POST", "/api/v1/identity-providers"),

@@ -37,6 +37,7 @@ pub mod types;
 
 mod apply;
 mod audit_log;
+mod members;
 mod projects;
 mod providers;
 mod robots;

@@ -9,6 +9,35 @@ use berth_identity::federation::ProviderSpec;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// A member to add to a project, or whose role to change: a local user or a group, with a role
+/// (`limited-guest`, `guest`, `developer`, `maintainer`, `project-admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberSpec {
+    /// A user's name (give this or `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A group's name (give this or `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub role: String,
+}
+
+/// A member of a project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    pub project: String,
+    /// `user` or `group`.
+    pub kind: String,
+    pub name: String,
+    pub role: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
 /// A project: the first component of repository names (`library/app` is in `library`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -225,6 +225,25 @@ async fn delete_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name
     Ok(StatusCode::NO_CONTENT)
 }
 
+// ---------------------------------------------------------------- members
+
+#[utoipa::path(get, path = "/api/v1/projects/{name}/members", tag = "projects", responses((status = 200, body = Vec<MemberView>), (status = 404, body = ErrorBody)))]
+async fn list_members(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<Vec<MemberView>>> {
+    Ok(Json(s.core.list_members(&name).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{name}/members", tag = "projects", request_body = MemberSpec,
+    responses((status = 200, body = MemberView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn put_member(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<MemberSpec>) -> AdminResult<Json<MemberView>> {
+    Ok(Json(s.core.put_member(&name, &spec).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/members/{kind}/{member}", tag = "projects", responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_member(State(s): State<Arc<AppState>>, _admin: Admin, Path((name, kind, member)): Path<(String, String, String)>) -> AdminResult<StatusCode> {
+    s.core.delete_member(&name, &kind, &member).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---------------------------------------------------------------- robots
 
 #[utoipa::path(get, path = "/api/v1/robots", tag = "robots", params(RobotFilter), responses((status = 200, body = Vec<RobotView>)))]
@@ -345,13 +364,13 @@ async fn apply(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(doc): Jso
 #[openapi(
     info(title = "Berth admin API", description = "Projects, robot accounts, identity providers (workload identity federation), local users, audit log, token explain and declarative apply. Every call needs an administrator's Basic credentials, checked before the request body is read. Bodies are limited to 64 KiB (1 MiB for /apply); larger ones get 413."),
     paths(
-        list_projects, create_project, get_project, put_project, delete_project,
+        list_projects, create_project, get_project, put_project, delete_project, list_members, put_member, delete_member,
         list_robots, create_robot, get_robot, put_robot, regenerate_secret, delete_robot,
         list_idps, create_idp, get_idp, put_idp, delete_idp, test_idp,
         list_users, get_user, put_user, delete_user,
         audit, explain, apply
     ),
-    components(schemas(ProjectSpec, ProjectView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
+    components(schemas(ProjectSpec, ProjectView, MemberSpec, MemberView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
 )]
 pub struct ApiDoc;
 
@@ -372,6 +391,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/openapi.json", get(openapi))
         .route("/projects", get(list_projects).post(create_project))
         .route("/projects/{name}", get(get_project).put(put_project).delete(delete_project))
+        .route("/projects/{name}/members", get(list_members).post(put_member))
+        .route("/projects/{name}/members/{kind}/{member}", axum::routing::delete(delete_member))
         .route("/robots", get(list_robots).post(create_robot))
         .route("/robots/{name}", get(get_robot).put(put_robot).delete(delete_robot))
         .route("/robots/{name}/secret", post(regenerate_secret))
