@@ -125,13 +125,7 @@ fn s3_endpoint_behind_a_private_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("s3-ca.pem");
     std::fs::write(&ca, &front.ca_pem).unwrap();
-    let https = format!("https://{}", front.addr);
-    let env: Vec<(String, String)> = shared
-        .env()
-        .into_iter()
-        .map(|(k, v)| if k == "BERTH_STORAGE_URL" { (k, v.replace(&format!("http://{}", shared.s3_addr()), &https)) } else { (k, v) })
-        .collect();
-    assert!(env.iter().any(|(_, v)| v.contains(&https)), "{env:?}");
+    let env = shared.env_with_s3_endpoint(&format!("https://{}", front.addr));
     let out = support::run(support::berth_command().arg("serve").args(["--listen", "127.0.0.1:0"]).envs(env.clone()).current_dir(dir.path())).assert_failure();
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
     let [err] = errors.as_slice() else { panic!("not one error line: {}", out.stderr) };
@@ -155,13 +149,7 @@ fn s3_credentials_without_delete_permission_are_refused_at_start() {
     let shared = SharedBackends::create("no-delete");
     let front = support::DenyDeletes::start(shared.s3_addr());
     let dir = tempfile::tempdir().unwrap();
-    let via = format!("http://{}", front.addr);
-    let env: Vec<(String, String)> = shared
-        .env()
-        .into_iter()
-        .map(|(k, v)| if k == "BERTH_STORAGE_URL" { (k, v.replace(&format!("http://{}", shared.s3_addr()), &via)) } else { (k, v) })
-        .collect();
-    assert!(env.iter().any(|(_, v)| v.contains(&via)), "{env:?}");
+    let env = shared.env_with_s3_endpoint(&format!("http://{}", front.addr));
     let out = support::run(support::berth_command().arg("serve").args(["--listen", "127.0.0.1:0"]).envs(env).current_dir(dir.path())).assert_failure();
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
     let [err] = errors.as_slice() else { panic!("not one error line: {}", out.stderr) };

@@ -43,7 +43,7 @@ use berth_oci::{Digest, ResumableHasher};
 use bytes::Bytes;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-use crate::{BlobError, BlobStore, ByteStream, Committed, NameStream, ObjectReader, PartWritten, Result};
+use crate::{valid_id, valid_key, BlobError, BlobStore, ByteStream, Committed, NameStream, ObjectReader, PartWritten, Result};
 
 /// Bytes written between background writebacks of an upload (see `Appender::write_group`).
 const EARLY_WRITEBACK: u64 = 16 * 1024 * 1024;
@@ -63,8 +63,6 @@ const READ_JOB_CHUNKS: usize = 4;
 const READ_AHEAD_LOW: usize = 1;
 /// Names one listing job gathers.
 const LIST_BATCH: usize = 256;
-/// Longest accepted upload id.
-const MAX_ID_LEN: usize = 64;
 
 /// A [`BlobStore`] on a local (or shared) filesystem.
 pub struct FsBlobStore {
@@ -134,34 +132,6 @@ impl FsBlobStore {
     }
 }
 
-/// Upload ids: 1 to 64 characters of `[A-Za-z0-9_-]`.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Object keys: `<alg>/<first two hex>/<hex>/<32 lowercase hex>`.
-fn valid_key(key: &str) -> bool {
-    let mut parts = key.split('/');
-    let (Some(alg), Some(xx), Some(hex), Some(unique), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let hex_len = match alg {
-        "sha256" => 64,
-        "sha512" => 128,
-        _ => return false,
-    };
-    hex.len() == hex_len
-        && is_lower_hex(hex)
-        && xx.len() == 2
-        && hex.starts_with(xx)
-        && unique.len() == 32
-        && is_lower_hex(unique)
-}
 
 fn join_error(e: tokio::task::JoinError) -> BlobError {
     BlobError::Io(io::Error::other(format!("blob store worker failed: {e}")))

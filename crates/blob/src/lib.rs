@@ -174,3 +174,37 @@ pub trait BlobStore: Send + Sync + 'static {
     /// wrong (missing folder, unreachable server, missing bucket).
     async fn ping(&self) -> Result<()>;
 }
+
+// ---- the names every backend accepts (the trait's rules) ----
+
+/// Longest accepted upload id.
+const MAX_UPLOAD_ID_LEN: usize = 64;
+
+/// Upload ids: 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_UPLOAD_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Object keys: `<alg>/<first two hex>/<hex>/<32 lowercase hex>`.
+pub(crate) fn valid_key(key: &str) -> bool {
+    let mut parts = key.split('/');
+    let (Some(alg), Some(xx), Some(hex), Some(unique), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let hex_len = match alg {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == hex_len
+        && is_lower_hex(hex)
+        && xx.len() == 2
+        && hex.starts_with(xx)
+        && unique.len() == 32
+        && is_lower_hex(unique)
+}

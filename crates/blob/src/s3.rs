@@ -117,7 +117,7 @@ use berth_oci::{Digest, ResumableHasher};
 use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 
-use crate::{BlobError, BlobStore, ByteStream, Committed, NameStream, ObjectReader, PartWritten, Result};
+use crate::{valid_id, valid_key, BlobError, BlobStore, ByteStream, Committed, NameStream, ObjectReader, PartWritten, Result};
 
 /// Size of the parts a write sends (and of the parts a completion gathers short segments into).
 const PART: usize = 8 << 20;
@@ -135,8 +135,6 @@ const ASSEMBLY_JOBS: usize = 3;
 const DELETE_BATCH: usize = 1000;
 /// Name of an upload's marker object.
 const MARKER: &str = "upload";
-/// Longest accepted upload id.
-const MAX_ID_LEN: usize = 64;
 
 /// Where and how to reach the bucket.
 #[derive(Clone, Default)]
@@ -1054,28 +1052,6 @@ fn lost_hasher() -> BlobError {
 }
 
 /// Upload ids: 1 to 64 characters of `[A-Za-z0-9_-]`.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Object keys: `<alg>/<first two hex>/<hex>/<32 lowercase hex>`.
-fn valid_key(key: &str) -> bool {
-    let mut parts = key.split('/');
-    let (Some(alg), Some(xx), Some(hex), Some(unique), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return false;
-    };
-    let hex_len = match alg {
-        "sha256" => 64,
-        "sha512" => 128,
-        _ => return false,
-    };
-    hex.len() == hex_len && is_lower_hex(hex) && xx.len() == 2 && hex.starts_with(xx) && unique.len() == 32 && is_lower_hex(unique)
-}
 
 fn check_id(id: &str) -> Result<()> {
     if valid_id(id) {

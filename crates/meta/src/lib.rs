@@ -203,6 +203,15 @@ pub fn member_key(group: bool, name: &str) -> String {
     format!("{}:{name}", if group { "group" } else { "user" })
 }
 
+/// The kind (`true`: a group) and the name of a member key made by [`member_key`].
+pub fn parse_member_key(key: &str) -> Option<(bool, &str)> {
+    match key.split_once(':')? {
+        ("user", name) => Some((false, name)),
+        ("group", name) => Some((true, name)),
+        _ => None,
+    }
+}
+
 /// Most member keys one [`MetadataStore::memberships`] call looks up (a user and their groups).
 pub const MAX_MEMBER_KEYS: usize = 1024;
 

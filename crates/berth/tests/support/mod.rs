@@ -297,15 +297,19 @@ impl SharedBackends {
     /// (fault proxies in front of them).
     pub fn env_via(&self, postgres: SocketAddr, s3: SocketAddr) -> Vec<(String, String)> {
         let pg = self.postgres_addr().to_string();
-        let s3_now = self.s3_addr().to_string();
-        self.env()
+        self.env_with_s3_endpoint(&format!("http://{s3}"))
             .into_iter()
-            .map(|(k, v)| match k.as_str() {
-                "BERTH_METADATA_URL" => (k, v.replacen(&pg, &postgres.to_string(), 1)),
-                "BERTH_STORAGE_URL" => (k, v.replacen(&s3_now, &s3.to_string(), 1)),
-                _ => (k, v),
-            })
+            .map(|(k, v)| if k == "BERTH_METADATA_URL" { (k, v.replacen(&pg, &postgres.to_string(), 1)) } else { (k, v) })
             .collect()
+    }
+
+    /// The environment with the S3 server reached at `endpoint` (`http://...` or `https://...`).
+    pub fn env_with_s3_endpoint(&self, endpoint: &str) -> Vec<(String, String)> {
+        let now = format!("http://{}", self.s3_addr());
+        let env: Vec<(String, String)> =
+            self.env().into_iter().map(|(k, v)| if k == "BERTH_STORAGE_URL" { (k, v.replacen(&now, endpoint, 1)) } else { (k, v) }).collect();
+        assert!(env.iter().any(|(_, v)| v.contains(endpoint)), "the storage URL does not name {now}: {env:?}");
+        env
     }
 
     /// The PostgreSQL server's address (the URL's host:port).

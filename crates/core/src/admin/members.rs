@@ -3,7 +3,7 @@
 //! logins of every replica within the generation poll.
 
 use berth_access::Role;
-use berth_meta::{member_key, MemberRecord};
+use berth_meta::{member_key, parse_member_key, MemberRecord};
 
 use super::rfc3339;
 use super::types::{MemberSpec, MemberView};
@@ -14,10 +14,10 @@ use crate::{Core, Error, Result};
 const MAX_GROUP_NAME: usize = 256;
 
 fn member_view(m: &MemberRecord) -> MemberView {
-    let (kind, name) = m.member.split_once(':').unwrap_or(("user", &m.member));
+    let (group, name) = parse_member_key(&m.member).unwrap_or((false, &m.member));
     MemberView {
         project: m.project.clone(),
-        kind: kind.to_owned(),
+        kind: if group { "group" } else { "user" }.to_owned(),
         name: name.to_owned(),
         role: m.role.clone(),
         created_at: rfc3339(m.created_at),
