@@ -19,6 +19,7 @@ use anyhow::{bail, Context};
 use berth_access::PermissionSpec;
 use berth_claims::RuleSpec;
 use berth_core::admin::types::*;
+use berth_identity::federation::provider::LoginSpec;
 use berth_identity::federation::{Preset, ProviderSpec};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
@@ -685,12 +686,17 @@ async fn set_disabled(c: &Client, name: &str, disabled: bool) -> anyhow::Result<
 pub enum IdpCommand {
     /// List identity providers.
     List,
-    /// Add an identity provider, from a preset (github, gitlab, forgejo, kubernetes) or generic.
+    /// Add an identity provider, from a preset or generic. Workloads (CI jobs, pods) need
+    /// --audience; people logging in need --client-id (the provider's login section).
     ///
     ///   berth idp add github --name github --audience registry.example.com
     ///   berth idp add gitlab --name corp-gitlab --instance https://gitlab.corp.example --audience registry.example.com
     ///   kubectl get --raw /openid/v1/jwks | berth idp add kubernetes --name my-cluster \
     ///       --issuer https://kubernetes.default.svc.cluster.local --audience registry.example.com --jwks-file -
+    ///   berth idp add keycloak --name corp --issuer https://kc.example.com/realms/acme \
+    ///       --client-id berth --client-secret-file secret.txt --admin-group registry-admins
+    ///   berth idp add authentik --name corp --instance https://auth.example.com --slug berth \
+    ///       --client-id berth --client-secret-file secret.txt --offline-access
     #[command(verbatim_doc_comment)]
     Add(Box<IdpAdd>),
     /// Replace an identity provider's settings (same options as `add`; options left out get
@@ -711,18 +717,28 @@ pub enum IdpCommand {
 /// `berth idp add` arguments.
 #[derive(Args, Debug)]
 pub struct IdpAdd {
-    /// github, gitlab, forgejo, kubernetes, or generic.
+    /// github, gitlab, forgejo, kubernetes (workloads); keycloak, authentik, google (people);
+    /// or generic.
     preset: String,
     #[arg(long)]
     name: String,
-    /// Accepted audience (the `aud` tokens are requested for). Repeatable; at least one.
-    #[arg(long = "audience", required = true)]
+    /// Accepted audience of workload tokens (the `aud` they are requested for). Repeatable; at
+    /// least one unless the provider is only for people (--client-id).
+    #[arg(long = "audience", required_unless_present = "client_id")]
     audiences: Vec<String>,
     #[arg(long)]
     issuer: Option<String>,
-    /// gitlab/forgejo: the instance URL.
+    /// gitlab/forgejo/keycloak/authentik: the instance URL.
     #[arg(long)]
     instance: Option<String>,
+    /// keycloak: the realm (issuer <instance>/realms/<realm>).
+    #[arg(long)]
+    realm: Option<String>,
+    /// authentik: the application's slug (issuer <instance>/application/o/<slug>/).
+    #[arg(long)]
+    slug: Option<String>,
+    #[command(flatten)]
+    login: IdpLogin,
     /// github: the GitHub Enterprise slug.
     #[arg(long)]
     enterprise_slug: Option<String>,
@@ -745,16 +761,103 @@ pub struct IdpAdd {
     clock_skew: Option<String>,
 }
 
+/// Human login through the provider (its `login` section; only with --client-id).
+#[derive(Args, Debug, Default)]
+pub struct IdpLogin {
+    /// Berth's client id at the provider: people can log in through it.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The client secret, from a file (- for standard input). Left out on update: the stored
+    /// secret stays.
+    #[arg(long, value_name = "FILE", requires = "client_id")]
+    client_secret_file: Option<String>,
+    /// Scopes to ask for (default: openid profile email). Repeatable.
+    #[arg(long = "scope", requires = "client_id")]
+    scopes: Vec<String>,
+    /// Ask for offline_access: Berth re-checks people's groups in the background with the
+    /// refresh token.
+    #[arg(long, requires = "client_id")]
+    offline_access: bool,
+    /// The claim that becomes the user name (default preferred_username).
+    #[arg(long, requires = "client_id")]
+    username_claim: Option<String>,
+    /// The claim with the groups (default groups).
+    #[arg(long, requires = "client_id")]
+    groups_claim: Option<String>,
+    /// as-is, strip-slash (Keycloak's /team → team; the keycloak preset's default) or last-segment.
+    #[arg(long, requires = "client_id")]
+    groups_format: Option<String>,
+    /// Members of this group are Berth administrators.
+    #[arg(long, requires = "client_id")]
+    admin_group: Option<String>,
+    /// Only people an administrator created with `berth user link` may log in.
+    #[arg(long, requires = "client_id")]
+    no_auto_onboard: bool,
+    /// Only people with a verified email in this domain may log in. Repeatable.
+    #[arg(long = "allowed-email-domain", requires = "client_id")]
+    allowed_email_domains: Vec<String>,
+    /// How often people are re-checked at the provider (default 1h).
+    #[arg(long, requires = "client_id")]
+    recheck_interval: Option<String>,
+    /// The login button's label (default the provider's name).
+    #[arg(long, requires = "client_id")]
+    display_name: Option<String>,
+}
+
+impl IdpLogin {
+    fn spec(self) -> anyhow::Result<Option<LoginSpec>> {
+        let Some(client_id) = self.client_id else { return Ok(None) };
+        let client_secret = match &self.client_secret_file {
+            Some(f) => Some(read_input(f)?.trim().to_owned()).filter(|s| !s.is_empty()),
+            None => None,
+        };
+        let groups_format = match self.groups_format.as_deref() {
+            None => None,
+            Some(f) => Some(serde_json::from_value(Value::String(f.to_owned())).map_err(|_| anyhow::anyhow!("unknown groups format {f:?}: use as-is, strip-slash or last-segment"))?),
+        };
+        Ok(Some(LoginSpec {
+            client_id,
+            client_secret,
+            client_secret_set: None,
+            scopes: if self.scopes.is_empty() { None } else { Some(self.scopes) },
+            offline_access: self.offline_access,
+            username_claim: self.username_claim,
+            groups_claim: self.groups_claim,
+            groups_format,
+            admin_group: self.admin_group,
+            auto_onboard: if self.no_auto_onboard { Some(false) } else { None },
+            allowed_email_domains: self.allowed_email_domains,
+            recheck_interval: self.recheck_interval,
+            display_name: self.display_name,
+        }))
+    }
+}
+
 /// The provider document of `berth idp add`/`update`.
 fn idp_spec(add: IdpAdd) -> anyhow::Result<ProviderSpec> {
-    let IdpAdd { preset, name, audiences, issuer, instance, enterprise_slug, jwks_file, jwks_uri, discovery_url, ca_cert, algorithms, max_token_lifetime, clock_skew } = add;
+    let IdpAdd {
+        preset,
+        name,
+        audiences,
+        issuer,
+        instance,
+        realm,
+        slug,
+        login,
+        enterprise_slug,
+        jwks_file,
+        jwks_uri,
+        discovery_url,
+        ca_cert,
+        algorithms,
+        max_token_lifetime,
+        clock_skew,
+    } = add;
     let preset = match preset.as_str() {
         "generic" => None,
-        "github" => Some(Preset::Github),
-        "gitlab" => Some(Preset::Gitlab),
-        "forgejo" => Some(Preset::Forgejo),
-        "kubernetes" => Some(Preset::Kubernetes),
-        other => bail!("unknown preset {other:?}: use github, gitlab, forgejo, kubernetes or generic"),
+        other => Some(other.parse::<Preset>().map_err(|_| {
+            anyhow::anyhow!("unknown preset {other:?}: use github, gitlab, forgejo, kubernetes, keycloak, authentik, google or generic")
+        })?),
     };
     let jwks = match jwks_file {
         // A file holding `null` gives no keys, as if --jwks-file were not given.
@@ -781,6 +884,9 @@ fn idp_spec(add: IdpAdd) -> anyhow::Result<ProviderSpec> {
         clock_skew,
         audit_claims: None,
         description: None,
+        realm,
+        slug,
+        login: login.spec()?,
     })
 }
 
@@ -1091,6 +1197,9 @@ mod tests {
             audiences: vec!["registry.example.com".into()],
             issuer: None,
             instance: None,
+            realm: None,
+            slug: None,
+            login: IdpLogin::default(),
             enterprise_slug: None,
             jwks_file: None,
             jwks_uri: None,
@@ -1123,7 +1232,39 @@ mod tests {
             assert_eq!(wire(&idp_spec(idp_add(preset)).unwrap())["preset"], json!(name));
         }
         let e = idp_spec(idp_add("azure")).unwrap_err().to_string();
-        assert_eq!(e, "unknown preset \"azure\": use github, gitlab, forgejo, kubernetes or generic");
+        assert_eq!(e, "unknown preset \"azure\": use github, gitlab, forgejo, kubernetes, keycloak, authentik, google or generic");
+        // People: the login section, the client secret read from a file.
+        let dir = std::env::temp_dir().join(format!("berth-idp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret.txt");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let spec = idp_spec(IdpAdd {
+            issuer: Some("https://kc.example.com/realms/acme".into()),
+            audiences: vec![],
+            login: IdpLogin {
+                client_id: Some("berth".into()),
+                client_secret_file: Some(secret.display().to_string()),
+                admin_group: Some("registry-admins".into()),
+                groups_format: Some("last-segment".into()),
+                offline_access: true,
+                no_auto_onboard: true,
+                ..IdpLogin::default()
+            },
+            ..idp_add("keycloak")
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            wire(&spec),
+            json!({"name": "ci", "preset": "keycloak", "issuer": "https://kc.example.com/realms/acme", "audiences": [], "login": {
+                "clientId": "berth", "clientSecret": "s3cret", "offlineAccess": true, "groupsFormat": "last-segment",
+                "adminGroup": "registry-admins", "autoOnboard": false}})
+        );
+        spec.resolve().unwrap();
+        let e = idp_spec(IdpAdd { login: IdpLogin { client_id: Some("b".into()), groups_format: Some("flat".into()), ..IdpLogin::default() }, ..idp_add("generic") })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown groups format"), "{e}");
     }
 
     /// `--json` prints the typed answer; it must be exactly what the server sent.

@@ -222,3 +222,37 @@ async fn commands_answer_with_the_application_error_kinds() {
     let filter = berth_core::admin::AuditFilter { since: Some("yesterday".into()), ..Default::default() };
     assert!(matches!(f.core.query_audit(&filter).await, Err(Error::Invalid(_))));
 }
+
+/// A login section's client secret: never shown by reads, kept by writes that leave it out
+/// (the same client), replaced by writes that give one, dropped when the client changes.
+#[tokio::test]
+async fn client_secrets_are_never_shown_and_survive_round_trips() {
+    let f = fixture().await;
+    let spec = |secret: Option<&str>, client: &str| -> ProviderSpec {
+        let mut login = json!({"clientId": client, "adminGroup": "admins"});
+        if let Some(s) = secret {
+            login["clientSecret"] = json!(s);
+        }
+        serde_json::from_value(json!({"name": "corp", "issuer": "https://kc.example/realms/acme", "login": login})).unwrap()
+    };
+    let stored_secret = |meta: Arc<SqliteStore>| async move {
+        let r = meta.get_identity_provider("corp").await.unwrap().unwrap();
+        r.config["login"]["clientSecret"].as_str().map(str::to_owned)
+    };
+    let view = f.core.create_identity_provider(&spec(Some("s1"), "berth")).await.unwrap();
+    let wire = serde_json::to_value(&view).unwrap();
+    assert_eq!(wire["spec"]["login"], json!({"clientId": "berth", "clientSecretSet": true, "adminGroup": "admins"}));
+    assert!(!wire.to_string().contains("s1"), "{wire}");
+    // What a read gives back, written again (berth idp update, an exported apply document).
+    let read_back: ProviderSpec = serde_json::from_value(wire["spec"].clone()).unwrap();
+    f.core.put_identity_provider("corp", &read_back).await.unwrap();
+    assert_eq!(stored_secret(f.meta.clone()).await.as_deref(), Some("s1"));
+    f.core.apply(&document(json!({"identityProviders": [wire["spec"].clone()]}))).await.unwrap();
+    assert_eq!(stored_secret(f.meta.clone()).await.as_deref(), Some("s1"));
+    f.core.put_identity_provider("corp", &spec(Some("s2"), "berth")).await.unwrap();
+    assert_eq!(stored_secret(f.meta.clone()).await.as_deref(), Some("s2"));
+    f.core.put_identity_provider("corp", &spec(None, "other-client")).await.unwrap();
+    assert_eq!(stored_secret(f.meta.clone()).await, None, "another client does not inherit the secret");
+    let listed = serde_json::to_value(f.core.list_identity_providers().await.unwrap()).unwrap();
+    assert_eq!(listed[0]["spec"]["login"]["clientSecretSet"], json!(false));
+}

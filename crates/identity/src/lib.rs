@@ -13,6 +13,11 @@ pub mod token;
 pub use federation::{FederatedIdentity, Federation, FederationError};
 pub use token::{RegistryClaims, TokenError, TokenIssuer, TokenOrigin};
 
+/// Compares two secrets (or their hashes) in time that does not depend on where they differ.
+pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// The unverified `iss` of a JWT, to tell registry tokens from federated ones before verifying
 /// anything. None when the token is not a JWT with a string `iss`.
 pub fn peek_issuer(token: &str) -> Option<String> {

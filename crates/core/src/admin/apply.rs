@@ -59,6 +59,11 @@ impl Core {
     /// already match. Any failure (a robot of an unknown project, ...) writes nothing. A static
     /// robot created by the document (or that had no secret) gets a fresh secret, reported once.
     pub async fn apply(&self, doc: &ApplyDocument) -> Result<ApplyReport> {
+        let mut doc = doc.clone();
+        for p in &mut doc.identity_providers {
+            self.keep_client_secret(p).await?;
+        }
+        let doc = &doc;
         let valid = validate_document(doc, self.stored_providers().await?)?;
         let now = now_secs();
         let projects: Vec<ProjectRecord> =

@@ -1,5 +1,8 @@
-//! Identity providers (workload identity federation): their documents, presets resolved, and
-//! the rule that two providers with one issuer must not share an audience.
+//! Identity providers (workload identity federation and human login): their documents, presets
+//! resolved, and the rule that two providers with one issuer must not share an audience. A login
+//! section's client secret is never shown by a read (`clientSecretSet` instead); a write that
+//! leaves it out keeps the stored one (same client id), so `berth apply` of an exported document
+//! does not erase it.
 
 use berth_identity::federation::{Provider, ProviderSpec, ProviderTest};
 use berth_meta::{DeleteOutcome, IdentityProviderRecord};
@@ -21,7 +24,10 @@ pub struct IdentityProviderTest {
 }
 
 pub(crate) fn idp_view(r: &IdentityProviderRecord) -> Result<IdentityProviderView> {
-    let spec: ProviderSpec = serde_json::from_value(r.config.clone()).map_err(|e| Error::internal("reading a stored identity provider", e))?;
+    let mut spec: ProviderSpec = serde_json::from_value(r.config.clone()).map_err(|e| Error::internal("reading a stored identity provider", e))?;
+    if let Some(l) = spec.login.as_mut() {
+        l.client_secret_set = Some(l.client_secret.take().is_some());
+    }
     let issuer = spec.resolve().map(|p| p.issuer).unwrap_or_else(|e| format!("(invalid: {e})"));
     Ok(IdentityProviderView { name: r.name.clone(), issuer, spec, created_at: rfc3339(r.created_at), updated_at: rfc3339(r.updated_at) })
 }
@@ -41,6 +47,24 @@ fn already_exists(name: &str) -> Error {
 }
 
 impl Core {
+    /// A provider document as written, with the stored client secret when the document leaves
+    /// it out and names the same client.
+    pub(crate) async fn keep_client_secret(&self, spec: &mut ProviderSpec) -> Result<()> {
+        let Some(login) = spec.login.as_mut() else { return Ok(()) };
+        login.client_secret_set = None;
+        if login.client_secret.is_some() {
+            return Ok(());
+        }
+        if let Some(r) = self.meta.get_identity_provider(&spec.name).await? {
+            if let Ok(ProviderSpec { login: Some(old), .. }) = serde_json::from_value::<ProviderSpec>(r.config) {
+                if old.client_id == login.client_id {
+                    login.client_secret = old.client_secret;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The stored identity providers, resolved (those that no longer resolve are skipped: they
     /// route no token).
     pub(crate) async fn stored_providers(&self) -> Result<Vec<(String, Provider)>> {
@@ -71,7 +95,11 @@ impl Core {
     /// by the store: of concurrent creates of one name exactly one succeeds) or another has its
     /// issuer and a shared audience.
     pub async fn create_identity_provider(&self, spec: &ProviderSpec) -> Result<IdentityProviderView> {
-        let (rec, resolved) = idp_record_resolved(spec)?;
+        let mut spec = spec.clone();
+        if let Some(l) = spec.login.as_mut() {
+            l.client_secret_set = None;
+        }
+        let (rec, resolved) = idp_record_resolved(&spec)?;
         if self.meta.get_identity_provider(&rec.name).await?.is_some() {
             return Err(already_exists(&rec.name));
         }
@@ -93,7 +121,9 @@ impl Core {
         if spec.name != name {
             return Err(Error::Invalid(format!("the body names identity provider {:?} but the URL {name:?}", spec.name)));
         }
-        let (rec, resolved) = idp_record_resolved(spec)?;
+        let mut spec = spec.clone();
+        self.keep_client_secret(&mut spec).await?;
+        let (rec, resolved) = idp_record_resolved(&spec)?;
         self.check_issuer(name, &resolved).await?;
         self.meta.put_identity_provider(&rec).await?;
         self.changed().await;

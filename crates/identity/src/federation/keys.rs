@@ -32,6 +32,8 @@ pub struct KeySnapshot {
     pub advertised: Option<Vec<Algorithm>>,
     /// Where they came from (for `idp test` and `token explain`).
     pub source: String,
+    /// The endpoints discovery advertised (human login), when there was discovery.
+    pub endpoints: Option<super::login::Endpoints>,
     pub fetched_at: Option<Instant>,
 }
 
@@ -64,7 +66,7 @@ impl KeyCache {
     pub fn new(p: &Provider) -> Result<KeyCache, KeyError> {
         let (current, client) = match &p.keys {
             KeySource::Static(set) => (
-                Some(Arc::new(KeySnapshot { keys: set.clone(), advertised: None, source: "static jwks".into(), fetched_at: None })),
+                Some(Arc::new(KeySnapshot { keys: set.clone(), advertised: None, source: "static jwks".into(), fetched_at: None, endpoints: None })),
                 None,
             ),
             _ => (None, Some(http_client(p.ca_pem.as_deref())?)),
@@ -94,6 +96,12 @@ impl KeyCache {
     /// in the last 30 s. Returns the (maybe unchanged) keys.
     pub async fn refetch_for_unknown_kid(&self) -> Result<Arc<KeySnapshot>, KeyError> {
         self.refresh(true).await
+    }
+
+    /// The HTTP client this provider is fetched with (its CA, timeouts, checked redirects);
+    /// None for static keys.
+    pub fn http(&self) -> Option<reqwest::Client> {
+        self.client.clone()
     }
 
     /// The last fetch error, if the last attempt failed.
@@ -165,9 +173,9 @@ impl KeyCache {
     /// the cache and by `berth idp test`.
     pub async fn fetch_now(&self) -> Result<KeySnapshot, KeyError> {
         let client = self.client.as_ref().ok_or_else(|| KeyError("static keys are never fetched".into()))?;
-        let (jwks_uri, advertised, source) = match &self.source {
+        let (jwks_uri, advertised, source, endpoints) = match &self.source {
             KeySource::Static(_) => return Err(KeyError("static keys are never fetched".into())),
-            KeySource::JwksUri(u) => (u.clone(), None, format!("jwks {u}")),
+            KeySource::JwksUri(u) => (u.clone(), None, format!("jwks {u}"), None),
             KeySource::Discovery(u) => {
                 let body = get_limited(client, u).await?;
                 let doc: serde_json::Value = serde_json::from_slice(&body)
@@ -188,12 +196,13 @@ impl KeyCache {
                 let advertised = doc.get("id_token_signing_alg_values_supported").and_then(|v| v.as_array()).map(|a| {
                     a.iter().filter_map(|x| x.as_str()).filter_map(|s| s.parse::<Algorithm>().ok()).collect::<Vec<_>>()
                 });
-                (jwks.clone(), advertised, format!("discovery {u} -> jwks {jwks}"))
+                let endpoints = super::login::Endpoints::from_discovery(&doc);
+                (jwks.clone(), advertised, format!("discovery {u} -> jwks {jwks}"), Some(endpoints))
             }
         };
         let body = get_limited(client, &jwks_uri).await?;
         let keys = berth_jose::parse_jwk_set(&body).map_err(|e| KeyError(format!("the JWKS at {jwks_uri} is not usable: {e}")))?;
-        Ok(KeySnapshot { keys, advertised, source, fetched_at: Some(Instant::now()) })
+        Ok(KeySnapshot { keys, advertised, source, fetched_at: Some(Instant::now()), endpoints })
     }
 }
 
@@ -211,7 +220,7 @@ fn redirect_policy() -> reqwest::redirect::Policy {
     })
 }
 
-fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, KeyError> {
+pub(crate) fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, KeyError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
@@ -248,7 +257,7 @@ async fn get_limited(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Key
 }
 
 /// reqwest's errors hide the cause (certificate problems, refused connections) in sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -15,6 +15,7 @@
 
 pub mod issuer;
 pub mod keys;
+pub mod login;
 pub mod provider;
 
 use std::collections::HashMap;
@@ -70,6 +71,13 @@ pub enum FederationError {
     NoRobotsMatched { provider: String },
     #[error("robot {robot:?} does not match your token (identity provider {provider:?}); log in with any other user name to use every robot that matches")]
     RobotNotMatched { robot: String, provider: String },
+    /// Human login: no such identity provider, or it has no `login` section.
+    #[error("{0}")]
+    NoLogin(String),
+    /// Human login: the ID token verified, but its claims do not make a person Berth lets in
+    /// (the message names the claim or setting).
+    #[error("{message} (identity provider {provider:?})")]
+    Person { provider: String, message: String },
     /// The metadata store does not answer; the token may be fine (retry later).
     #[error("the metadata store is unavailable: {0}")]
     StoreUnavailable(String),
@@ -97,6 +105,8 @@ impl FederationError {
             FederationError::Verification { kind, .. } => kind,
             FederationError::NoRobotsMatched { .. } => "no_robots_matched",
             FederationError::RobotNotMatched { .. } => "robot_not_matched",
+            FederationError::NoLogin(_) => "no_login",
+            FederationError::Person { .. } => "person_refused",
             FederationError::StoreUnavailable(_) => "store_unavailable",
             FederationError::Internal(_) => "internal",
         }
@@ -109,7 +119,7 @@ impl FederationError {
             FederationError::Keys(_) => {
                 "the signing keys of the token's issuer could not be fetched; try again later (the server log has the details)".into()
             }
-            FederationError::Verification { message, .. } => message.clone(),
+            FederationError::Verification { message, .. } | FederationError::Person { message, .. } => message.clone(),
             FederationError::NoRobotsMatched { .. } => {
                 "no robots matched your token; an administrator can see which rules failed with `berth token explain`".into()
             }
@@ -126,6 +136,7 @@ impl FederationError {
     pub fn provider(&self) -> Option<&str> {
         match self {
             FederationError::Verification { provider, .. }
+            | FederationError::Person { provider, .. }
             | FederationError::NoRobotsMatched { provider }
             | FederationError::RobotNotMatched { provider, .. } => Some(provider),
             _ => None,
@@ -472,6 +483,90 @@ impl Federation {
         berth_jose::parse_claims(&verified.payload).map_err(|e| verification(&p.name, &e))
     }
 
+    /// The identity providers people can log in through: (name, button label), by name.
+    pub async fn login_providers(&self) -> Result<Vec<(String, String)>, FederationError> {
+        let snap = self.current().await?;
+        let mut v: Vec<(String, String)> = snap
+            .providers
+            .iter()
+            .filter_map(|p| p.provider.login.as_ref().map(|l| (p.provider.name.clone(), l.display_name.clone())))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// A provider people log in through, with its endpoints (from discovery, fetched through
+    /// the key cache) and an HTTP client for it.
+    pub async fn login_provider(&self, name: &str) -> Result<LoginProvider, FederationError> {
+        let snap = self.current().await?;
+        let state = snap.providers.iter().find(|p| p.provider.name == name && p.provider.login.is_some()).ok_or_else(|| {
+            FederationError::NoLogin(format!("there is no identity provider {name:?} for human login (`berth idp list` shows those with a login section)"))
+        })?;
+        let keys = state.keys.get().await.map_err(|e| FederationError::Keys(e.0))?;
+        let endpoints = keys.endpoints.clone().unwrap_or_default();
+        let http = state.keys.http().ok_or_else(|| FederationError::Internal("a login provider without an HTTP client".into()))?;
+        Ok(LoginProvider { provider: state.provider.clone(), endpoints, http })
+    }
+
+    /// Verifies an ID token of a login provider: the same signature checks as workload tokens,
+    /// then issuer, audience = the client id, `azp` (required when there are several audiences,
+    /// and then the client id), lifetime, and the `nonce` of the authorization request when one
+    /// is expected. Returns the person it describes.
+    pub async fn verify_id_token(&self, provider: &str, token: &str, nonce: Option<&str>) -> Result<login::Person, FederationError> {
+        self.verify_id_token_at(provider, token, nonce, unix_now()).await
+    }
+
+    pub async fn verify_id_token_at(&self, provider: &str, token: &str, nonce: Option<&str>, now: u64) -> Result<login::Person, FederationError> {
+        let snap = self.current().await?;
+        let state = snap
+            .providers
+            .iter()
+            .find(|p| p.provider.name == provider && p.provider.login.is_some())
+            .ok_or_else(|| FederationError::NoLogin(format!("there is no identity provider {provider:?} for human login")))?;
+        let p = &state.provider;
+        let Some(l) = p.login.as_ref() else { return Err(FederationError::NoLogin(provider.to_owned())) };
+        let claims = self.verify_token(state, token, now).await?;
+        let audiences = [l.client_id.clone()];
+        let policy = berth_jose::claims::Policy { issuer: &p.issuer, audiences: &audiences, max_lifetime: p.max_lifetime, clock_skew: p.clock_skew, now };
+        berth_jose::claims::validate(&claims, &policy).map_err(|e| FederationError::Verification { provider: p.name.clone(), kind: e.kind(), message: e.to_string() })?;
+        let refuse = |kind: &'static str, message: String| FederationError::Verification { provider: p.name.clone(), kind, message };
+        let several = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+        match claims.get("azp") {
+            Some(Value::String(azp)) if *azp == l.client_id => {}
+            None if !several => {}
+            Some(other) => return Err(refuse("azp", format!("the ID token was issued to {other} (azp), not to Berth's client {:?}", l.client_id))),
+            None => return Err(refuse("azp", "the ID token has several audiences and no `azp` naming Berth's client".into())),
+        }
+        if let Some(expected) = nonce {
+            match claims.get("nonce").and_then(Value::as_str) {
+                Some(n) if crate::secret_eq(n.as_bytes(), expected.as_bytes()) => {}
+                Some(_) => return Err(refuse("nonce", "the ID token's nonce is not the one of this login (a replayed or foreign token)".into())),
+                None => return Err(refuse("nonce", "the ID token has no nonce, but this login sent one".into())),
+            }
+        }
+        let mut person = login::person(p, l, &claims).map_err(|e| FederationError::Person { provider: p.name.clone(), message: e.0 })?;
+        person.issuer = p.issuer.clone();
+        Ok(person)
+    }
+
+    /// When a Bearer token is an ID token of a login provider (its issuer is the provider's and
+    /// its audiences hold the provider's client id), that provider's name. Nothing is verified.
+    pub async fn login_provider_for_token(&self, token: &str) -> Option<String> {
+        let (_, claims) = berth_jose::peek_claims(token, &self.limits).ok()?;
+        let iss = claims.get("iss")?.as_str()?;
+        let auds: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let snap = self.current().await.ok()?;
+        let idx = snap.by_issuer.get(normalize_issuer(iss))?;
+        idx.iter()
+            .map(|i| &snap.providers[*i].provider)
+            .find(|p| p.login.as_ref().is_some_and(|l| auds.contains(&l.client_id.as_str())))
+            .map(|p| p.name.clone())
+    }
+
     /// `berth token explain`: every step for one token, without stopping at the first failure
     /// where later steps still say something useful.
     pub async fn explain(&self, token: &str) -> Explanation {
@@ -573,7 +668,7 @@ impl Federation {
         let p = spec.resolve()?;
         let cache = KeyCache::new(&p).map_err(|e| e.0)?;
         let snapshot = match &p.keys {
-            provider::KeySource::Static(set) => KeySnapshot { keys: set.clone(), advertised: None, source: "static jwks".into(), fetched_at: None },
+            provider::KeySource::Static(set) => KeySnapshot { keys: set.clone(), advertised: None, source: "static jwks".into(), fetched_at: None, endpoints: None },
             _ => cache.fetch_now().await.map_err(|e| e.0)?,
         };
         Ok(ProviderTest {
@@ -590,6 +685,20 @@ impl Federation {
             algorithms: effective_algorithms(&p, &snapshot).iter().map(|a| a.to_string()).collect(),
             audiences: p.audiences.clone(),
         })
+    }
+}
+
+/// A provider people log in through, ready for the protocol steps of [`login`].
+#[derive(Debug, Clone)]
+pub struct LoginProvider {
+    pub provider: Provider,
+    pub endpoints: login::Endpoints,
+    pub http: reqwest::Client,
+}
+
+impl LoginProvider {
+    pub fn login(&self) -> &provider::LoginConfig {
+        self.provider.login.as_ref().expect("a login provider has a login section")
     }
 }
 

@@ -1,6 +1,8 @@
 //! Identity providers: the document an admin writes (API, CLI, `berth apply`), its presets
-//! (`github`, `gitlab`, `forgejo`, `kubernetes`), and its validation into a [`Provider`] that the
-//! verifier uses. No IO.
+//! (workloads: `github`, `gitlab`, `forgejo`, `kubernetes`; people: `keycloak`, `authentik`,
+//! `google`, and `gitlab` again), and its validation into a [`Provider`] that the verifier uses.
+//! A provider serves workload federation (robots match its tokens' claims), human login (its
+//! `login` section: an OpenID client of Berth's), or both. No IO.
 
 use std::time::Duration;
 
@@ -28,6 +30,14 @@ pub enum Preset {
     Forgejo,
     /// A Kubernetes cluster's service-account issuer, usually with static keys (`jwks`).
     Kubernetes,
+    /// Keycloak, for people: `<instance>/realms/<realm>`. Its groups come as paths
+    /// (`/team-demo`) unless its mapper's "Full group path" is off: the default
+    /// `groupsFormat` is `strip-slash`.
+    Keycloak,
+    /// authentik, for people: `<instance>/application/o/<slug>/`.
+    Authentik,
+    /// Google accounts, for people: `https://accounts.google.com` (no groups claim).
+    Google,
 }
 
 impl Preset {
@@ -37,7 +47,19 @@ impl Preset {
             Preset::Gitlab => "gitlab",
             Preset::Forgejo => "forgejo",
             Preset::Kubernetes => "kubernetes",
+            Preset::Keycloak => "keycloak",
+            Preset::Authentik => "authentik",
+            Preset::Google => "google",
         }
+    }
+
+    /// Every preset, in the order help texts list them.
+    pub const ALL: [Preset; 7] =
+        [Preset::Github, Preset::Gitlab, Preset::Forgejo, Preset::Kubernetes, Preset::Keycloak, Preset::Authentik, Preset::Google];
+
+    /// Whether the preset is meant for people (human login) rather than workloads.
+    pub fn for_people(self) -> bool {
+        matches!(self, Preset::Keycloak | Preset::Authentik | Preset::Google)
     }
 
     /// The claims recorded in the audit log for tokens of this platform.
@@ -50,6 +72,7 @@ impl Preset {
                 "kubernetes.io.serviceaccount.name",
                 "kubernetes.io.pod.name",
             ],
+            Preset::Keycloak | Preset::Authentik | Preset::Google => &["preferred_username", "email"],
         }
     }
 }
@@ -57,13 +80,9 @@ impl Preset {
 impl std::str::FromStr for Preset {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "github" => Ok(Preset::Github),
-            "gitlab" => Ok(Preset::Gitlab),
-            "forgejo" => Ok(Preset::Forgejo),
-            "kubernetes" => Ok(Preset::Kubernetes),
-            other => Err(format!("unknown preset {other:?} (use github, gitlab, forgejo or kubernetes)")),
-        }
+        Preset::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            format!("unknown preset {s:?} (use github, gitlab, forgejo, kubernetes, keycloak, authentik or google)")
+        })
     }
 }
 
@@ -81,10 +100,18 @@ pub struct ProviderSpec {
     /// `github` preset: the GitHub Enterprise slug (issuer gets `/<slug>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enterprise_slug: Option<String>,
-    /// `gitlab` and `forgejo` presets: the instance URL (`https://gitlab.example.com`).
+    /// `gitlab`, `forgejo`, `keycloak` and `authentik` presets: the instance URL
+    /// (`https://gitlab.example.com`, `https://kc.example.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
-    /// A token must carry at least one of these in `aud`. Required.
+    /// `keycloak` preset: the realm (issuer `<instance>/realms/<realm>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+    /// `authentik` preset: the application's slug (issuer `<instance>/application/o/<slug>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+    /// A workload token must carry at least one of these in `aud`. Required unless the provider
+    /// is for human login only (it has `login` and no robots use it).
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Where the OIDC discovery document is; default `{issuer}/.well-known/openid-configuration`.
@@ -115,6 +142,164 @@ pub struct ProviderSpec {
     pub audit_claims: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Human login through this provider: Berth is an OpenID client of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<LoginSpec>,
+}
+
+/// How group names from the provider become Berth's group names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupsFormat {
+    /// As sent.
+    AsIs,
+    /// Without one leading `/` (Keycloak's full paths: `/team-demo` → `team-demo`,
+    /// `/dept/team` → `dept/team`).
+    StripSlash,
+    /// The last path segment (`/dept/team` → `team`).
+    LastSegment,
+}
+
+impl GroupsFormat {
+    pub fn apply(self, group: &str) -> String {
+        match self {
+            GroupsFormat::AsIs => group.to_owned(),
+            GroupsFormat::StripSlash => group.strip_prefix('/').unwrap_or(group).to_owned(),
+            GroupsFormat::LastSegment => group.trim_end_matches('/').rsplit('/').next().unwrap_or(group).to_owned(),
+        }
+    }
+}
+
+/// Human login through an identity provider, as written by an admin (the `login` section).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoginSpec {
+    /// Berth's client id at the provider; ID tokens must be issued to it (`aud`, `azp`).
+    pub client_id: String,
+    /// The client secret (confidential client). The admin API never shows it: reading a provider
+    /// gives `clientSecretSet` instead, and writing a provider without it keeps the stored one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// Set by Berth on reads: whether a client secret is stored. Ignored on writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_set: Option<bool>,
+    /// Scopes asked for; default `openid profile email` (`openid` is always added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Also ask for `offline_access`: the provider gives a refresh token, with which Berth
+    /// re-checks the person's groups and account in the background.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offline_access: bool,
+    /// The claim that becomes the user name; default `preferred_username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// The claim with the person's groups (a list of strings, or one string); default `groups`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    /// `as-is`, `strip-slash` or `last-segment`; default `strip-slash` with the keycloak preset,
+    /// else `as-is`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_format: Option<GroupsFormat>,
+    /// Members of this group (after `groupsFormat`) are Berth administrators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_group: Option<String>,
+    /// Whether a person who never logged in becomes a user at their first login (default true);
+    /// when false an administrator creates the user first (`berth user link`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_onboard: Option<bool>,
+    /// When set, only people whose verified email is in one of these domains may log in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_email_domains: Vec<String>,
+    /// How often people with a refresh token are re-checked at the provider; default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recheck_interval: Option<String>,
+    /// The label of the login button ("Log in with <displayName>"); default the provider's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// Default `recheckInterval`.
+pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest `recheckInterval` (tests use it; a provider should not be polled harder).
+pub const MIN_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Most groups kept from one login (the rest are dropped with a warning in the log).
+pub const MAX_GROUPS: usize = 512;
+/// Longest group name kept.
+pub const MAX_GROUP_NAME: usize = 256;
+
+/// A validated `login` section.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// With `openid` first, and `offline_access` when asked.
+    pub scopes: Vec<String>,
+    pub offline_access: bool,
+    pub username_claim: String,
+    pub groups_claim: String,
+    pub groups_format: GroupsFormat,
+    pub admin_group: Option<String>,
+    pub auto_onboard: bool,
+    /// Lowercase, without a leading `@`.
+    pub allowed_email_domains: Vec<String>,
+    pub recheck_interval: Duration,
+    pub display_name: String,
+}
+
+impl LoginSpec {
+    fn resolve(&self, provider: &str, preset: Option<Preset>) -> Result<LoginConfig, String> {
+        let client_id = self.client_id.trim().to_owned();
+        if client_id.is_empty() || client_id.len() > 255 {
+            return Err(format!("identity provider {provider:?}: login.clientId must be 1-255 characters"));
+        }
+        let mut scopes = vec!["openid".to_owned()];
+        let asked = self.scopes.clone().unwrap_or_else(|| vec!["profile".into(), "email".into()]);
+        for s in asked.iter().flat_map(|s| s.split_whitespace()) {
+            if !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+                return Err(format!("identity provider {provider:?}: scope {s:?} has characters a scope cannot have"));
+            }
+            if !scopes.iter().any(|x| x == s) {
+                scopes.push(s.to_owned());
+            }
+        }
+        if self.offline_access && !scopes.iter().any(|x| x == "offline_access") {
+            scopes.push("offline_access".into());
+        }
+        let claim = |field: &str, v: &Option<String>, default: &str| -> Result<String, String> {
+            let c = v.as_deref().unwrap_or(default).trim().to_owned();
+            if c.is_empty() || c.len() > 128 {
+                return Err(format!("identity provider {provider:?}: login.{field} must be a claim name of 1-128 characters"));
+            }
+            Ok(c)
+        };
+        let recheck_interval = parse_duration("login.recheckInterval", &self.recheck_interval, DEFAULT_RECHECK_INTERVAL)?;
+        if recheck_interval < MIN_RECHECK_INTERVAL {
+            return Err(format!("identity provider {provider:?}: login.recheckInterval must be at least 1s"));
+        }
+        let mut domains = Vec::new();
+        for d in &self.allowed_email_domains {
+            let d = d.trim().trim_start_matches('@').to_ascii_lowercase();
+            if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')) {
+                return Err(format!("identity provider {provider:?}: {d:?} in login.allowedEmailDomains is not a domain name"));
+            }
+            domains.push(d);
+        }
+        let default_format = if preset == Some(Preset::Keycloak) { GroupsFormat::StripSlash } else { GroupsFormat::AsIs };
+        Ok(LoginConfig {
+            client_id,
+            client_secret: self.client_secret.clone().filter(|s| !s.is_empty()),
+            scopes,
+            offline_access: self.offline_access,
+            username_claim: claim("usernameClaim", &self.username_claim, "preferred_username")?,
+            groups_claim: claim("groupsClaim", &self.groups_claim, "groups")?,
+            groups_format: self.groups_format.unwrap_or(default_format),
+            admin_group: self.admin_group.clone().map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()),
+            auto_onboard: self.auto_onboard.unwrap_or(true),
+            allowed_email_domains: domains,
+            recheck_interval,
+            display_name: self.display_name.clone().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).unwrap_or_else(|| provider.to_owned()),
+        })
+    }
 }
 
 /// Where a provider's keys come from.
@@ -143,6 +328,8 @@ pub struct Provider {
     pub max_lifetime: Duration,
     pub clock_skew: Duration,
     pub audit_claims: Vec<String>,
+    /// Human login through this provider.
+    pub login: Option<LoginConfig>,
 }
 
 impl Provider {
@@ -239,6 +426,15 @@ impl ProviderSpec {
             (Some(Preset::Kubernetes), None) => {
                 return Err("the kubernetes preset needs `issuer` (the cluster's service-account issuer, `kubectl get --raw /.well-known/openid-configuration`)".into())
             }
+            (Some(Preset::Keycloak), None) => match (&self.instance, &self.realm) {
+                (Some(i), Some(r)) => format!("{}/realms/{}", normalize_issuer(i.trim()), r.trim()),
+                _ => return Err("the keycloak preset needs `instance` (the Keycloak URL) and `realm`, or `issuer` (`<instance>/realms/<realm>`)".into()),
+            },
+            (Some(Preset::Authentik), None) => match (&self.instance, &self.slug) {
+                (Some(i), Some(s)) => format!("{}/application/o/{}/", normalize_issuer(i.trim()), s.trim()),
+                _ => return Err("the authentik preset needs `instance` (the authentik URL) and `slug` (the application's slug), or `issuer` (`<instance>/application/o/<slug>/`)".into()),
+            },
+            (Some(Preset::Google), None) => "https://accounts.google.com".into(),
             (None, None) => return Err("`issuer` is required (or use a preset)".into()),
         };
         let issuer = normalize_issuer(&issuer).to_owned();
@@ -251,15 +447,22 @@ impl ProviderSpec {
             }
         })?;
         let audiences: Vec<String> = self.audiences.iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
-        if audiences.is_empty() {
+        if audiences.is_empty() && self.login.is_none() {
             return Err(format!(
-                "identity provider {:?} needs at least one audience (the `aud` its tokens are requested for, usually your registry's host name)",
+                "identity provider {:?} needs at least one audience (the `aud` its tokens are requested for, usually your registry's host name), or a `login` section for human login",
                 self.name
             ));
         }
+        let login = self.login.as_ref().map(|l| l.resolve(&self.name, self.preset)).transpose()?;
         let sources = [self.jwks.is_some(), self.jwks_uri.is_some(), self.discovery_url.is_some()];
         if sources.iter().filter(|s| **s).count() > 1 {
             return Err("give at most one of `jwks`, `jwksUri` and `discoveryUrl`".into());
+        }
+        if login.is_some() && (self.jwks.is_some() || self.jwks_uri.is_some()) {
+            return Err(format!(
+                "identity provider {:?}: human login needs OIDC discovery (its endpoints); drop `jwks`/`jwksUri` (use `discoveryUrl` if discovery is elsewhere)",
+                self.name
+            ));
         }
         let keys = if let Some(jwks) = &self.jwks {
             let text = match jwks {
@@ -316,6 +519,7 @@ impl ProviderSpec {
             max_lifetime,
             clock_skew,
             audit_claims,
+            login,
         })
     }
 }
