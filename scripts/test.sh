@@ -102,6 +102,7 @@ log "S3 test server at $TEST_S3_ENDPOINT"
 # BERTH_TEST_POSTGRES_URL (which overrides the file when a caller sets it): see above.
 "$ROOT/scripts/postgres.sh" || die "could not start the PostgreSQL test server (scripts/postgres.sh)"
 # --- end of the PostgreSQL block ---------------------------------------------------------------
+"$ROOT/scripts/oidc.sh" || die "could not install the OpenID test provider (scripts/oidc.sh: nodejs, npm ci in scripts/oidc)"
 
 # --- The tests -------------------------------------------------------------------------------
 # The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them
