@@ -281,6 +281,11 @@ fn set_hash_memory(cfg: &Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: limits.password_hash_memory_kib: {e}"))
 }
 
+/// The user `admin` as the bootstrap creates it.
+fn new_admin(password_hash: String) -> UserRecord {
+    UserRecord { name: "admin".into(), password_hash, admin: true, created_at: berth_identity::clock::now_secs(), ..UserRecord::default() }
+}
+
 /// Creates `admin` on first start; applies BERTH_ADMIN_PASSWORD when it is set.
 async fn bootstrap_admin(meta: &dyn MetadataStore, configured: Option<&str>, listen: &str) -> anyhow::Result<()> {
     let existing = meta.get_user("admin").await?;
@@ -297,7 +302,7 @@ async fn bootstrap_admin(meta: &dyn MetadataStore, configured: Option<&str>, lis
         (Some(_), None) => {}
         (None, Some(pw)) => {
             let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await?;
+            meta.put_user(&new_admin(hash)).await?;
             tracing::info!("created user admin with the configured password");
         }
         (None, None) => {
@@ -318,7 +323,7 @@ async fn bootstrap_admin(meta: &dyn MetadataStore, configured: Option<&str>, lis
                 tracing::warn!("there is no user admin; set BERTH_ADMIN_PASSWORD to create it");
                 return Ok(());
             }
-            meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await?;
+            meta.put_user(&new_admin(hash)).await?;
             println!("==================================================================");
             println!(" Berth created the user \"admin\" with this generated password:");
             println!();
@@ -492,8 +497,13 @@ async fn user(cfg: &Config, cmd: UserCommand, json: bool) -> anyhow::Result<()> 
             }
             let (meta, _) = open_existing_stores(cfg).await?;
             let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
-            let disabled = meta.get_user(&name).await?.is_some_and(|u| u.disabled);
-            meta.put_user(&UserRecord { name: name.clone(), password_hash: hash, admin, disabled }).await?;
+            // An existing user keeps everything else (disabled, its OpenID identity, groups, times).
+            let user = match meta.get_user(&name).await? {
+                Some(u) => UserRecord { password_hash: hash, admin, ..u },
+                None => UserRecord { name: name.clone(), password_hash: hash, admin, created_at: berth_identity::clock::now_secs(), ..UserRecord::default() },
+            };
+            let disabled = user.disabled;
+            meta.put_user(&user).await?;
             println!("user {name} saved{}{}", if admin { " (admin)" } else { "" }, if disabled { " (still disabled: berth user enable)" } else { "" });
         }
         UserCommand::List => {

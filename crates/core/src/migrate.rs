@@ -2,17 +2,20 @@
 //! PostgreSQL + S3, or back, or any other pair.
 //!
 //! What moves: every table of [`berth_meta::Table`] (settings, among them the registry's
-//! signing key, so tokens and passwords keep working; users; projects, identity providers and
-//! robots with their secret hashes; blob records and links; manifests with their references;
-//! tags; the audit log with its ids) and every blob the metadata names. What does not: upload
-//! sessions (a client restarts an upload that was running) and failed-login counters.
+//! signing key, so tokens and passwords keep working; users with their OpenID identities and
+//! groups, and the tokens issued to them; projects, members, identity providers and robots with
+//! their secret hashes; blob records and links; manifests with their references; tags; the audit
+//! log with its ids) and every blob the metadata names. What does not: upload sessions (a client
+//! restarts an upload that was running), failed-login counters and logins in progress.
 //!
 //! How, in order:
 //! 1. Table by table in import order (parents first), page by page in key order: the source
 //!    exports a page, the destination prunes the rows of the page's key range that the page does
 //!    not hold (rows the source deleted since an earlier run), then imports the page (upserts,
 //!    times and ids kept). So after a whole pass the destination equals the source as read, and
-//!    a rerun writes only what changed.
+//!    a rerun writes only what changed. A row that refers to a later row of its own table (a
+//!    token whose parent token sorts after it) is deferred by the destination and imported
+//!    again once the walk of its table is over.
 //! 2. For blobs the same, plus the bytes: a blob the destination has no record of is streamed
 //!    from the source's object into a destination upload through a
 //!    [`ResumableHasher`](berth_oci::ResumableHasher) (never whole in memory), its digest is
@@ -30,7 +33,7 @@
 //! its server may keep running; a rerun catches up what changed meanwhile (then stop writes to
 //! the source and run once more before switching).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,6 +276,7 @@ fn count_of(counts: &RowCounts, table: Table) -> u64 {
     match table {
         Table::Settings => counts.settings,
         Table::Users => counts.users,
+        Table::Tokens => counts.tokens,
         Table::Projects => counts.projects,
         Table::Members => counts.members,
         Table::IdentityProviders => counts.identity_providers,
@@ -337,12 +341,15 @@ async fn copy_table(
     progress.phase(&format!("copying {}", table.name().replace('_', " ")), Some(total), Unit::Rows);
     let mut t = TableReport { table: table.name(), ..TableReport::default() };
     let limit = options.page_rows.max(1);
+    let dst_err = |e| err("destination metadata", format!("writing {}: {e}", table.name()));
     let mut after: Option<RowKey> = None;
+    // Rows the destination deferred: they refer to a row of their table that a later page brings
+    // (a token whose parent token sorts after it).
+    let mut deferred: Vec<ExportRow> = Vec::new();
     loop {
         let rows = src.meta.export(table, after.as_ref(), limit).await.map_err(|e| err("source metadata", format!("reading {}: {e}", table.name())))?;
         let keys: Vec<RowKey> = rows.iter().map(ExportRow::key).collect();
         let upto = page_end(&keys, limit);
-        let dst_err = |e| err("destination metadata", format!("writing {}: {e}", table.name()));
         let pruned = dst.meta.prune(table, after.as_ref(), upto.as_ref(), &keys).await.map_err(dst_err)?;
         t.removed += pruned.removed;
         let outcome = dst.meta.import(&rows).await.map_err(dst_err)?;
@@ -350,11 +357,33 @@ async fn copy_table(
         t.skipped += outcome.skipped.len() as u64;
         note_skipped(report, outcome.skipped, progress);
         progress.advance(rows.len() as u64);
+        let waiting: HashSet<RowKey> = outcome.deferred.into_iter().collect();
+        deferred.extend(rows.into_iter().filter(|r| waiting.contains(&r.key())));
         match upto {
             Some(k) => after = Some(k),
-            None => return Ok(t),
+            None => break,
         }
     }
+    // Once the walk is over, the deferred rows again, while that writes some of them.
+    while !deferred.is_empty() {
+        let mut still = Vec::new();
+        for chunk in deferred.chunks(limit as usize) {
+            let outcome = dst.meta.import(chunk).await.map_err(dst_err)?;
+            t.rows += outcome.imported;
+            t.skipped += outcome.skipped.len() as u64;
+            note_skipped(report, outcome.skipped, progress);
+            let waiting: HashSet<RowKey> = outcome.deferred.into_iter().collect();
+            still.extend(chunk.iter().filter(|r| waiting.contains(&r.key())).cloned());
+        }
+        if still.len() == deferred.len() {
+            t.skipped += still.len() as u64;
+            let lines = still.iter().map(|r| format!("{} {:?}: a row it refers to is not at the source any more", table.name(), r.key())).collect();
+            note_skipped(report, lines, progress);
+            break;
+        }
+        deferred = still;
+    }
+    Ok(t)
 }
 
 /// Runs `work`, reporting the bytes `counter` counts to `progress` every 200 ms meanwhile (and

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use berth_blob::{BlobStore, ByteStream, Committed, FsBlobStore, NameStream, ObjectReader, PartWritten};
 use berth_core::backends::{BlobEngine, MetadataEngine};
 use berth_core::migrate::{self, Destination, MigrateOptions, Stores};
-use berth_meta::{AuditEvent, ExportRow, MetadataStore, Table, NewManifest, Page, ProjectRecord, RobotRecord, SqliteStore, UserRecord};
+use berth_meta::{AuditEvent, ExportRow, MetadataStore, NewManifest, Page, ProjectRecord, RobotRecord, SqliteStore, Table, TokenKind, TokenRecord, UserIdentity, UserRecord};
 use berth_oci::{manifest, Algorithm, Digest, Reference, RepoName, ResumableHasher, Tag};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
@@ -169,7 +169,36 @@ async fn populate(dir: &Path) -> (Installation, Vec<Digest>) {
     push_image(&*meta, &repo("team/tool"), (&digests[4], sizes[4]), &[(&digests[1], sizes[1])], &[tag("1.0")], 2_003).await;
     meta.init_setting("registry_signing_key", "-----BEGIN PRIVATE KEY-----\ntest\n-----END PRIVATE KEY-----\n").await.unwrap();
     meta.init_setting("bootstrap_admin_hash", "$argon2id$test").await.unwrap();
-    meta.put_user(&UserRecord { name: "admin".into(), password_hash: "$argon2id$admin".into(), admin: true, disabled: false }).await.unwrap();
+    meta.put_user(&UserRecord { name: "admin".into(), password_hash: "$argon2id$admin".into(), admin: true, disabled: false, ..UserRecord::default() }).await.unwrap();
+    // A person from an OpenID provider with a login, its helper credential (whose id sorts
+    // before the login's: a later page brings its parent) and a personal token.
+    let person = UserRecord {
+        name: "dana".into(),
+        identity: Some(UserIdentity { provider: "idp".into(), issuer: "https://id.example".into(), subject: "dana".into() }),
+        email: Some("dana@example.org".into()),
+        groups: vec!["devs".into()],
+        created_at: 90,
+        last_login_at: Some(95),
+        ..UserRecord::default()
+    };
+    assert!(meta.create_user(&person).await.unwrap());
+    let token = |id: &str, kind: TokenKind, parent: Option<&str>| TokenRecord {
+        id: id.into(),
+        user: "dana".into(),
+        kind,
+        name: kind.as_str().into(),
+        secret_hash: format!("hash-{id}"),
+        parent: parent.map(Into::into),
+        scope: None,
+        created_at: 96,
+        expires_at: Some(10_000),
+        last_used_at: None,
+        refresh_token: (kind == TokenKind::Cli).then(|| "refresh".to_owned()),
+        checked_at: None,
+    };
+    for t in [token("tok-z", TokenKind::Cli, None), token("tok-c", TokenKind::Helper, Some("tok-z")), token("tok-m", TokenKind::Personal, None)] {
+        meta.create_token(&t).await.unwrap();
+    }
     meta.create_project(&ProjectRecord { name: "lib".into(), public: true, created_at: 100 }).await.unwrap();
     meta.put_robot(&RobotRecord {
         name: "robot$lib+ci".into(),
@@ -234,6 +263,9 @@ async fn assert_copied(src: &Stores, dst: &Stores, digests: &[Digest]) {
     }
     assert_eq!(dst.meta.get_setting("registry_signing_key").await.unwrap(), src.meta.get_setting("registry_signing_key").await.unwrap());
     assert_eq!(dst.meta.list_robots(None).await.unwrap(), src.meta.list_robots(None).await.unwrap());
+    assert_eq!(dst.meta.list_users().await.unwrap(), src.meta.list_users().await.unwrap());
+    assert_eq!(dst.meta.list_tokens("dana", &[]).await.unwrap(), src.meta.list_tokens("dana", &[]).await.unwrap());
+    assert_eq!(dst.meta.get_token("tok-c").await.unwrap().and_then(|t| t.parent).as_deref(), Some("tok-z"));
     assert_eq!(dst.meta.get_upload("upload-in-flight").await.unwrap(), None, "uploads stay behind");
     assert_eq!(dst.meta.login_failures("addr:192.0.2.1", 3_000).await.unwrap(), 0, "login failures stay behind");
 }
@@ -261,6 +293,8 @@ async fn copies_everything_and_a_rerun_copies_nothing() {
     assert!(report.verification.counts.iter().all(|c| c.source == c.destination), "{:?}", report.verification.counts);
     let tags = report.tables.iter().find(|t| t.table == "tags").unwrap();
     assert_eq!(tags.rows, 4);
+    let tokens = report.tables.iter().find(|t| t.table == "user_tokens").unwrap();
+    assert_eq!((tokens.rows, tokens.skipped), (3, 0), "a helper before its login is imported after the walk");
     assert!(report.skipped_rows.is_empty(), "{:?}", report.skipped_rows);
     assert_copied(&src, &dst, &digests).await;
     assert_eq!(migrate::destination_state(&src, &dst).await.unwrap(), Destination::CopyOfSource);

@@ -1,7 +1,8 @@
 //! The metadata store: repositories, blob records and their links to repositories, manifests
-//! (raw bytes + what validation extracted), tags, upload sessions, local users and settings; and,
-//! for workload identity federation, projects, robot accounts, identity providers, the audit log
-//! and failed-login counters.
+//! (raw bytes + what validation extracted), tags, upload sessions, users (local, or onboarded
+//! from an OpenID provider), the tokens Berth issues to users, logins in progress and settings;
+//! and, for workload identity federation, projects, project members, robot accounts, identity
+//! providers, the audit log and failed-login counters.
 //!
 //! One narrow trait, [`MetadataStore`], with two backends that run the same test suite in full
 //! (the module `testsuite`: compiled for this crate's own tests, and for other crates' tests with
@@ -32,9 +33,10 @@
 //!   [`MetaError::Conflict`] naming the missing one), a robot has a static secret or a provider but
 //!   not both, and a project or provider is not deleted while robots refer to it
 //!   ([`DeleteOutcome::InUse`]).
-//! - Every change to them, and to local users, increases the
-//!   [federation generation](MetadataStore::federation_generation) in the same transaction; each
-//!   process keeps a compiled snapshot (and login caches) and reloads it when the generation moves.
+//! - Every change to them, to users (and their groups) and every deletion of a user's token
+//!   increases the [federation generation](MetadataStore::federation_generation) in the same
+//!   transaction; each process keeps a compiled snapshot (and login caches) and reloads it when
+//!   the generation moves.
 //! - The audit log is appended in batches and queried newest first with exact filters
 //!   ([`AuditQuery`]); the failed-login counters count per opaque key and fixed window.
 
@@ -166,16 +168,164 @@ pub enum UploadClaim {
     Unknown,
 }
 
-/// A local user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user: a person with a local password, or one onboarded from an OpenID provider (then
+/// identified by its issuer and subject, never by name or email alone), or both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserRecord {
     pub name: String,
-    /// PHC string (argon2id).
+    /// PHC string (argon2id); empty: the user has no password (people from an OpenID provider).
     pub password_hash: String,
     pub admin: bool,
     /// A disabled user never logs in; the record (and its hash) stays, so enabling it again
     /// needs no new password.
     pub disabled: bool,
+    /// The OpenID identity this user logs in with; unique over all users.
+    pub identity: Option<UserIdentity>,
+    pub email: Option<String>,
+    /// The groups the identity provider reported at the last login or re-check, as Berth names
+    /// them (after the provider's group-name mapping), sorted, without duplicates (the store
+    /// sorts and deduplicates what it is given).
+    pub groups: Vec<String>,
+    pub created_at: UnixTime,
+    pub last_login_at: Option<UnixTime>,
+}
+
+/// `groups` sorted, without duplicates: what [`UserRecord::groups`] holds (bytewise order, as
+/// the stores compare names).
+pub(crate) fn normalized_groups(groups: &[String]) -> Vec<String> {
+    let mut sorted = groups.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+}
+
+/// The refusal of a write that would link `identity` to a second user (`holder` has it).
+pub(crate) fn identity_taken(identity: &UserIdentity, holder: &str) -> MetaError {
+    MetaError::Conflict(format!(
+        "the identity {:?} of {} is already linked to user {holder:?}",
+        identity.subject, identity.issuer
+    ))
+}
+
+/// Tokens of an import whose parent is neither in the store nor in the import: deferred when the
+/// parent sorts after them (a later page of the walk brings it), else skipped (see
+/// [`MetadataStore::import`]).
+pub(crate) fn wait_for_parents(outcome: &mut ImportOutcome, orphans: &[&TokenRecord]) {
+    for t in orphans {
+        match &t.parent {
+            Some(parent) if *parent > t.id => outcome.deferred.push(RowKey::Name(t.id.clone())),
+            parent => outcome.skipped.push(format!("token {:?}: its parent token {parent:?} is not here", t.id)),
+        }
+    }
+}
+
+/// The refusal of a login in progress beyond [`MetadataStore::put_auth_request`]'s bound.
+pub(crate) fn too_many_logins(max_pending: u64) -> MetaError {
+    MetaError::Conflict(format!("{max_pending} logins are in progress already, the most this registry holds at once; try again later"))
+}
+
+/// Who a person is at an OpenID provider.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserIdentity {
+    /// The identity provider's name in Berth (where to re-check the user).
+    pub provider: String,
+    /// The `iss` of its ID tokens, as the provider sends it.
+    pub issuer: String,
+    /// The `sub` of its ID tokens.
+    pub subject: String,
+}
+
+/// What a token (a credential Berth issued to a user) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// A personal access token, created by its user with a name and an expiry.
+    Personal,
+    /// The credential of a `berth login` (the CLI's session).
+    Cli,
+    /// A browser session (the cookie of the web login).
+    Web,
+    /// A short-lived registry password handed out by the credential helper, derived from a
+    /// `Cli` token (its parent).
+    Helper,
+}
+
+impl TokenKind {
+    pub const ALL: [TokenKind; 4] = [TokenKind::Personal, TokenKind::Cli, TokenKind::Web, TokenKind::Helper];
+    /// Its name in the store and on the wire: `personal`, `cli`, `web`, `helper`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Personal => "personal",
+            TokenKind::Cli => "cli",
+            TokenKind::Web => "web",
+            TokenKind::Helper => "helper",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        TokenKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A credential Berth issued to a user. Only a hash of its secret is stored. Its `Debug` shows
+/// neither that hash nor the refresh token.
+#[derive(Clone, PartialEq)]
+pub struct TokenRecord {
+    /// Public, random, unique id (letters and digits); part of the token's text, shown in lists.
+    pub id: String,
+    pub user: String,
+    pub kind: TokenKind,
+    /// Chosen by the user for personal tokens ("laptop"), else a description ("berth login").
+    pub name: String,
+    /// Lowercase hex SHA-256 of the secret part (the secret is 256 random bits, so a fast hash
+    /// is enough; compared in constant time above the store).
+    pub secret_hash: String,
+    /// A token deleted with this one (a helper credential's login).
+    pub parent: Option<String>,
+    /// A restriction to projects and actions (JSON validated by higher layers); None: all the
+    /// user's access.
+    pub scope: Option<serde_json::Value>,
+    pub created_at: UnixTime,
+    /// None: no expiry (only when the administrator's maximum allows it).
+    pub expires_at: Option<UnixTime>,
+    pub last_used_at: Option<UnixTime>,
+    /// The identity provider's refresh token of the login that made this token (`Cli`, `Web`),
+    /// used to re-check the user's groups and account in the background.
+    pub refresh_token: Option<String>,
+    /// When the user was last re-checked at the identity provider through this token.
+    pub checked_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("user", &self.user)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("secret_hash", &"<redacted>")
+            .field("parent", &self.parent)
+            .field("scope", &self.scope)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field("checked_at", &self.checked_at)
+            .finish()
+    }
+}
+
+/// A login in progress (an OpenID authorization request waiting for its callback, a device
+/// authorization waiting for the person): transient, shared by replicas, single use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthRequest {
+    /// Random (the `state` of an authorization request, a handle of a device authorization).
+    pub id: String,
+    /// What it is (`web`, `device`, ...), for higher layers.
+    pub kind: String,
+    /// Whatever the flow needs to finish (nonce, PKCE verifier, where to return, ...).
+    pub data: serde_json::Value,
+    pub created_at: UnixTime,
+    /// From this time on (`expires_at <= now`) it is gone for every method (as if deleted).
+    pub expires_at: UnixTime,
 }
 
 /// A project: the first component of repository names.
@@ -375,18 +525,24 @@ pub struct GcReport {
 // ---- export and import (`berth migrate`) ----
 
 /// A table that an export walks, in the order an import writes them (a row's parents first:
-/// projects and identity providers before robots, blob records before their links, manifests
-/// before their tags). Transient state has no table here and is never copied: upload sessions
-/// (a client restarts an upload that was running) and failed-login counters (they only matter
-/// for their window); nor is the federation generation, a counter every process only compares
-/// with itself (an import increases the destination's, so that its replicas reload).
+/// users before their tokens, projects and identity providers before robots, blob records before
+/// their links, manifests before their tags). Transient state has no table here and is never
+/// copied: upload sessions (a client restarts an upload that was running), failed-login counters
+/// (they only matter for their window) and logins in progress (`auth_requests`: a person whose
+/// login was running starts it again); nor is the federation generation, a counter every process
+/// only compares with itself (an import increases the destination's, so that its replicas
+/// reload).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
     /// Key-value settings, among them the registry's signing key (`registry_signing_key`: tokens
     /// and logins keep working after a move) and `bootstrap_admin_hash`. Key: the setting's key.
     Settings,
-    /// Local users with their password hashes. Key: the name.
+    /// Users with their password hashes, OpenID identities and groups. Key: the name.
     Users,
+    /// The tokens Berth issued to users (`user_tokens`), with their secret and refresh tokens.
+    /// Key: the id. A token may refer to a parent token that sorts after it: see
+    /// [`MetadataStore::import`].
+    Tokens,
     /// Key: the name.
     Projects,
     /// Key: the name.
@@ -410,9 +566,10 @@ pub enum Table {
 
 impl Table {
     /// Every table, in import order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Settings,
         Table::Users,
+        Table::Tokens,
         Table::Projects,
         Table::Members,
         Table::IdentityProviders,
@@ -429,6 +586,7 @@ impl Table {
         match self {
             Table::Settings => "settings",
             Table::Users => "users",
+            Table::Tokens => "user_tokens",
             Table::Projects => "projects",
             Table::Members => "project_members",
             Table::IdentityProviders => "identity_providers",
@@ -448,7 +606,8 @@ impl Table {
 /// keys lie in a range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RowKey {
-    /// Settings, users, projects, identity providers, robots (their name or key); blobs (digest).
+    /// Settings, users, projects, identity providers, robots (their name or key); tokens (their
+    /// id); blobs (digest).
     Name(String),
     /// Blob links and manifests (repository, digest); tags (repository, tag).
     Pair(String, String),
@@ -507,6 +666,7 @@ pub struct TagExport {
 pub enum ExportRow {
     Setting { key: String, value: String },
     User(UserRecord),
+    Token(TokenRecord),
     Project(ProjectRecord),
     Member(MemberRecord),
     IdentityProvider(IdentityProviderRecord),
@@ -524,6 +684,7 @@ impl ExportRow {
         match self {
             ExportRow::Setting { .. } => Table::Settings,
             ExportRow::User(_) => Table::Users,
+            ExportRow::Token(_) => Table::Tokens,
             ExportRow::Project(_) => Table::Projects,
             ExportRow::Member(_) => Table::Members,
             ExportRow::IdentityProvider(_) => Table::IdentityProviders,
@@ -541,6 +702,7 @@ impl ExportRow {
         match self {
             ExportRow::Setting { key, .. } => RowKey::Name(key.clone()),
             ExportRow::User(u) => RowKey::Name(u.name.clone()),
+            ExportRow::Token(t) => RowKey::Name(t.id.clone()),
             ExportRow::Project(p) => RowKey::Name(p.name.clone()),
             ExportRow::Member(m) => RowKey::Pair(m.project.clone(), m.member.clone()),
             ExportRow::IdentityProvider(p) => RowKey::Name(p.name.clone()),
@@ -560,10 +722,15 @@ pub struct ImportOutcome {
     /// Rows written (created or brought to the exported state).
     pub imported: u64,
     /// Rows not written because a row they need is missing here (a link whose blob record, a tag
-    /// whose manifest, a robot whose project or provider is not in this store), one line each.
-    /// Only a source that changed between the pages of an export causes this; the next run
-    /// copies them.
+    /// whose manifest, a robot whose project or provider, a member whose project, a token whose
+    /// user or parent token (one sorting before it) is not in this store), one line each. Only a
+    /// source that changed between the pages of an export causes this; the next run copies them.
     pub skipped: Vec<String>,
+    /// Rows not written *yet*: they refer to a row of their own table that is not here but sorts
+    /// after them, so a later page of the same walk brings it (a token whose parent token has a
+    /// greater id). The caller imports these rows again once the walk of their table is over
+    /// (and again while that writes some of them); what is still deferred then is skipped.
+    pub deferred: Vec<RowKey>,
     /// Storage keys of imported blob records that were not stored because this store already
     /// had a record of that digest (its own key stays): the caller deletes those objects.
     pub unused_keys: Vec<String>,
@@ -583,6 +750,8 @@ pub struct PruneOutcome {
 pub struct RowCounts {
     pub settings: u64,
     pub users: u64,
+    /// The tokens issued to users.
+    pub tokens: u64,
     pub projects: u64,
     pub members: u64,
     pub identity_providers: u64,
@@ -604,10 +773,11 @@ pub struct RowCounts {
 
 impl RowCounts {
     /// Each count with its name, in import order.
-    pub fn entries(&self) -> [(&'static str, u64); 15] {
+    pub fn entries(&self) -> [(&'static str, u64); 16] {
         [
             ("settings", self.settings),
             ("users", self.users),
+            ("user_tokens", self.tokens),
             ("projects", self.projects),
             ("project_members", self.members),
             ("identity_providers", self.identity_providers),
@@ -720,20 +890,88 @@ pub trait MetadataStore: Send + Sync + 'static {
     // ---- users ----
 
     //
-    // Every change to a user increases the federation generation in the same transaction, so the
-    // login caches of every replica (keyed by it) drop a changed password, a disabled user or a
-    // deleted one within their polling interval. The store never lets a write remove the last
-    // enabled admin: a `put_user` or `delete_user` that would leave no enabled admin while there
-    // was one is a [`MetaError::Conflict`] and changes nothing.
+    // Every change to a user increases the federation generation in the same transaction (but a
+    // login's `update_user_login` that leaves the groups as they were), so the login caches of
+    // every replica (keyed by it) drop a changed password, a disabled user or a deleted one within
+    // their polling interval. The store never lets a write remove the last enabled admin: a
+    // `put_user` or `delete_user` that would leave no enabled admin while there was one is a
+    // [`MetaError::Conflict`] and changes nothing. An OpenID identity (issuer and subject) links
+    // at most one user: a write that would link it to a second one is a [`MetaError::Conflict`]
+    // naming the user that has it, and changes nothing.
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
-    /// Creates the user, or replaces its hash and its admin and disabled flags.
+    /// Creates the user, or replaces every field of an existing one but its creation time (which
+    /// it keeps). Callers that change some fields of a stored user pass the rest as read.
     async fn put_user(&self, user: &UserRecord) -> Result<()>;
     /// All users, by name.
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
-    /// Deletes a user; false if there was none.
+    /// Deletes a user, and its tokens with it; false if there was none.
     async fn delete_user(&self, name: &str) -> Result<bool>;
     async fn count_users(&self) -> Result<u64>;
+    /// The user linked to this OpenID identity (issuer compared exactly, as stored).
+    async fn get_user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>>;
+    /// Creates a user only if no user has its name (false: the name is taken, nothing changed).
+    /// An identity already linked to another user is a [`MetaError::Conflict`] naming that user
+    /// (checked first: even when the name is taken too). Moves the federation generation when it
+    /// creates.
+    async fn create_user(&self, user: &UserRecord) -> Result<bool>;
+    /// After a login or a background re-check at the identity provider: sets the user's groups
+    /// (and email, when given) and `last_login_at` (when given) without touching anything else
+    /// (a concurrent admin change is not lost). Moves the federation generation only if the
+    /// groups changed. Returns the updated record; None if there is no such user.
+    async fn update_user_login(&self, name: &str, groups: &[String], email: Option<&str>, last_login_at: Option<UnixTime>) -> Result<Option<UserRecord>>;
+
+    // ---- tokens: credentials Berth issued to users ----
+    //
+    // Deleting a user deletes its tokens; deleting a token deletes the tokens whose parent it is.
+
+    /// Stores a new token. Its user (and parent, if any) must exist, else [`MetaError::Conflict`]
+    /// naming what is missing; a parent of another user and an id already used are Conflicts
+    /// too. Does not move the generation (nothing lost access).
+    async fn create_token(&self, token: &TokenRecord) -> Result<()>;
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    /// A user's tokens of the given kinds (all kinds if empty), oldest first (then by id).
+    async fn list_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<Vec<TokenRecord>>;
+    /// Deletes a token and its children (false: no such token). Moves the federation generation,
+    /// so every replica's caches drop it at once.
+    async fn delete_token(&self, id: &str) -> Result<bool>;
+    /// Deletes all of a user's tokens of the given kinds (all if empty), with their children; how
+    /// many went (children counted). Moves the generation if any went.
+    async fn delete_user_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<u64>;
+    /// Sets `last_used_at` to `now`, never back (replicas' clocks differ; callers throttle this).
+    /// Nothing happens for an unknown token. No generation move.
+    async fn touch_token(&self, id: &str, now: UnixTime) -> Result<()>;
+    /// After a re-check at the identity provider: sets the refresh token (it may rotate; the
+    /// value given is stored, None included, and a token without one is no longer re-checked)
+    /// and `checked_at`. No generation move. False: no such token.
+    async fn update_token_check(&self, id: &str, refresh_token: Option<&str>, checked_at: UnixTime) -> Result<bool>;
+    /// Tokens holding a refresh token whose `checked_at` (or, never checked, `created_at`) is
+    /// before `before` and that have not expired at `now`, oldest check first (then by id), at
+    /// most `limit`.
+    async fn tokens_to_check(&self, before: UnixTime, now: UnixTime, limit: u32) -> Result<Vec<TokenRecord>>;
+    /// Deletes tokens expired at `now` (`expires_at <= now`), with their children; how many went
+    /// (children counted). No generation move (expired tokens are refused anyway). Large prunes
+    /// are done in several short transactions.
+    async fn prune_tokens(&self, now: UnixTime) -> Result<u64>;
+
+    // ---- logins in progress ----
+
+    /// Stores a login in progress; false (nothing changed) if an unexpired request has its id
+    /// (an expired one is replaced). Refused with [`MetaError::Conflict`] when `max_pending`
+    /// unexpired requests exist already (a bound on what anonymous callers can make the store
+    /// hold); the count and the insert are one transaction that concurrent puts from any process
+    /// wait for, so the bound is exact.
+    async fn put_auth_request(&self, request: &AuthRequest, max_pending: u64, now: UnixTime) -> Result<bool>;
+    /// An unexpired request.
+    async fn get_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>>;
+    /// Replaces an unexpired request's data (a device authorization that was approved); false:
+    /// none (expired, taken, never existed).
+    async fn update_auth_request(&self, id: &str, data: &serde_json::Value, now: UnixTime) -> Result<bool>;
+    /// Removes and returns an unexpired request, atomically: of concurrent takers (any process)
+    /// exactly one gets it, so a replayed `state` finds nothing.
+    async fn take_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>>;
+    /// Deletes requests expired at `now`; how many went.
+    async fn prune_auth_requests(&self, now: UnixTime) -> Result<u64>;
 
     // ---- key-value settings (the registry's signing key, ...) ----
 
@@ -889,18 +1127,26 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// - A manifest's references are replaced by the row's; a repository row is created when
     ///   needed; an audit event keeps its id (later appends get higher ids) and its names.
     /// - A row whose parent is missing here (link → blob record, tag → manifest, robot →
-    ///   project or provider) is skipped and reported, not an error.
-    /// - Users are written without the last-admin rule (they are a copy); a write to users,
-    ///   projects, providers or robots increases the federation generation once.
+    ///   project or provider, member → project, token → user) is skipped and reported, not an
+    ///   error.
+    /// - Tokens are written after the other rows of `rows`, parents before children whatever
+    ///   their order in `rows`. A token whose parent is neither here nor among `rows` is deferred
+    ///   ([`ImportOutcome::deferred`]) when the parent's id sorts after its own (a later page of
+    ///   the walk brings it), else skipped.
+    /// - Users are written without the last-admin rule (they are a copy). A user's identity
+    ///   moves to it from another user that has it here (that row is the destination's old
+    ///   state: it is brought to the source's, or removed, when the walk gets to it).
+    /// - A write to users, tokens, projects, members, providers or robots increases the
+    ///   federation generation once.
     async fn import(&self, rows: &[ExportRow]) -> Result<ImportOutcome>;
 
     /// Deletes, in one transaction, the rows of `table` whose key is after `after` (None: from
     /// the first) and at most `upto` (None: to the last) and not in `keep`: the rows a source's
     /// page covering that range no longer has. Rows that cannot exist without a removed row go
-    /// with it (a removed blob record's links; a manifest's tags and references; a project's or
-    /// provider's robots; an event's names). Returns the storage keys of removed blob records,
-    /// whose objects the caller deletes. A `RowKey` of another shape than `table`'s is a
-    /// [`MetaError::Conflict`].
+    /// with it (a removed blob record's links; a manifest's tags and references; a project's
+    /// robots and members; a provider's robots; a user's tokens; a token's children; an event's
+    /// names). Returns the storage keys of removed blob records, whose objects the caller
+    /// deletes. A `RowKey` of another shape than `table`'s is a [`MetaError::Conflict`].
     async fn prune(&self, table: Table, after: Option<&RowKey>, upto: Option<&RowKey>, keep: &[RowKey]) -> Result<PruneOutcome>;
 
     /// The blob records of these digests that exist, whatever repository links them (in no

@@ -40,14 +40,22 @@
 //!   do: its re-check after waiting sees the row's newest version but evaluates the sub-query on
 //!   its old snapshot (the test `collection_on_one_replica_never_takes_a_pushed_blob` fails with
 //!   it: a stored manifest's blob loses its link).
-//! - **One lock for the federation state**: every write to projects, robots, identity providers
-//!   or users first locks the single `federation_generation` row (`FOR UPDATE`), which it bumps
-//!   in the same transaction when it changed something. Those writes are rare, so serialising
-//!   them costs nothing, and it makes the cross-row rules exact under concurrency: the "last
-//!   enabled admin" check (two replicas each disabling one of two admins cannot both pass it),
-//!   the references a robot needs (no project is deleted between the check and the insert),
-//!   `apply`'s compare-with-stored, and one bump per change. Nothing else takes that lock, and
+//! - **One lock for the federation state**: every write to projects, members, robots, identity
+//!   providers or users (a login's `update_user_login` included) and every deletion of a user's
+//!   tokens first locks the single `federation_generation` row (`FOR UPDATE`), which it bumps in
+//!   the same transaction when it changed something. Those writes are rare, so serialising them
+//!   costs nothing, and it makes the cross-row rules exact under concurrency: the "last enabled
+//!   admin" check (two replicas each disabling one of two admins cannot both pass it), one user
+//!   per OpenID identity (checked, then written), the references a robot needs (no project is
+//!   deleted between the check and the insert), `apply`'s compare-with-stored, a login's "did
+//!   the groups change", and one bump per change. Nothing else takes that lock, and
 //!   `federation_generation()` is a plain read that never waits for it.
+//! - **Tokens and logins in progress**: `create_token` checks its user and parent and inserts
+//!   (`ON CONFLICT DO NOTHING` on the id); a delete of either that comes between is caught by the
+//!   insert's foreign-key check, which waits for it. `put_auth_request` takes a transaction-level
+//!   advisory lock of its own, so the puts of every replica run one at a time and the bound on
+//!   pending requests is exact; `take_auth_request` is one `DELETE .. RETURNING` (of concurrent
+//!   takers the first deletes the row, the others re-check it after waiting and find it gone).
 //!
 //! SERIALIZABLE would also be correct, but it needs every transaction retried on serialization
 //! failures, and its predicate locks on the hot paths (every manifest put reads links) make
@@ -86,9 +94,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Postgres, QueryBuilder, Row, Transaction};
 
 use crate::{
-    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord,
-    ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer, Result,
-    RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
+    identity_taken, normalized_groups, too_many_logins, wait_for_parents, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AuthRequest, BlobCommit,
+    BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord, ImportOutcome, ManifestExport, ManifestRecord, MemberRecord,
+    MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer, Result, RobotRecord, RowCounts, RowKey, Table, TagExport,
+    TokenKind, TokenRecord, UnixTime, UploadClaim, UploadRecord, UserIdentity, UserRecord, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
 };
 
 #[cfg(any(test, feature = "testsuite"))]
@@ -104,6 +113,8 @@ const GC_BATCH: i64 = 500;
 const PRUNE_BATCH: i64 = 5000;
 /// Robots named in an "in use" message (the rest are counted).
 const IN_USE_NAMES: i64 = 5;
+/// Expired tokens (each with its children) deleted per statement by `prune_tokens`.
+const TOKEN_PRUNE_BATCH: i64 = 1000;
 /// How often a transaction that failed with a deadlock or serialization failure is tried.
 const TX_ATTEMPTS: u32 = 5;
 /// The statement that begins every transaction.
@@ -485,7 +496,46 @@ pub(crate) const SQL_GET_UPLOAD: &str = "SELECT repo, created, updated, \"offset
 const ROBOT_COLUMNS: &str =
     "name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at";
 
-const USER_COLUMNS: &str = "name, password_hash, admin, disabled";
+/// The columns [`user_from_row`] reads, in the order [`upsert_user`] and `create_user` bind them.
+const USER_COLUMNS: &str = "name, password_hash, admin, disabled, idp_provider, idp_issuer, idp_subject, email, groups, created_at, last_login_at";
+
+pub(crate) const SQL_USER_BY_IDENTITY: &str = "SELECT name, password_hash, admin, disabled, idp_provider, idp_issuer, idp_subject, email, groups, \
+     created_at, last_login_at FROM users WHERE idp_issuer = $1 AND idp_subject = $2";
+
+/// The columns [`token_from_row`] reads, in the order [`insert_token`] binds them.
+const TOKEN_COLUMNS: &str =
+    "id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, refresh_token, checked_at";
+
+pub(crate) const SQL_GET_TOKEN: &str = "SELECT id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, \
+     refresh_token, checked_at FROM user_tokens WHERE id = $1";
+
+/// A user's tokens of some kinds: the index `(user_name, created_at, id)` walked in order.
+pub(crate) const SQL_LIST_TOKENS: &str = "SELECT id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, \
+     refresh_token, checked_at FROM user_tokens WHERE user_name = $1 AND kind = ANY($2::text[]) ORDER BY created_at, id";
+
+/// The partial index `user_tokens_to_check` walked in order.
+pub(crate) const SQL_TOKENS_TO_CHECK: &str = "SELECT id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, \
+     refresh_token, checked_at FROM user_tokens WHERE refresh_token IS NOT NULL AND COALESCE(checked_at, created_at) < $1 \
+     AND (expires_at IS NULL OR expires_at > $2) ORDER BY COALESCE(checked_at, created_at), id LIMIT $3";
+
+/// One batch of `prune_tokens`: the oldest expired tokens, by the expiry index.
+pub(crate) const SQL_EXPIRED_TOKENS: &str = "SELECT id FROM user_tokens WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2";
+
+/// The children of some tokens, by the parent index.
+pub(crate) const SQL_TOKEN_CHILDREN: &str = "SELECT id FROM user_tokens WHERE parent = ANY($1::text[])";
+
+/// Some tokens by id (the primary key).
+pub(crate) const SQL_DELETE_TOKENS: &str = "DELETE FROM user_tokens WHERE id = ANY($1::text[])";
+
+/// The columns [`auth_request_from_row`] reads.
+const AUTH_REQUEST_COLUMNS: &str = "id, kind, data, created_at, expires_at";
+
+pub(crate) const SQL_GET_AUTH_REQUEST: &str = "SELECT id, kind, data, created_at, expires_at FROM auth_requests WHERE id = $1 AND expires_at > $2";
+
+/// The transaction-level advisory lock that `put_auth_request` takes (the two-`int4` key space,
+/// which sqlx's migration lock, a single `bigint`, does not share): puts from every replica run
+/// one at a time, so the count of pending requests and the insert see the same rows.
+const AUTH_REQUEST_LOCK: (i32, i32) = (0x6265_7274, 1); // "bert", 1
 
 /// The id of `repo`, creating the row if needed.
 async fn repo_id_for_write(conn: &mut PgConnection, repo: &RepoName) -> R<i64> {
@@ -520,8 +570,9 @@ async fn upsert_link(conn: &mut PgConnection, repo_id: i64, digest: &Digest, now
     Ok(())
 }
 
-/// Locks the generation row: every write to projects, robots, identity providers or users takes
-/// it first (module docs), so those writes run one at a time.
+/// Locks the generation row: every write to projects, members, robots, identity providers or
+/// users, and every deletion of tokens, takes it first (module docs), so those writes run one at
+/// a time.
 async fn lock_federation(conn: &mut PgConnection) -> R<()> {
     sqlx::query("SELECT generation FROM federation_generation WHERE id = 1 FOR UPDATE").execute(&mut *conn).await?;
     Ok(())
@@ -764,20 +815,174 @@ impl PostgresStore {
         if !user.admin || user.disabled {
             refuse_last_admin(&mut tx, &user.name, "disable it or take its admin rights").await?;
         }
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, admin, disabled) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
-             disabled = excluded.disabled",
-        )
+        refuse_identity_taken(&mut tx, user).await?;
+        upsert_user(&mut tx, user, &normalized_groups(&user.groups), false).await?;
+        bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_user_tx(&self, user: &UserRecord) -> R<bool> {
+        let mut tx = self.begin().await?;
+        lock_federation(&mut tx).await?;
+        refuse_identity_taken(&mut tx, user).await?;
+        let groups = normalized_groups(&user.groups);
+        let created = sqlx::query(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (name) DO NOTHING"
+        ))
         .bind(&user.name)
         .bind(&user.password_hash)
         .bind(user.admin)
         .bind(user.disabled)
+        .bind(user.identity.as_ref().map(|i| i.provider.as_str()))
+        .bind(user.identity.as_ref().map(|i| i.issuer.as_str()))
+        .bind(user.identity.as_ref().map(|i| i.subject.as_str()))
+        .bind(user.email.as_deref())
+        .bind(json_strings(groups.iter().map(String::as_str)))
+        .bind(user.created_at)
+        .bind(user.last_login_at)
         .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(created)
+    }
+
+    async fn update_user_login_tx(&self, name: &str, groups: &[String], email: Option<&str>, last_login_at: Option<UnixTime>) -> R<Option<UserRecord>> {
+        let mut tx = self.begin().await?;
+        // Like every write to users (module docs): the groups read here are the ones replaced.
+        lock_federation(&mut tx).await?;
+        let stored: Option<String> = sqlx::query_scalar("SELECT groups FROM users WHERE name = $1").bind(name).fetch_optional(&mut *tx).await?;
+        let Some(stored) = stored else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let stored: Vec<String> = serde_json::from_str(&stored).map_err(|e| MetaError::Corrupt(format!("stored groups of user {name:?}: {e}")))?;
+        let row = sqlx::query(&format!(
+            "UPDATE users SET groups = $2, email = COALESCE($3, email), last_login_at = COALESCE($4, last_login_at) \
+             WHERE name = $1 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(json_strings(groups.iter().map(String::as_str)))
+        .bind(email)
+        .bind(last_login_at)
+        .fetch_one(&mut *tx)
         .await?;
-        bump_generation(&mut tx).await?;
+        let user = user_from_row(&row)?;
+        if stored != groups {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    async fn create_token_tx(&self, token: &TokenRecord) -> R<()> {
+        let mut tx = self.begin().await?;
+        check_token_refs(&mut tx, token).await?;
+        // The user or the parent deleted between the check and the insert: the insert's foreign
+        // key check waits for that delete and then fails.
+        let created = match insert_token(&mut tx, token, false).await {
+            Err(Failure::Sql(e)) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503") => {
+                return Err(MetaError::Conflict(format!("user {:?} or the parent token was deleted meanwhile", token.user)).into());
+            }
+            other => other?,
+        };
+        if !created {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict(format!("a token with the id {:?} exists already", token.id)).into());
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn delete_token_tx(&self, id: &str) -> R<bool> {
+        let mut tx = self.begin().await?;
+        lock_federation(&mut tx).await?;
+        // Its children go with it (ON DELETE CASCADE, down to every descendant).
+        let deleted = sqlx::query("DELETE FROM user_tokens WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected() > 0;
+        if deleted {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_user_tokens_tx(&self, user: &str, kinds: &[TokenKind]) -> R<u64> {
+        let mut tx = self.begin().await?;
+        lock_federation(&mut tx).await?;
+        let roots: Vec<String> = sqlx::query_scalar("SELECT id FROM user_tokens WHERE user_name = $1 AND kind = ANY($2::text[])")
+            .bind(user)
+            .bind(kind_names(kinds))
+            .fetch_all(&mut *tx)
+            .await?;
+        let removed = delete_tokens_with_children(&mut tx, roots).await?;
+        if removed > 0 {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(removed)
+    }
+
+    /// One batch of `prune_tokens`: how many expired tokens it found, and how many tokens went.
+    async fn prune_tokens_tx(&self, now: UnixTime) -> R<(usize, u64)> {
+        let mut tx = self.begin().await?;
+        let roots: Vec<String> = sqlx::query_scalar(SQL_EXPIRED_TOKENS).bind(now).bind(TOKEN_PRUNE_BATCH).fetch_all(&mut *tx).await?;
+        let found = roots.len();
+        let removed = delete_tokens_with_children(&mut tx, roots).await?;
+        tx.commit().await?;
+        Ok((found, removed))
+    }
+
+    async fn put_auth_request_tx(&self, request: &AuthRequest, max_pending: u64, now: UnixTime) -> R<bool> {
+        let max = i64::try_from(max_pending).unwrap_or(i64::MAX);
+        let mut tx = self.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)").bind(AUTH_REQUEST_LOCK.0).bind(AUTH_REQUEST_LOCK.1).execute(&mut *tx).await?;
+        let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_requests WHERE id = $1 AND expires_at > $2)")
+            .bind(&request.id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM auth_requests WHERE expires_at > $1 LIMIT $2) p")
+            .bind(now)
+            .bind(max)
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending >= max {
+            tx.rollback().await?;
+            return Err(too_many_logins(max_pending).into());
+        }
+        // An expired request of the same id is gone for every method: it is replaced.
+        let stored = sqlx::query(
+            "INSERT INTO auth_requests (id, kind, data, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, data = excluded.data, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at WHERE auth_requests.expires_at <= $6",
+        )
+        .bind(&request.id)
+        .bind(&request.kind)
+        .bind(request.data.to_string())
+        .bind(request.created_at)
+        .bind(request.expires_at)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     async fn delete_user_tx(&self, name: &str) -> R<bool> {
@@ -1348,6 +1553,117 @@ impl MetadataStore for PostgresStore {
         size_from_db(n)
     }
 
+    async fn get_user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(SQL_USER_BY_IDENTITY).bind(issuer).bind(subject).fetch_optional(&self.pool).await.map_err(sql_error)?;
+        Ok(row.map(|r| user_from_row(&r)).transpose()?)
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        retry("create_user", || self.create_user_tx(user)).await
+    }
+
+    async fn update_user_login(&self, name: &str, groups: &[String], email: Option<&str>, last_login_at: Option<UnixTime>) -> Result<Option<UserRecord>> {
+        let groups = normalized_groups(groups);
+        retry("update_user_login", || self.update_user_login_tx(name, &groups, email, last_login_at)).await
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        retry("create_token", || self.create_token_tx(token)).await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(SQL_GET_TOKEN).bind(id).fetch_optional(&self.pool).await.map_err(sql_error)?;
+        Ok(row.map(|r| token_from_row(&r)).transpose()?)
+    }
+
+    async fn list_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(SQL_LIST_TOKENS).bind(user).bind(kind_names(kinds)).fetch_all(&self.pool).await.map_err(sql_error)?;
+        Ok(rows.iter().map(token_from_row).collect::<R<_>>()?)
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        retry("delete_token", || self.delete_token_tx(id)).await
+    }
+
+    async fn delete_user_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<u64> {
+        retry("delete_user_tokens", || self.delete_user_tokens_tx(user, kinds)).await
+    }
+
+    async fn touch_token(&self, id: &str, now: UnixTime) -> Result<()> {
+        sqlx::query("UPDATE user_tokens SET last_used_at = GREATEST(last_used_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn update_token_check(&self, id: &str, refresh_token: Option<&str>, checked_at: UnixTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE user_tokens SET refresh_token = $2, checked_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(refresh_token)
+            .bind(checked_at)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn tokens_to_check(&self, before: UnixTime, now: UnixTime, limit: u32) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(SQL_TOKENS_TO_CHECK).bind(before).bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(sql_error)?;
+        Ok(rows.iter().map(token_from_row).collect::<R<_>>()?)
+    }
+
+    async fn prune_tokens(&self, now: UnixTime) -> Result<u64> {
+        // In batches, each its own short transaction, as for the audit log.
+        let mut removed = 0;
+        loop {
+            let (found, went) = retry("prune_tokens", || self.prune_tokens_tx(now)).await?;
+            removed += went;
+            if (found as i64) < TOKEN_PRUNE_BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn put_auth_request(&self, request: &AuthRequest, max_pending: u64, now: UnixTime) -> Result<bool> {
+        retry("put_auth_request", || self.put_auth_request_tx(request, max_pending, now)).await
+    }
+
+    async fn get_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>> {
+        let row = sqlx::query(SQL_GET_AUTH_REQUEST).bind(id).bind(now).fetch_optional(&self.pool).await.map_err(sql_error)?;
+        Ok(row.map(|r| auth_request_from_row(&r)).transpose()?)
+    }
+
+    async fn update_auth_request(&self, id: &str, data: &serde_json::Value, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE auth_requests SET data = $3 WHERE id = $1 AND expires_at > $2")
+            .bind(id)
+            .bind(now)
+            .bind(data.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn take_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>> {
+        // One statement: of concurrent takers the first to lock the row deletes it; the others
+        // wait for it, re-check the row, find it gone and return nothing.
+        let row = sqlx::query(&format!("DELETE FROM auth_requests WHERE id = $1 AND expires_at > $2 RETURNING {AUTH_REQUEST_COLUMNS}"))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(row.map(|r| auth_request_from_row(&r)).transpose()?)
+    }
+
+    async fn prune_auth_requests(&self, now: UnixTime) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM auth_requests WHERE expires_at <= $1").bind(now).execute(&self.pool).await.map_err(sql_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(&self.pool).await.map_err(sql_error)
     }
@@ -1731,6 +2047,7 @@ impl MetadataStore for PostgresStore {
             audit_events: n(12)?,
             audit_names: n(13)?,
             members: n(14)?,
+            tokens: n(15)?,
         })
     }
 }
@@ -1745,7 +2062,7 @@ const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT CO
       OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
      (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
      (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names), \
-     (SELECT COUNT(*) FROM project_members)";
+     (SELECT COUNT(*) FROM project_members), (SELECT COUNT(*) FROM user_tokens)";
 
 /// The key columns of a table, as the statements below name them.
 #[derive(Clone, Copy)]
@@ -1761,6 +2078,7 @@ fn key_cols(table: Table) -> KeyCols {
     match table {
         Table::Settings => KeyCols::One("x.key"),
         Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("x.name"),
+        Table::Tokens => KeyCols::One("x.id"),
         Table::Members => KeyCols::Two("x.project", "x.member"),
         Table::Blobs => KeyCols::One("x.digest"),
         Table::BlobLinks | Table::Manifests => KeyCols::Two("r.name", "x.digest"),
@@ -1873,7 +2191,16 @@ impl PostgresStore {
         let cols = key_cols(table);
         let (select, order) = match table {
             Table::Settings => ("SELECT x.key, x.value FROM settings x WHERE TRUE", "x.key"),
-            Table::Users => ("SELECT x.name, x.password_hash, x.admin, x.disabled FROM users x WHERE TRUE", "x.name"),
+            Table::Users => (
+                "SELECT x.name, x.password_hash, x.admin, x.disabled, x.idp_provider, x.idp_issuer, x.idp_subject, x.email, x.groups, \
+                 x.created_at, x.last_login_at FROM users x WHERE TRUE",
+                "x.name",
+            ),
+            Table::Tokens => (
+                "SELECT x.id, x.user_name, x.kind, x.name, x.secret_hash, x.parent, x.scope, x.created_at, x.expires_at, x.last_used_at, \
+                 x.refresh_token, x.checked_at FROM user_tokens x WHERE TRUE",
+                "x.id",
+            ),
             Table::Projects => ("SELECT x.name, x.public, x.created_at FROM projects x WHERE TRUE", "x.name"),
             Table::Members => ("SELECT x.project, x.member, x.role, x.created_at, x.updated_at FROM project_members x WHERE TRUE", "x.project, x.member"),
             Table::IdentityProviders => ("SELECT x.name, x.config, x.created_at, x.updated_at FROM identity_providers x WHERE TRUE", "x.name"),
@@ -1915,6 +2242,7 @@ impl PostgresStore {
             out.push(match table {
                 Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
                 Table::Users => ExportRow::User(user_from_row(r)?),
+                Table::Tokens => ExportRow::Token(token_from_row(r)?),
                 Table::Projects => ExportRow::Project(project_from_row(r)?),
                 Table::Members => ExportRow::Member(member_from_row(r)?),
                 Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
@@ -1965,13 +2293,15 @@ impl PostgresStore {
 
     async fn import_tx(&self, rows: &[ExportRow]) -> R<ImportOutcome> {
         let mut outcome = ImportOutcome::default();
-        let federation = rows.iter().any(|r| matches!(r.table(), Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots));
+        let federation =
+            rows.iter().any(|r| matches!(r.table(), Table::Users | Table::Tokens | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots));
         let mut tx = self.begin().await?;
         if federation {
             // Like every write to these tables (module docs).
             lock_federation(&mut tx).await?;
         }
         let mut audit_written = false;
+        let mut tokens: Vec<&TokenRecord> = Vec::new();
         for row in rows {
             match row {
                 ExportRow::Setting { key, value } => {
@@ -1982,17 +2312,25 @@ impl PostgresStore {
                         .await?;
                 }
                 ExportRow::User(u) => {
-                    sqlx::query(
-                        "INSERT INTO users (name, password_hash, admin, disabled) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
-                         disabled = excluded.disabled",
-                    )
-                    .bind(&u.name)
-                    .bind(&u.password_hash)
-                    .bind(u.admin)
-                    .bind(u.disabled)
-                    .execute(&mut *tx)
-                    .await?;
+                    if let Some(identity) = &u.identity {
+                        // The identity is this user's at the source: another row that has it
+                        // here is the destination's old state (see the trait docs).
+                        sqlx::query(
+                            "UPDATE users SET idp_provider = NULL, idp_issuer = NULL, idp_subject = NULL \
+                             WHERE idp_issuer = $1 AND idp_subject = $2 AND name <> $3",
+                        )
+                        .bind(&identity.issuer)
+                        .bind(&identity.subject)
+                        .bind(&u.name)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    upsert_user(&mut tx, u, &u.groups, true).await?;
+                }
+                ExportRow::Token(t) => {
+                    // Written after the other rows, parents first (below).
+                    tokens.push(t);
+                    continue;
                 }
                 ExportRow::Project(p) => {
                     sqlx::query(
@@ -2215,6 +2553,36 @@ impl PostgresStore {
             }
             outcome.imported += 1;
         }
+        // Tokens: in rounds, each writing those whose parent is here by now (written in an
+        // earlier round, or before this import), until a round writes none.
+        let mut pending = tokens;
+        while !pending.is_empty() {
+            let mut waiting = Vec::new();
+            let mut written = false;
+            for t in pending {
+                let user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE name = $1)").bind(&t.user).fetch_one(&mut *tx).await?;
+                if !user {
+                    outcome.skipped.push(format!("token {:?}: its user {:?} is not here", t.id, t.user));
+                    continue;
+                }
+                if let Some(parent) = &t.parent {
+                    let here: bool =
+                        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_tokens WHERE id = $1)").bind(parent).fetch_one(&mut *tx).await?;
+                    if !here {
+                        waiting.push(t);
+                        continue;
+                    }
+                }
+                insert_token(&mut tx, t, true).await?;
+                outcome.imported += 1;
+                written = true;
+            }
+            if !written {
+                wait_for_parents(&mut outcome, &waiting);
+                break;
+            }
+            pending = waiting;
+        }
         if audit_written {
             // Later appends get ids above the imported ones.
             sqlx::query(
@@ -2242,7 +2610,7 @@ impl PostgresStore {
             b.push(")");
             Ok(b)
         };
-        let federation = matches!(table, Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots);
+        let federation = matches!(table, Table::Users | Table::Tokens | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots);
         let mut tx = self.begin().await?;
         if federation {
             lock_federation(&mut tx).await?;
@@ -2253,9 +2621,14 @@ impl PostgresStore {
                 let mut b = doomed("DELETE FROM settings WHERE key IN (SELECT x.key FROM settings x WHERE TRUE")?;
                 outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
             }
-            Table::Users | Table::Robots => {
-                let t = if table == Table::Users { "users" } else { "robots" };
-                let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT x.name FROM {t} x WHERE TRUE"))?;
+            Table::Users | Table::Robots | Table::Tokens => {
+                // A user's tokens, and a token's children, go with it (ON DELETE CASCADE).
+                let (t, key) = match table {
+                    Table::Users => ("users", "name"),
+                    Table::Robots => ("robots", "name"),
+                    _ => ("user_tokens", "id"),
+                };
+                let mut b = doomed(&format!("DELETE FROM {t} WHERE {key} IN (SELECT x.{key} FROM {t} x WHERE TRUE"))?;
                 outcome.removed = b.build().execute(&mut *tx).await?.rows_affected();
             }
             Table::Projects | Table::IdentityProviders => {
@@ -2577,7 +2950,184 @@ async fn refuse_last_admin(conn: &mut PgConnection, name: &str, change: &str) ->
 }
 
 fn user_from_row(r: &PgRow) -> R<UserRecord> {
-    Ok(UserRecord { name: r.try_get(0)?, password_hash: r.try_get(1)?, admin: r.try_get(2)?, disabled: r.try_get(3)? })
+    let name: String = r.try_get(0)?;
+    let identity = match (r.try_get(4)?, r.try_get(5)?, r.try_get(6)?) {
+        (Some(provider), Some(issuer), Some(subject)) => Some(UserIdentity { provider, issuer, subject }),
+        (None::<String>, None::<String>, None::<String>) => None,
+        _ => return Err(MetaError::Corrupt(format!("user {name:?}: a part of its identity is missing")).into()),
+    };
+    let groups: Vec<String> =
+        serde_json::from_value(json_column(r, 8, "user groups")?).map_err(|e| MetaError::Corrupt(format!("stored groups of user {name:?}: {e}")))?;
+    Ok(UserRecord {
+        name,
+        password_hash: r.try_get(1)?,
+        admin: r.try_get(2)?,
+        disabled: r.try_get(3)?,
+        identity,
+        email: r.try_get(7)?,
+        groups,
+        created_at: r.try_get(9)?,
+        last_login_at: r.try_get(10)?,
+    })
+}
+
+/// Creates or replaces a user with `groups` (instead of the record's). An existing user keeps its
+/// creation time unless `set_created` (an import).
+async fn upsert_user(conn: &mut PgConnection, user: &UserRecord, groups: &[String], set_created: bool) -> R<()> {
+    sqlx::query(&format!(
+        "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
+         disabled = excluded.disabled, idp_provider = excluded.idp_provider, idp_issuer = excluded.idp_issuer, \
+         idp_subject = excluded.idp_subject, email = excluded.email, groups = excluded.groups, \
+         last_login_at = excluded.last_login_at{}",
+        if set_created { ", created_at = excluded.created_at" } else { "" }
+    ))
+    .bind(&user.name)
+    .bind(&user.password_hash)
+    .bind(user.admin)
+    .bind(user.disabled)
+    .bind(user.identity.as_ref().map(|i| i.provider.as_str()))
+    .bind(user.identity.as_ref().map(|i| i.issuer.as_str()))
+    .bind(user.identity.as_ref().map(|i| i.subject.as_str()))
+    .bind(user.email.as_deref())
+    .bind(json_strings(groups.iter().map(String::as_str)))
+    .bind(user.created_at)
+    .bind(user.last_login_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Refuses (with a [`MetaError::Conflict`] naming the holder) a write of `user` whose identity
+/// another user has. The unique index enforces it too; checking first names the holder. (The
+/// caller holds the federation lock, so no other user write runs between this check and its
+/// own.)
+async fn refuse_identity_taken(conn: &mut PgConnection, user: &UserRecord) -> R<()> {
+    let Some(identity) = &user.identity else { return Ok(()) };
+    let holder: Option<String> = sqlx::query_scalar("SELECT name FROM users WHERE idp_issuer = $1 AND idp_subject = $2 AND name <> $3")
+        .bind(&identity.issuer)
+        .bind(&identity.subject)
+        .bind(&user.name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match holder {
+        Some(holder) => Err(identity_taken(identity, &holder).into()),
+        None => Ok(()),
+    }
+}
+
+fn token_from_row(r: &PgRow) -> R<TokenRecord> {
+    let id: String = r.try_get(0)?;
+    let kind: String = r.try_get(2)?;
+    let kind = TokenKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("token {id:?}: stored kind {kind:?}")))?;
+    let scope: Option<String> = r.try_get(6)?;
+    let scope = scope
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| MetaError::Corrupt(format!("stored scope of token {id:?} is not JSON: {e}")))?;
+    Ok(TokenRecord {
+        id,
+        user: r.try_get(1)?,
+        kind,
+        name: r.try_get(3)?,
+        secret_hash: r.try_get(4)?,
+        parent: r.try_get(5)?,
+        scope,
+        created_at: r.try_get(7)?,
+        expires_at: r.try_get(8)?,
+        last_used_at: r.try_get(9)?,
+        refresh_token: r.try_get(10)?,
+        checked_at: r.try_get(11)?,
+    })
+}
+
+/// Inserts a token; an existing id is left alone (false), or brought to `token` when `replace`
+/// (an import: an upsert, never a delete, which would take its children).
+async fn insert_token(conn: &mut PgConnection, token: &TokenRecord, replace: bool) -> R<bool> {
+    let conflict = if replace {
+        "DO UPDATE SET user_name = excluded.user_name, kind = excluded.kind, name = excluded.name, \
+         secret_hash = excluded.secret_hash, parent = excluded.parent, scope = excluded.scope, created_at = excluded.created_at, \
+         expires_at = excluded.expires_at, last_used_at = excluded.last_used_at, refresh_token = excluded.refresh_token, \
+         checked_at = excluded.checked_at"
+    } else {
+        "DO NOTHING"
+    };
+    let done = sqlx::query(&format!(
+        "INSERT INTO user_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) {conflict}"
+    ))
+    .bind(&token.id)
+    .bind(&token.user)
+    .bind(token.kind.as_str())
+    .bind(&token.name)
+    .bind(&token.secret_hash)
+    .bind(token.parent.as_deref())
+    .bind(token.scope.as_ref().map(|s| s.to_string()))
+    .bind(token.created_at)
+    .bind(token.expires_at)
+    .bind(token.last_used_at)
+    .bind(token.refresh_token.as_deref())
+    .bind(token.checked_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Refuses (with a [`MetaError::Conflict`] naming what is wrong) a token whose user or parent
+/// does not exist, or whose parent is another user's. The schema enforces the first two too
+/// (and catches a delete that comes between this check and the insert); checking first gives
+/// messages that name the missing row.
+async fn check_token_refs(conn: &mut PgConnection, token: &TokenRecord) -> R<()> {
+    let user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE name = $1)").bind(&token.user).fetch_one(&mut *conn).await?;
+    if !user {
+        return Err(MetaError::Conflict(format!("user {:?} does not exist", token.user)).into());
+    }
+    if let Some(parent) = &token.parent {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT user_name FROM user_tokens WHERE id = $1").bind(parent).fetch_optional(&mut *conn).await?;
+        match owner {
+            None => return Err(MetaError::Conflict(format!("the parent token {parent:?} does not exist")).into()),
+            Some(owner) if owner != token.user => {
+                return Err(MetaError::Conflict(format!("the parent token {parent:?} is not a token of user {:?}", token.user)).into())
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the tokens `roots` with every descendant, found level by level (each level one probe
+/// of the parent index per token); how many went. The one `DELETE` removes them all itself (the
+/// cascade's triggers run after it and find nothing left, but for a child created meanwhile), so
+/// its count includes the children.
+async fn delete_tokens_with_children(conn: &mut PgConnection, roots: Vec<String>) -> R<u64> {
+    if roots.is_empty() {
+        return Ok(0);
+    }
+    let mut seen: HashSet<String> = roots.iter().cloned().collect();
+    let mut all = roots.clone();
+    let mut level = roots;
+    while !level.is_empty() {
+        let children: Vec<String> = sqlx::query_scalar(SQL_TOKEN_CHILDREN).bind(&level).fetch_all(&mut *conn).await?;
+        level = children.into_iter().filter(|c| seen.insert(c.clone())).collect();
+        all.extend(level.iter().cloned());
+    }
+    Ok(sqlx::query(SQL_DELETE_TOKENS).bind(&all).execute(&mut *conn).await?.rows_affected())
+}
+
+/// The names of `kinds`; every kind's when empty.
+fn kind_names(kinds: &[TokenKind]) -> Vec<&'static str> {
+    let kinds = if kinds.is_empty() { &TokenKind::ALL[..] } else { kinds };
+    kinds.iter().map(|k| k.as_str()).collect()
+}
+
+fn auth_request_from_row(r: &PgRow) -> R<AuthRequest> {
+    Ok(AuthRequest {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        data: json_column(r, 2, "login in progress")?,
+        created_at: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+    })
 }
 
 /// The rows of an audit query, newest first. Only the filters present become conditions, so the

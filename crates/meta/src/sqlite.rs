@@ -16,9 +16,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{
-    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, BlobCommit, BlobExport, BlobLinkExport, BlobRecord, DeleteOutcome, ExportRow, GcReport,
-    IdentityProviderRecord, ImportOutcome, ManifestExport, ManifestRecord, MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer,
-    Result, RobotRecord, RowCounts, RowKey, Table, TagExport, UnixTime, UploadClaim, UploadRecord, UserRecord,
+    identity_taken, normalized_groups, too_many_logins, wait_for_parents, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AuthRequest, BlobCommit, BlobExport, BlobLinkExport, BlobRecord,
+    DeleteOutcome, ExportRow, GcReport, IdentityProviderRecord, ImportOutcome, ManifestExport, ManifestRecord, MemberRecord, MetaError, MetadataStore, NewManifest, Page,
+    ProjectRecord, PruneOutcome, PutManifestOutcome, Referrer, Result, RobotRecord, RowCounts, RowKey, Table, TagExport, TokenKind, TokenRecord, UnixTime, UploadClaim,
+    UploadRecord, UserIdentity, UserRecord, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -742,23 +743,18 @@ impl MetadataStore for SqliteStore {
 
     async fn put_user(&self, user: &UserRecord) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        if !user.admin || user.disabled {
-            if let Err(e) = refuse_last_admin(&mut tx, &user.name, "disable it or take its admin rights").await {
-                tx.rollback().await?;
-                return Err(e);
+        let checked = async {
+            if !user.admin || user.disabled {
+                refuse_last_admin(&mut tx, &user.name, "disable it or take its admin rights").await?;
             }
+            refuse_identity_taken(&mut tx, user).await
         }
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, admin, disabled) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
-             disabled = excluded.disabled",
-        )
-        .bind(&user.name)
-        .bind(&user.password_hash)
-        .bind(user.admin)
-        .bind(user.disabled)
-        .execute(&mut *tx)
-        .await?;
+        .await;
+        if let Err(e) = checked {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        upsert_user(&mut tx, user, &normalized_groups(&user.groups), false).await?;
         bump_generation(&mut tx).await?;
         tx.commit().await?;
         Ok(())
@@ -787,6 +783,262 @@ impl MetadataStore for SqliteStore {
     async fn count_users(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.reader).await?;
         size_from_db(n)
+    }
+
+    async fn get_user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE idp_issuer = ?1 AND idp_subject = ?2"))
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| user_from_row(&r)).transpose()
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        if let Err(e) = refuse_identity_taken(&mut tx, user).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        let groups = normalized_groups(&user.groups);
+        let created = sqlx::query(&format!(
+            "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (name) DO NOTHING"
+        ))
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.admin)
+        .bind(user.disabled)
+        .bind(user.identity.as_ref().map(|i| i.provider.as_str()))
+        .bind(user.identity.as_ref().map(|i| i.issuer.as_str()))
+        .bind(user.identity.as_ref().map(|i| i.subject.as_str()))
+        .bind(user.email.as_deref())
+        .bind(json_strings(groups.iter().map(String::as_str)))
+        .bind(user.created_at)
+        .bind(user.last_login_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if created {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(created)
+    }
+
+    async fn update_user_login(&self, name: &str, groups: &[String], email: Option<&str>, last_login_at: Option<UnixTime>) -> Result<Option<UserRecord>> {
+        let groups = normalized_groups(groups);
+        let mut tx = self.write_tx().await?;
+        let stored: Option<String> = sqlx::query_scalar("SELECT \"groups\" FROM users WHERE name = ?1").bind(name).fetch_optional(&mut *tx).await?;
+        let Some(stored) = stored else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let stored: Vec<String> = serde_json::from_str(&stored).map_err(|e| MetaError::Corrupt(format!("stored groups of user {name:?}: {e}")))?;
+        let row = sqlx::query(&format!(
+            "UPDATE users SET \"groups\" = ?2, email = coalesce(?3, email), last_login_at = coalesce(?4, last_login_at) \
+             WHERE name = ?1 RETURNING {USER_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(json_strings(groups.iter().map(String::as_str)))
+        .bind(email)
+        .bind(last_login_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let user = user_from_row(&row)?;
+        if stored != groups {
+            bump_generation(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        if let Err(e) = check_token_refs(&mut tx, token).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        // The id is the key: an existing one is refused, never replaced.
+        let created = insert_token(&mut tx, token, false).await?;
+        if !created {
+            tx.rollback().await?;
+            return Err(MetaError::Conflict(format!("a token with the id {:?} exists already", token.id)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query(&format!("SELECT {TOKEN_COLUMNS} FROM user_tokens WHERE id = ?1")).bind(id).fetch_optional(&self.reader).await?;
+        row.map(|r| token_from_row(&r)).transpose()
+    }
+
+    async fn list_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM user_tokens WHERE user_name = ?1 AND kind IN (SELECT value FROM json_each(?2)) \
+             ORDER BY created_at, id"
+        ))
+        .bind(user)
+        .bind(kinds_json(kinds))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn delete_token(&self, id: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        // Its children go with it (ON DELETE CASCADE, down to every descendant).
+        let deleted = sqlx::query("DELETE FROM user_tokens WHERE id = ?1").bind(id).execute(&mut *tx).await?.rows_affected() > 0;
+        if deleted {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_user_tokens(&self, user: &str, kinds: &[TokenKind]) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let roots: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM user_tokens WHERE user_name = ?1 AND kind IN (SELECT value FROM json_each(?2))")
+                .bind(user)
+                .bind(kinds_json(kinds))
+                .fetch_all(&mut *tx)
+                .await?;
+        let removed = delete_tokens_with_children(&mut tx, &roots).await?;
+        if removed > 0 {
+            bump_generation(&mut tx).await?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(removed)
+    }
+
+    async fn touch_token(&self, id: &str, now: UnixTime) -> Result<()> {
+        sqlx::query("UPDATE user_tokens SET last_used_at = max(coalesce(last_used_at, ?2), ?2) WHERE id = ?1")
+            .bind(id)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn update_token_check(&self, id: &str, refresh_token: Option<&str>, checked_at: UnixTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE user_tokens SET refresh_token = ?2, checked_at = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(refresh_token)
+            .bind(checked_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn tokens_to_check(&self, before: UnixTime, now: UnixTime, limit: u32) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(SQL_TOKENS_TO_CHECK).bind(before).bind(now).bind(i64::from(limit)).fetch_all(&self.reader).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn prune_tokens(&self, now: UnixTime) -> Result<u64> {
+        // In batches of expired tokens (with their children), each its own write transaction, so
+        // a large prune never holds the write lock for long.
+        let mut removed = 0;
+        loop {
+            let mut tx = self.write_tx().await?;
+            let roots: Vec<String> = sqlx::query_scalar("SELECT id FROM user_tokens WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2")
+                .bind(now)
+                .bind(TOKEN_PRUNE_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            removed += delete_tokens_with_children(&mut tx, &roots).await?;
+            tx.commit().await?;
+            if (roots.len() as i64) < TOKEN_PRUNE_BATCH {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn put_auth_request(&self, request: &AuthRequest, max_pending: u64, now: UnixTime) -> Result<bool> {
+        let max = i64::try_from(max_pending).unwrap_or(i64::MAX);
+        // Under the write lock (of every process on the file): the count and the insert see the
+        // same requests, so the bound is exact.
+        let mut tx = self.write_tx().await?;
+        let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM auth_requests WHERE id = ?1 AND expires_at > ?2)")
+            .bind(&request.id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM (SELECT 1 FROM auth_requests WHERE expires_at > ?1 LIMIT ?2)")
+            .bind(now)
+            .bind(max)
+            .fetch_one(&mut *tx)
+            .await?;
+        if pending >= max {
+            tx.rollback().await?;
+            return Err(too_many_logins(max_pending));
+        }
+        // An expired request of the same id is gone for every method: it is replaced.
+        sqlx::query(
+            "INSERT INTO auth_requests (id, kind, data, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, data = excluded.data, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at",
+        )
+        .bind(&request.id)
+        .bind(&request.kind)
+        .bind(request.data.to_string())
+        .bind(request.created_at)
+        .bind(request.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>> {
+        let row = sqlx::query(&format!("SELECT {AUTH_REQUEST_COLUMNS} FROM auth_requests WHERE id = ?1 AND expires_at > ?2"))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| auth_request_from_row(&r)).transpose()
+    }
+
+    async fn update_auth_request(&self, id: &str, data: &serde_json::Value, now: UnixTime) -> Result<bool> {
+        let done = sqlx::query("UPDATE auth_requests SET data = ?3 WHERE id = ?1 AND expires_at > ?2")
+            .bind(id)
+            .bind(now)
+            .bind(data.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn take_auth_request(&self, id: &str, now: UnixTime) -> Result<Option<AuthRequest>> {
+        // One DELETE under the write lock: of concurrent takers (any process) the first deletes
+        // the row and gets it, the others find nothing.
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(&format!("DELETE FROM auth_requests WHERE id = ?1 AND expires_at > ?2 RETURNING {AUTH_REQUEST_COLUMNS}"))
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let request = row.map(|r| auth_request_from_row(&r)).transpose()?;
+        tx.commit().await?;
+        Ok(request)
+    }
+
+    async fn prune_auth_requests(&self, now: UnixTime) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM auth_requests WHERE expires_at <= ?1").bind(now).execute(&self.writer).await?;
+        Ok(done.rows_affected())
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>> {
@@ -1439,6 +1691,7 @@ impl MetadataStore for SqliteStore {
             audit_events: n(12)?,
             audit_names: n(13)?,
             members: n(14)?,
+            tokens: n(15)?,
         })
     }
 }
@@ -1453,7 +1706,7 @@ const SQL_ROW_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM settings), (SELECT CO
       OR EXISTS (SELECT 1 FROM repo_blobs rb WHERE rb.repo_id = r.id)), \
      (SELECT COUNT(*) FROM repo_blobs), (SELECT COUNT(*) FROM manifests), (SELECT COUNT(*) FROM manifest_refs), \
      (SELECT COUNT(*) FROM tags), (SELECT COUNT(*) FROM audit_events), (SELECT COUNT(*) FROM audit_names), \
-     (SELECT COUNT(*) FROM project_members)";
+     (SELECT COUNT(*) FROM project_members), (SELECT COUNT(*) FROM user_tokens)";
 
 /// The key columns of a table, as the statements below name them.
 #[derive(Clone, Copy)]
@@ -1518,6 +1771,7 @@ fn key_cols(table: Table) -> KeyCols {
     match table {
         Table::Settings => KeyCols::One("key"),
         Table::Users | Table::Projects | Table::IdentityProviders | Table::Robots => KeyCols::One("name"),
+        Table::Tokens => KeyCols::One("id"),
         Table::Members => KeyCols::Two("x.project", "x.member"),
         Table::Blobs => KeyCols::One("digest"),
         Table::BlobLinks => KeyCols::Two("r.name", "x.digest"),
@@ -1536,7 +1790,16 @@ impl SqliteStore {
         let cols = key_cols(table);
         let (select, order) = match table {
             Table::Settings => ("SELECT key, value FROM settings WHERE 1 = 1", "key"),
-            Table::Users => ("SELECT name, password_hash, admin, disabled FROM users WHERE 1 = 1", "name"),
+            Table::Users => (
+                "SELECT name, password_hash, admin, disabled, idp_provider, idp_issuer, idp_subject, email, \"groups\", created_at, \
+                 last_login_at FROM users WHERE 1 = 1",
+                "name",
+            ),
+            Table::Tokens => (
+                "SELECT id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, refresh_token, \
+                 checked_at FROM user_tokens WHERE 1 = 1",
+                "id",
+            ),
             Table::Projects => ("SELECT name, public, created_at FROM projects WHERE 1 = 1", "name"),
             Table::Members => ("SELECT x.project, x.member, x.role, x.created_at, x.updated_at FROM project_members x WHERE 1 = 1", "x.project, x.member"),
             Table::IdentityProviders => ("SELECT name, config, created_at, updated_at FROM identity_providers WHERE 1 = 1", "name"),
@@ -1576,6 +1839,7 @@ impl SqliteStore {
             out.push(match table {
                 Table::Settings => ExportRow::Setting { key: r.try_get(0)?, value: r.try_get(1)? },
                 Table::Users => ExportRow::User(user_from_row(r)?),
+                Table::Tokens => ExportRow::Token(token_from_row(r)?),
                 Table::Projects => ExportRow::Project(project_from_row(r)?),
                 Table::Members => ExportRow::Member(member_from_row(r)?),
                 Table::IdentityProviders => ExportRow::IdentityProvider(idp_from_row(r)?),
@@ -1643,6 +1907,7 @@ impl SqliteStore {
 async fn import_in(tx: &mut Transaction<'static, Sqlite>, rows: &[ExportRow]) -> Result<ImportOutcome> {
     let mut outcome = ImportOutcome::default();
     let mut federation_changed = false;
+    let mut tokens: Vec<&TokenRecord> = Vec::new();
     for row in rows {
         match row {
             ExportRow::Setting { key, value } => {
@@ -1653,18 +1918,26 @@ async fn import_in(tx: &mut Transaction<'static, Sqlite>, rows: &[ExportRow]) ->
                     .await?;
             }
             ExportRow::User(u) => {
-                sqlx::query(
-                    "INSERT INTO users (name, password_hash, admin, disabled) VALUES (?1, ?2, ?3, ?4) \
-                     ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
-                     disabled = excluded.disabled",
-                )
-                .bind(&u.name)
-                .bind(&u.password_hash)
-                .bind(u.admin)
-                .bind(u.disabled)
-                .execute(&mut **tx)
-                .await?;
+                if let Some(identity) = &u.identity {
+                    // The identity is this user's at the source: another row that has it here is
+                    // the destination's old state (see the trait docs).
+                    sqlx::query(
+                        "UPDATE users SET idp_provider = NULL, idp_issuer = NULL, idp_subject = NULL \
+                         WHERE idp_issuer = ?1 AND idp_subject = ?2 AND name <> ?3",
+                    )
+                    .bind(&identity.issuer)
+                    .bind(&identity.subject)
+                    .bind(&u.name)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                upsert_user(tx, u, &u.groups, true).await?;
                 federation_changed = true;
+            }
+            ExportRow::Token(t) => {
+                // Written after the other rows, parents first (below).
+                tokens.push(t);
+                continue;
             }
             ExportRow::Project(p) => {
                 sqlx::query(
@@ -1887,6 +2160,37 @@ async fn import_in(tx: &mut Transaction<'static, Sqlite>, rows: &[ExportRow]) ->
         }
         outcome.imported += 1;
     }
+    // Tokens: in rounds, each writing those whose parent is here by now (written in an earlier
+    // round, or before this import), until a round writes none.
+    let mut pending = tokens;
+    while !pending.is_empty() {
+        let mut waiting = Vec::new();
+        let mut written = false;
+        for t in pending {
+            let user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)").bind(&t.user).fetch_one(&mut **tx).await?;
+            if !user {
+                outcome.skipped.push(format!("token {:?}: its user {:?} is not here", t.id, t.user));
+                continue;
+            }
+            if let Some(parent) = &t.parent {
+                let here: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM user_tokens WHERE id = ?1)").bind(parent).fetch_one(&mut **tx).await?;
+                if !here {
+                    waiting.push(t);
+                    continue;
+                }
+            }
+            insert_token(tx, t, true).await?;
+            outcome.imported += 1;
+            written = true;
+            federation_changed = true;
+        }
+        if !written {
+            wait_for_parents(&mut outcome, &waiting);
+            break;
+        }
+        pending = waiting;
+    }
     if federation_changed {
         bump_generation(tx).await?;
     }
@@ -1916,9 +2220,14 @@ async fn prune_in(
             let mut b = doomed("DELETE FROM settings WHERE key IN (SELECT key FROM settings WHERE 1 = 1")?;
             outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
         }
-        Table::Users | Table::Robots => {
-            let t = if table == Table::Users { "users" } else { "robots" };
-            let mut b = doomed(&format!("DELETE FROM {t} WHERE name IN (SELECT name FROM {t} WHERE 1 = 1"))?;
+        Table::Users | Table::Robots | Table::Tokens => {
+            // A user's tokens, and a token's children, go with it (ON DELETE CASCADE).
+            let (t, key) = match table {
+                Table::Users => ("users", "name"),
+                Table::Robots => ("robots", "name"),
+                _ => ("user_tokens", "id"),
+            };
+            let mut b = doomed(&format!("DELETE FROM {t} WHERE {key} IN (SELECT {key} FROM {t} WHERE 1 = 1"))?;
             outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
         }
         Table::Projects | Table::IdentityProviders => {
@@ -1970,7 +2279,7 @@ async fn prune_in(
             outcome.removed = b.build().execute(&mut **tx).await?.rows_affected();
         }
     }
-    if outcome.removed > 0 && matches!(table, Table::Users | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots) {
+    if outcome.removed > 0 && matches!(table, Table::Users | Table::Tokens | Table::Projects | Table::Members | Table::IdentityProviders | Table::Robots) {
         bump_generation(tx).await?;
     }
     Ok(outcome)
@@ -1982,11 +2291,27 @@ const AUDIT_INSERT_ROWS: usize = 64;
 const PRUNE_BATCH: i64 = 5000;
 /// Robots named in an "in use" message (the rest are counted).
 const IN_USE_NAMES: i64 = 5;
+/// Expired tokens (each with its children) deleted per write transaction by `prune_tokens`.
+const TOKEN_PRUNE_BATCH: i64 = 1000;
 
 const ROBOT_COLUMNS: &str =
     "name, project, description, disabled, expires_at, secret_hash, identity_provider, rules, permissions, created_at, updated_at";
 
-const USER_COLUMNS: &str = "name, password_hash, admin, disabled";
+/// The columns [`user_from_row`] reads, in the order [`upsert_user`] and `create_user` bind them.
+const USER_COLUMNS: &str =
+    "name, password_hash, admin, disabled, idp_provider, idp_issuer, idp_subject, email, \"groups\", created_at, last_login_at";
+
+/// The columns [`token_from_row`] reads, in the order [`insert_token`] binds them.
+const TOKEN_COLUMNS: &str =
+    "id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, refresh_token, checked_at";
+
+/// The columns [`auth_request_from_row`] reads.
+const AUTH_REQUEST_COLUMNS: &str = "id, kind, data, created_at, expires_at";
+
+/// [`MetadataStore::tokens_to_check`]: the partial index `user_tokens_to_check` walked in order.
+const SQL_TOKENS_TO_CHECK: &str = "SELECT id, user_name, kind, name, secret_hash, parent, scope, created_at, expires_at, last_used_at, \
+     refresh_token, checked_at FROM user_tokens WHERE refresh_token IS NOT NULL AND coalesce(checked_at, created_at) < ?1 \
+     AND (expires_at IS NULL OR expires_at > ?2) ORDER BY coalesce(checked_at, created_at), id LIMIT ?3";
 
 /// The columns [`upload_from_row`] reads (the id is known by the caller).
 const UPLOAD_COLUMNS: &str = "repo, created, updated, \"offset\", hash_state, parts";
@@ -2005,8 +2330,8 @@ fn upload_from_row(id: &str, row: &sqlx::sqlite::SqliteRow) -> Result<UploadReco
     })
 }
 
-/// Increments the federation generation; every write to projects, robots, identity providers or
-/// users calls it in its transaction.
+/// Increments the federation generation; every write to projects, members, robots, identity
+/// providers or users, and every deletion of tokens, calls it in its transaction.
 async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
     sqlx::query("UPDATE federation_generation SET generation = generation + 1 WHERE id = 1").execute(&mut **tx).await?;
     Ok(())
@@ -2244,7 +2569,188 @@ async fn refuse_last_admin(tx: &mut Transaction<'static, Sqlite>, name: &str, ch
 }
 
 fn user_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<UserRecord> {
-    Ok(UserRecord { name: r.try_get(0)?, password_hash: r.try_get(1)?, admin: r.try_get(2)?, disabled: r.try_get(3)? })
+    let name: String = r.try_get(0)?;
+    let identity = match (r.try_get(4)?, r.try_get(5)?, r.try_get(6)?) {
+        (Some(provider), Some(issuer), Some(subject)) => Some(UserIdentity { provider, issuer, subject }),
+        (None::<String>, None::<String>, None::<String>) => None,
+        _ => return Err(MetaError::Corrupt(format!("user {name:?}: a part of its identity is missing"))),
+    };
+    let groups: Vec<String> =
+        serde_json::from_value(json_column(r, 8, "user groups")?).map_err(|e| MetaError::Corrupt(format!("stored groups of user {name:?}: {e}")))?;
+    Ok(UserRecord {
+        name,
+        password_hash: r.try_get(1)?,
+        admin: r.try_get(2)?,
+        disabled: r.try_get(3)?,
+        identity,
+        email: r.try_get(7)?,
+        groups,
+        created_at: r.try_get(9)?,
+        last_login_at: r.try_get(10)?,
+    })
+}
+
+/// Creates or replaces a user with `groups` (instead of the record's). An existing user keeps its
+/// creation time unless `set_created` (an import).
+async fn upsert_user(tx: &mut Transaction<'static, Sqlite>, user: &UserRecord, groups: &[String], set_created: bool) -> Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash, admin = excluded.admin, \
+         disabled = excluded.disabled, idp_provider = excluded.idp_provider, idp_issuer = excluded.idp_issuer, \
+         idp_subject = excluded.idp_subject, email = excluded.email, \"groups\" = excluded.\"groups\", \
+         last_login_at = excluded.last_login_at{}",
+        if set_created { ", created_at = excluded.created_at" } else { "" }
+    ))
+    .bind(&user.name)
+    .bind(&user.password_hash)
+    .bind(user.admin)
+    .bind(user.disabled)
+    .bind(user.identity.as_ref().map(|i| i.provider.as_str()))
+    .bind(user.identity.as_ref().map(|i| i.issuer.as_str()))
+    .bind(user.identity.as_ref().map(|i| i.subject.as_str()))
+    .bind(user.email.as_deref())
+    .bind(json_strings(groups.iter().map(String::as_str)))
+    .bind(user.created_at)
+    .bind(user.last_login_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Refuses (with a [`MetaError::Conflict`] naming the holder) a write of `user` whose identity
+/// another user has. The unique index enforces it too; checking first names the holder.
+async fn refuse_identity_taken(tx: &mut Transaction<'static, Sqlite>, user: &UserRecord) -> Result<()> {
+    let Some(identity) = &user.identity else { return Ok(()) };
+    let holder: Option<String> = sqlx::query_scalar("SELECT name FROM users WHERE idp_issuer = ?1 AND idp_subject = ?2 AND name <> ?3")
+        .bind(&identity.issuer)
+        .bind(&identity.subject)
+        .bind(&user.name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    match holder {
+        Some(holder) => Err(identity_taken(identity, &holder)),
+        None => Ok(()),
+    }
+}
+
+fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
+    let id: String = r.try_get(0)?;
+    let kind: String = r.try_get(2)?;
+    let kind = TokenKind::parse(&kind).ok_or_else(|| MetaError::Corrupt(format!("token {id:?}: stored kind {kind:?}")))?;
+    let scope: Option<String> = r.try_get(6)?;
+    let scope = scope
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(|e| MetaError::Corrupt(format!("stored scope of token {id:?} is not JSON: {e}")))?;
+    Ok(TokenRecord {
+        id,
+        user: r.try_get(1)?,
+        kind,
+        name: r.try_get(3)?,
+        secret_hash: r.try_get(4)?,
+        parent: r.try_get(5)?,
+        scope,
+        created_at: r.try_get(7)?,
+        expires_at: r.try_get(8)?,
+        last_used_at: r.try_get(9)?,
+        refresh_token: r.try_get(10)?,
+        checked_at: r.try_get(11)?,
+    })
+}
+
+/// Inserts a token; an existing id is left alone (false), or brought to `token` when `replace`
+/// (an import: an upsert, never a delete, which would take its children).
+async fn insert_token(tx: &mut Transaction<'static, Sqlite>, token: &TokenRecord, replace: bool) -> Result<bool> {
+    let conflict = if replace {
+        "DO UPDATE SET user_name = excluded.user_name, kind = excluded.kind, name = excluded.name, \
+         secret_hash = excluded.secret_hash, parent = excluded.parent, scope = excluded.scope, created_at = excluded.created_at, \
+         expires_at = excluded.expires_at, last_used_at = excluded.last_used_at, refresh_token = excluded.refresh_token, \
+         checked_at = excluded.checked_at"
+    } else {
+        "DO NOTHING"
+    };
+    let done = sqlx::query(&format!(
+        "INSERT INTO user_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) {conflict}"
+    ))
+    .bind(&token.id)
+    .bind(&token.user)
+    .bind(token.kind.as_str())
+    .bind(&token.name)
+    .bind(&token.secret_hash)
+    .bind(token.parent.as_deref())
+    .bind(token.scope.as_ref().map(|s| s.to_string()))
+    .bind(token.created_at)
+    .bind(token.expires_at)
+    .bind(token.last_used_at)
+    .bind(token.refresh_token.as_deref())
+    .bind(token.checked_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Refuses (with a [`MetaError::Conflict`] naming what is wrong) a token whose user or parent
+/// does not exist, or whose parent is another user's. The schema enforces the first two too;
+/// checking first gives messages that name the missing row.
+async fn check_token_refs(tx: &mut Transaction<'static, Sqlite>, token: &TokenRecord) -> Result<()> {
+    let user: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE name = ?1)").bind(&token.user).fetch_one(&mut **tx).await?;
+    if !user {
+        return Err(MetaError::Conflict(format!("user {:?} does not exist", token.user)));
+    }
+    if let Some(parent) = &token.parent {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT user_name FROM user_tokens WHERE id = ?1").bind(parent).fetch_optional(&mut **tx).await?;
+        match owner {
+            None => return Err(MetaError::Conflict(format!("the parent token {parent:?} does not exist"))),
+            Some(owner) if owner != token.user => {
+                return Err(MetaError::Conflict(format!("the parent token {parent:?} is not a token of user {:?}", token.user)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `kinds` as a JSON array of their names, for `json_each(?)`; every kind when empty.
+fn kinds_json(kinds: &[TokenKind]) -> String {
+    let kinds = if kinds.is_empty() { &TokenKind::ALL[..] } else { kinds };
+    json_strings(kinds.iter().map(|k| k.as_str()))
+}
+
+/// Deletes the tokens `roots` with every descendant, found level by level (each level one
+/// probe of the parent index per token); how many went. Counted here, not by the `DELETE`, whose
+/// count leaves out what the cascade took first (under the write lock nothing changes
+/// meanwhile).
+async fn delete_tokens_with_children(tx: &mut Transaction<'static, Sqlite>, roots: &[String]) -> Result<u64> {
+    if roots.is_empty() {
+        return Ok(0);
+    }
+    let mut seen: HashSet<String> = roots.iter().cloned().collect();
+    let mut all = roots.to_vec();
+    let mut level = roots.to_vec();
+    while !level.is_empty() {
+        let children: Vec<String> = sqlx::query_scalar("SELECT id FROM user_tokens WHERE parent IN (SELECT j.value FROM json_each(?1) j)")
+            .bind(json_strings(level.iter().map(String::as_str)))
+            .fetch_all(&mut **tx)
+            .await?;
+        level = children.into_iter().filter(|c| seen.insert(c.clone())).collect();
+        all.extend(level.iter().cloned());
+    }
+    sqlx::query("DELETE FROM user_tokens WHERE id IN (SELECT j.value FROM json_each(?1) j)")
+        .bind(json_strings(all.iter().map(String::as_str)))
+        .execute(&mut **tx)
+        .await?;
+    Ok(all.len() as u64)
+}
+
+fn auth_request_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AuthRequest> {
+    Ok(AuthRequest {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        data: json_column(r, 2, "login in progress")?,
+        created_at: r.try_get(3)?,
+        expires_at: r.try_get(4)?,
+    })
 }
 
 /// A stored counter as `u32` (saturating).
@@ -2685,6 +3191,62 @@ mod tests {
         assert_eq!(store.federation_generation().await.expect("generation"), 1, "the raw writes above bypass the store");
     }
 
+    /// The schema's own rules for people: an identity is whole or absent and links one user; a
+    /// token's kind is known, its user and parent exist, and it goes with either.
+    #[tokio::test]
+    async fn schema_enforces_people_rules() {
+        let (_dir, store) = temp_store().await;
+        let w = &store.writer;
+        for sql in [
+            "INSERT INTO users (name, password_hash, admin) VALUES ('u', '', 0)",
+            "INSERT INTO users (name, password_hash, admin, idp_provider, idp_issuer, idp_subject) VALUES ('v', '', 0, 'p', 'i', 's')",
+            "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('t', 'u', 'cli', 'n', 'h', 1)",
+            "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, parent, created_at) VALUES ('c', 'u', 'helper', 'n', 'h', 't', 1)",
+        ] {
+            sqlx::query(sql).execute(w).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        for (sql, why) in [
+            ("INSERT INTO users (name, password_hash, admin, idp_issuer, idp_subject) VALUES ('x', '', 0, 'i', 't')", "user_identity_whole"),
+            ("UPDATE users SET idp_subject = NULL WHERE name = 'v'", "user_identity_whole"),
+            ("INSERT INTO users (name, password_hash, admin, idp_provider, idp_issuer, idp_subject) VALUES ('x', '', 0, 'q', 'i', 's')", "UNIQUE"),
+            ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('x', 'u', 'bogus', 'n', 'h', 1)", "CHECK"),
+            ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('x', 'nobody', 'cli', 'n', 'h', 1)", "FOREIGN KEY"),
+            ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, parent, created_at) VALUES ('x', 'u', 'cli', 'n', 'h', 'none', 1)", "FOREIGN KEY"),
+        ] {
+            let e = sqlx::query(sql).execute(w).await.expect_err(sql);
+            assert!(e.to_string().contains(why), "{sql}: {e}");
+        }
+        sqlx::query("DELETE FROM users WHERE name = 'u'").execute(w).await.expect("delete");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_tokens").fetch_one(w).await.expect("count");
+        assert_eq!(n, 0, "a user's tokens go with it");
+    }
+
+    /// The people lookups walk their indexes: by identity, a user's tokens in order, the tokens
+    /// due for a re-check in order, expired tokens and requests for pruning, a token's children.
+    #[tokio::test]
+    async fn people_queries_use_indexes() {
+        let (_dir, store) = temp_store().await;
+        async fn plan(store: &SqliteStore, sql: &str) -> String {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.reader).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            rows.iter().map(|r| r.try_get::<String, _>(3).expect("detail")).collect::<Vec<_>>().join("\n")
+        }
+        for (sql, index) in [
+            (format!("SELECT {USER_COLUMNS} FROM users WHERE idp_issuer = 'i' AND idp_subject = 's'"), "users_by_identity"),
+            (
+                format!("SELECT {TOKEN_COLUMNS} FROM user_tokens WHERE user_name = 'u' AND kind IN (SELECT value FROM json_each('[\"cli\"]')) ORDER BY created_at, id"),
+                "user_tokens_by_user",
+            ),
+            (SQL_TOKENS_TO_CHECK.replace("?1", "5").replace("?2", "3").replace("?3", "10"), "user_tokens_to_check"),
+            ("SELECT id FROM user_tokens WHERE expires_at <= 5 ORDER BY expires_at LIMIT 10".to_owned(), "user_tokens_by_expiry"),
+            ("SELECT id FROM user_tokens WHERE parent IN (SELECT j.value FROM json_each('[\"a\",\"b\"]') j)".to_owned(), "user_tokens_by_parent"),
+            ("DELETE FROM user_tokens WHERE id IN (SELECT j.value FROM json_each('[\"a\",\"b\"]') j)".to_owned(), "sqlite_autoindex_user_tokens_1"),
+            ("DELETE FROM auth_requests WHERE expires_at <= 5".to_owned(), "auth_requests_by_expiry"),
+        ] {
+            let p = plan(&store, &sql).await;
+            assert!(p.contains(index) && !p.contains("TEMP B-TREE"), "{sql} should walk {index}:\n{p}");
+        }
+    }
+
     /// The plan of each kind of audit query: filtered queries walk an index in id order instead of
     /// scanning the log or sorting it.
     #[tokio::test]
@@ -2824,6 +3386,11 @@ mod tests {
         let store = SqliteStore::open(&path).await.expect("upgrade");
         let admin = store.get_user("admin").await.expect("user").expect("the v1 user is kept");
         assert!(admin.admin && !admin.disabled, "an upgraded user is enabled: {admin:?}");
+        assert_eq!(
+            (admin.identity, admin.email, admin.groups.len(), admin.created_at, admin.last_login_at),
+            (None, None, 0, 0, None),
+            "an upgraded user has no identity, no groups and a creation time of 0"
+        );
         assert_eq!(store.federation_generation().await.expect("generation"), 1);
         assert!(store.create_project(&ProjectRecord { name: "p".into(), public: false, created_at: 1 }).await.expect("create"));
         assert_eq!(store.federation_generation().await.expect("generation"), 2);

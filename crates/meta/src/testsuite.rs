@@ -16,10 +16,18 @@
 //! works below every other window. [`login_failures`] prunes only windows below [`T0`] that it
 //! created.
 //!
-//! The race parts ([`run_races`]: [`upload_claim_race`], [`create_race`], [`gc_race`]) run many
-//! writers at once, spread over two handles on one database (two processes), and assert exact
-//! outcomes (exactly one winner; a pushed manifest never loses its blob), so that a backend with
-//! weaker isolation than SQLite's single writer fails them. They need no other writer on the
+//! The people parts ([`people`], [`tokens`], [`auth_requests`]) name their users, tokens and
+//! requests `suite-people-…`, `suite-tok-…` and `suite-auth-…` and delete what they create;
+//! [`tokens`] asserts exact answers of `tokens_to_check` and [`auth_requests`] counts every
+//! pending request, so they need no other part's tokens or pending requests in the store (no
+//! other part leaves any). [`auth_requests`] and [`auth_request_race`] work at times far above
+//! [`T0`] (every other request has expired by then).
+//!
+//! The race parts ([`run_races`]: [`upload_claim_race`], [`create_race`], [`gc_race`],
+//! [`auth_request_race`]) run many writers at once, spread over two handles on one database (two
+//! processes), and assert exact outcomes (exactly one winner; a pushed manifest never loses its
+//! blob; a login in progress is taken once; the bound on pending logins holds), so that a backend
+//! with weaker isolation than SQLite's single writer fails them. They need no other writer on the
 //! database meanwhile (they count generation bumps), and can run again on the same database.
 
 // A test suite: a failed unwrap is a failed test.
@@ -31,8 +39,9 @@ use berth_oci::{manifest, media, Algorithm, Digest, Reference, RepoName, Tag};
 use futures_util::future::join_all;
 
 use crate::{
-    MemberRecord, ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MetaError, MetadataStore,
-    NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, UnixTime, UploadClaim, UploadRecord, UserRecord,
+    ApplyAction, ApplyBatch, ApplyOutcome, AuditEvent, AuditQuery, AuthRequest, BlobCommit, BlobRecord, DeleteOutcome, GcReport, IdentityProviderRecord, MemberRecord,
+    MetaError, MetadataStore, NewManifest, Page, ProjectRecord, PutManifestOutcome, RobotRecord, TokenKind, TokenRecord, UnixTime, UploadClaim, UploadRecord, UserIdentity,
+    UserRecord,
 };
 
 /// The "current" time of the suite's parts (except [`gc`]).
@@ -53,6 +62,9 @@ pub async fn run_all(store: &dyn MetadataStore) {
     uploads(store).await;
     upload_claims(store).await;
     users(store).await;
+    people(store).await;
+    tokens(store).await;
+    auth_requests(store).await;
     settings(store).await;
     gc(store).await;
     gc_many(store).await;
@@ -78,6 +90,7 @@ pub async fn run_races(one: &dyn MetadataStore, two: &dyn MetadataStore) {
     upload_claim_race(one, two).await;
     create_race(one, two).await;
     gc_race(one, two).await;
+    auth_request_race(one, two).await;
 }
 
 // ---- helpers ----
@@ -850,7 +863,7 @@ pub async fn upload_claim_race(one: &dyn MetadataStore, two: &dyn MetadataStore)
 }
 
 fn user(name: &str, hash: &str, admin: bool, disabled: bool) -> UserRecord {
-    UserRecord { name: name.into(), password_hash: hash.into(), admin, disabled }
+    UserRecord { name: name.into(), password_hash: hash.into(), admin, disabled, ..UserRecord::default() }
 }
 
 async fn user_names(store: &dyn MetadataStore, prefix: &str) -> Vec<String> {
@@ -929,6 +942,445 @@ pub async fn users(store: &dyn MetadataStore) {
     assert!(store.delete_user("suite-dave").await.expect("delete a non-admin"));
     assert!(!store.delete_user("suite-nobody").await.expect("delete_user of nobody"));
     // The suite's users stay (bob as an admin): other parts may rely on an admin being present.
+}
+
+// ---- people: users from OpenID providers, their tokens, logins in progress ----
+
+async fn generation(store: &dyn MetadataStore) -> i64 {
+    store.federation_generation().await.expect("federation_generation")
+}
+
+/// A person onboarded from an OpenID provider, with every field set.
+fn person(name: &str, issuer: &str, subject: &str, at: UnixTime) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        password_hash: String::new(),
+        admin: false,
+        disabled: false,
+        identity: Some(UserIdentity { provider: "suite-people-idp".into(), issuer: issuer.into(), subject: subject.into() }),
+        email: Some(format!("{name}@example.org")),
+        groups: vec!["suite-devs".into(), "suite-ops".into()],
+        created_at: at,
+        last_login_at: Some(at + 1),
+    }
+}
+
+/// Users from an OpenID provider: `put_user` stores every field (an existing user keeps its
+/// creation time; groups are kept sorted and without duplicates), `create_user` only when the
+/// name is free and the identity is nobody else's, `get_user_by_identity`, `update_user_login`
+/// (only its fields; the generation moves only when the groups changed), and a user's tokens gone
+/// with it.
+pub async fn people(store: &dyn MetadataStore) {
+    let iss = "https://people.example";
+    // put_user: every field round-trips.
+    let full = UserRecord {
+        name: "suite-people-full".into(),
+        password_hash: "$argon2id$full".into(),
+        admin: false,
+        disabled: true,
+        identity: Some(UserIdentity { provider: "suite-people-idp".into(), issuer: iss.into(), subject: "sub-full".into() }),
+        email: Some("full@example.org".into()),
+        groups: vec!["suite-a".into(), "suite-b".into()],
+        created_at: T0,
+        last_login_at: Some(T0 + 5),
+    };
+    store.put_user(&full).await.expect("put_user");
+    assert_eq!(store.get_user(&full.name).await.expect("get_user"), Some(full.clone()));
+    assert_eq!(store.get_user_by_identity(iss, "sub-full").await.expect("get_user_by_identity"), Some(full.clone()));
+    let listed: Vec<UserRecord> = store.list_users().await.expect("list_users").into_iter().filter(|u| u.name == full.name).collect();
+    assert_eq!(listed, std::slice::from_ref(&full));
+    // Replacing: every field but the creation time; the identity may go.
+    let bare = UserRecord {
+        password_hash: "$argon2id$bare".into(),
+        disabled: false,
+        identity: None,
+        email: None,
+        groups: vec!["suite-b".into(), "suite-a".into(), "suite-b".into()],
+        created_at: T0 + 100,
+        last_login_at: None,
+        ..full.clone()
+    };
+    store.put_user(&bare).await.expect("put_user");
+    let want = UserRecord { groups: vec!["suite-a".into(), "suite-b".into()], created_at: T0, ..bare.clone() };
+    assert_eq!(store.get_user(&full.name).await.expect("get_user"), Some(want), "sorted groups, the creation time kept");
+    assert_eq!(store.get_user_by_identity(iss, "sub-full").await.expect("get_user_by_identity"), None, "the identity went");
+
+    // create_user.
+    let g0 = generation(store).await;
+    let alice = person("suite-people-alice", iss, "sub-alice", T0);
+    assert!(store.create_user(&alice).await.expect("create_user"));
+    let g1 = generation(store).await;
+    assert!(g1 > g0, "creating a user moves the generation");
+    assert_eq!(store.get_user(&alice.name).await.expect("get_user"), Some(alice.clone()));
+    assert_eq!(store.get_user_by_identity(iss, "sub-alice").await.expect("get_user_by_identity"), Some(alice.clone()));
+    // The issuer and subject are compared exactly.
+    for (i, s) in [(iss, "sub-Alice"), ("https://people.example/", "sub-alice"), ("https://PEOPLE.example", "sub-alice"), (iss, "sub-alice ")] {
+        assert_eq!(store.get_user_by_identity(i, s).await.expect("get_user_by_identity"), None, "{i} {s}");
+    }
+    // The name taken: false, nothing changes.
+    let again = UserRecord { email: Some("again@example.org".into()), identity: None, ..alice.clone() };
+    assert!(!store.create_user(&again).await.expect("create_user"));
+    assert_eq!(store.get_user(&alice.name).await.expect("get_user"), Some(alice.clone()));
+    // The identity taken by another user: a Conflict naming it (checked first, so also when the
+    // name is taken too), for create_user and put_user alike; nothing changes.
+    let bob = person("suite-people-bob", iss, "sub-alice", T0 + 1);
+    assert_conflict(store.create_user(&bob).await, &["suite-people-alice"]);
+    assert_eq!(store.get_user(&bob.name).await.expect("get_user"), None);
+    assert_conflict(store.create_user(&UserRecord { name: full.name.clone(), ..bob.clone() }).await, &["suite-people-alice"]);
+    assert_conflict(store.put_user(&UserRecord { identity: alice.identity.clone(), ..full.clone() }).await, &["suite-people-alice"]);
+    assert_conflict(store.put_user(&bob).await, &["suite-people-alice"]);
+    assert_eq!(store.get_user(&bob.name).await.expect("get_user"), None);
+    assert_eq!(store.get_user_by_identity(iss, "sub-alice").await.expect("get_user_by_identity").map(|u| u.name), Some(alice.name.clone()));
+    assert_eq!(generation(store).await, g1, "refused creates and writes");
+    // The same subject at another issuer, or another subject, is another person.
+    let bob = person("suite-people-bob", iss, "sub-bob", T0 + 1);
+    let elsewhere = person("suite-people-elsewhere", "https://elsewhere.example", "sub-alice", T0 + 2);
+    assert!(store.create_user(&bob).await.expect("create_user"));
+    assert!(store.create_user(&elsewhere).await.expect("create_user"));
+    assert_eq!(store.get_user_by_identity("https://elsewhere.example", "sub-alice").await.expect("get_user_by_identity"), Some(elsewhere.clone()));
+    // A user's own identity in put_user is no conflict.
+    store.put_user(&UserRecord { email: None, ..bob.clone() }).await.expect("put_user");
+    store.put_user(&bob).await.expect("put_user");
+
+    // update_user_login: the same groups (in any order) leave the generation; only its fields
+    // change.
+    let g2 = generation(store).await;
+    let same = ["suite-ops".to_owned(), "suite-devs".to_owned(), "suite-ops".to_owned()];
+    let got = store.update_user_login(&alice.name, &same, None, Some(T0 + 10)).await.expect("update_user_login");
+    let alice = UserRecord { last_login_at: Some(T0 + 10), ..alice };
+    assert_eq!(got.as_ref(), Some(&alice));
+    assert_eq!(store.get_user(&alice.name).await.expect("get_user"), Some(alice.clone()));
+    assert_eq!(generation(store).await, g2, "a login with the same groups");
+    // An admin's change meanwhile is kept.
+    store.put_user(&UserRecord { disabled: true, admin: true, ..alice.clone() }).await.expect("put_user");
+    let g3 = generation(store).await;
+    let got = store.update_user_login(&alice.name, &["suite-qa".to_owned()], Some("new@example.org"), None).await.expect("update_user_login");
+    let alice = UserRecord { disabled: true, admin: true, groups: vec!["suite-qa".into()], email: Some("new@example.org".into()), ..alice };
+    assert_eq!(got.as_ref(), Some(&alice), "groups and email set, the last login kept, the admin's change kept");
+    assert_eq!(store.get_user(&alice.name).await.expect("get_user"), Some(alice.clone()));
+    assert!(generation(store).await > g3, "new groups move the generation");
+    let g4 = generation(store).await;
+    let got = store.update_user_login(&alice.name, &[], None, Some(T0 + 20)).await.expect("update_user_login").expect("user");
+    assert_eq!((got.groups.len(), got.email.as_deref(), got.last_login_at), (0, Some("new@example.org"), Some(T0 + 20)));
+    assert!(generation(store).await > g4, "groups gone move the generation");
+    let g5 = generation(store).await;
+    assert_eq!(store.update_user_login("suite-people-nobody", &same, None, Some(T0)).await.expect("update_user_login"), None);
+    assert_eq!(generation(store).await, g5, "no such user");
+
+    // A user's tokens go with it.
+    let cli = token("suite-people-tok-cli", &alice.name, TokenKind::Cli, None, T0);
+    let helper = token("suite-people-tok-helper", &alice.name, TokenKind::Helper, Some("suite-people-tok-cli"), T0);
+    let pat = token("suite-people-tok-pat", &alice.name, TokenKind::Personal, None, T0);
+    let bobs = token("suite-people-tok-bob", &bob.name, TokenKind::Personal, None, T0);
+    for t in [&cli, &helper, &pat, &bobs] {
+        store.create_token(t).await.expect("create_token");
+    }
+    let g6 = generation(store).await;
+    assert!(store.delete_user(&alice.name).await.expect("delete_user"));
+    assert!(generation(store).await > g6, "deleting a user moves the generation");
+    for t in [&cli, &helper, &pat] {
+        assert_eq!(store.get_token(&t.id).await.expect("get_token"), None, "{} went with its user", t.id);
+    }
+    assert_eq!(store.list_tokens(&alice.name, &[]).await.expect("list_tokens"), vec![]);
+    assert_eq!(store.get_token(&bobs.id).await.expect("get_token"), Some(bobs.clone()), "another user's token stays");
+    // A new user of the same name starts without them.
+    assert!(store.create_user(&UserRecord { identity: None, ..alice.clone() }).await.expect("create_user"));
+    assert_eq!(store.list_tokens(&alice.name, &[]).await.expect("list_tokens"), vec![]);
+
+    for name in [&alice.name, &bob.name, &elsewhere.name, &full.name] {
+        assert!(store.delete_user(name).await.expect("delete_user"), "{name}");
+    }
+    assert_eq!(store.get_token(&bobs.id).await.expect("get_token"), None);
+    assert_eq!(user_names(store, "suite-people-").await, Vec::<String>::new());
+}
+
+/// A token with no scope, expiry, use, refresh token or check.
+fn token(id: &str, user: &str, kind: TokenKind, parent: Option<&str>, at: UnixTime) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        user: user.into(),
+        kind,
+        name: format!("{} for the suite", kind.as_str()),
+        secret_hash: format!("{:0>64}", id.len()),
+        parent: parent.map(Into::into),
+        scope: None,
+        created_at: at,
+        expires_at: None,
+        last_used_at: None,
+        refresh_token: None,
+        checked_at: None,
+    }
+}
+
+async fn token_ids(store: &dyn MetadataStore, user: &str, kinds: &[TokenKind]) -> Vec<String> {
+    store.list_tokens(user, kinds).await.expect("list_tokens").into_iter().map(|t| t.id).collect()
+}
+
+async fn ids_to_check(store: &dyn MetadataStore, before: UnixTime, now: UnixTime, limit: u32) -> Vec<String> {
+    store.tokens_to_check(before, now, limit).await.expect("tokens_to_check").into_iter().map(|t| t.id).collect()
+}
+
+/// Tokens: creation (references checked, ids unique), reading and listing (by kind, oldest
+/// first), deletion with children (moving the generation), a user's tokens by kind, uses and
+/// re-checks (not moving it), the tokens due for a re-check, pruning expired ones. Needs no
+/// other part's tokens in the store.
+pub async fn tokens(store: &dyn MetadataStore) {
+    let (u, v) = ("suite-tok-user", "suite-tok-other");
+    for name in [u, v] {
+        assert!(store.create_user(&UserRecord { name: name.into(), created_at: T0, ..UserRecord::default() }).await.expect("create_user"));
+    }
+    let g = generation(store).await;
+    // What a token refers to must exist.
+    assert_conflict(store.create_token(&token("suite-tok-x", "suite-tok-nobody", TokenKind::Personal, None, T0)).await, &["suite-tok-nobody"]);
+    assert_conflict(store.create_token(&token("suite-tok-x", u, TokenKind::Helper, Some("suite-tok-none"), T0)).await, &["suite-tok-none"]);
+    assert_eq!(store.get_token("suite-tok-x").await.expect("get_token"), None);
+
+    let cli = TokenRecord { refresh_token: Some("refresh-cli".into()), ..token("suite-tok-cli", u, TokenKind::Cli, None, T0 + 1) };
+    let web = TokenRecord {
+        refresh_token: Some("refresh-web".into()),
+        checked_at: Some(T0 + 50),
+        expires_at: Some(T0 + 10_000),
+        ..token("suite-tok-web", u, TokenKind::Web, None, T0 + 1)
+    };
+    let helper = TokenRecord { expires_at: Some(T0 + 100), ..token("suite-tok-helper", u, TokenKind::Helper, Some("suite-tok-cli"), T0 + 2) };
+    let pat = TokenRecord {
+        name: "laptop".into(),
+        scope: Some(serde_json::json!({"projects": ["suite"], "actions": ["pull"]})),
+        expires_at: Some(T0 + 1000),
+        last_used_at: Some(T0 + 4),
+        ..token("suite-tok-pat", u, TokenKind::Personal, None, T0 + 3)
+    };
+    let others = token("suite-tok-v", v, TokenKind::Personal, None, T0);
+    for t in [&cli, &web, &helper, &pat, &others] {
+        store.create_token(t).await.expect("create_token");
+    }
+    for t in [&cli, &web, &helper, &pat, &others] {
+        assert_eq!(store.get_token(&t.id).await.expect("get_token").as_ref(), Some(t), "every field of {}", t.id);
+    }
+    // An id is used once; a parent is a token of the same user.
+    assert_conflict(store.create_token(&TokenRecord { name: "again".into(), ..token("suite-tok-pat", v, TokenKind::Cli, None, T0) }).await, &["suite-tok-pat"]);
+    assert_eq!(store.get_token(&pat.id).await.expect("get_token").as_ref(), Some(&pat));
+    assert_conflict(store.create_token(&token("suite-tok-y", v, TokenKind::Helper, Some("suite-tok-cli"), T0)).await, &["suite-tok-cli"]);
+    assert_eq!(store.get_token("suite-tok-y").await.expect("get_token"), None);
+    assert_eq!(generation(store).await, g, "creating tokens (and refusing them) leaves the generation");
+
+    // Listing: oldest first, then by id; by kind.
+    assert_eq!(token_ids(store, u, &[]).await, ["suite-tok-cli", "suite-tok-web", "suite-tok-helper", "suite-tok-pat"]);
+    assert_eq!(store.list_tokens(u, &[]).await.expect("list_tokens"), [cli.clone(), web.clone(), helper.clone(), pat.clone()]);
+    assert_eq!(token_ids(store, u, &TokenKind::ALL).await, ["suite-tok-cli", "suite-tok-web", "suite-tok-helper", "suite-tok-pat"]);
+    assert_eq!(token_ids(store, u, &[TokenKind::Personal]).await, ["suite-tok-pat"]);
+    assert_eq!(token_ids(store, u, &[TokenKind::Helper, TokenKind::Cli]).await, ["suite-tok-cli", "suite-tok-helper"]);
+    assert_eq!(token_ids(store, v, &[]).await, ["suite-tok-v"]);
+    assert_eq!(token_ids(store, v, &[TokenKind::Web]).await, Vec::<String>::new());
+    assert_eq!(token_ids(store, "suite-tok-nobody", &[]).await, Vec::<String>::new());
+
+    // Uses and re-checks: the generation stays.
+    store.touch_token(&pat.id, T0 + 20).await.expect("touch_token");
+    store.touch_token(&pat.id, T0 + 10).await.expect("touch_token");
+    store.touch_token(&cli.id, T0 + 7).await.expect("touch_token");
+    store.touch_token("suite-tok-none", T0).await.expect("touch_token of nothing");
+    assert_eq!(store.get_token(&pat.id).await.expect("get_token").and_then(|t| t.last_used_at), Some(T0 + 20), "never back");
+    assert_eq!(store.get_token(&cli.id).await.expect("get_token").and_then(|t| t.last_used_at), Some(T0 + 7));
+    assert!(store.update_token_check(&cli.id, Some("refresh-cli-2"), T0 + 30).await.expect("update_token_check"));
+    assert!(!store.update_token_check("suite-tok-none", None, T0).await.expect("update_token_check"));
+    let checked = store.get_token(&cli.id).await.expect("get_token").expect("cli");
+    assert_eq!((checked.refresh_token.as_deref(), checked.checked_at, checked.last_used_at), (Some("refresh-cli-2"), Some(T0 + 30), Some(T0 + 7)));
+    assert_eq!(generation(store).await, g, "uses and re-checks leave the generation");
+
+    // Due for a re-check: with a refresh token, last checked (or, never checked, created) before
+    // `before`, not expired at `now`; oldest first, then by id; at most `limit`.
+    let old = TokenRecord { refresh_token: Some("refresh-old".into()), expires_at: Some(T0 + 40), ..token("suite-tok-old", u, TokenKind::Cli, None, T0) };
+    let fresh = TokenRecord { refresh_token: Some("refresh-fresh".into()), ..token("suite-tok-fresh", u, TokenKind::Web, None, T0 + 5) };
+    let same_time = TokenRecord { refresh_token: Some("refresh-same".into()), ..token("suite-tok-fresh0", v, TokenKind::Cli, None, T0 + 5) };
+    for t in [&old, &fresh, &same_time] {
+        store.create_token(t).await.expect("create_token");
+    }
+    assert_eq!(ids_to_check(store, T0 + 100, T0 + 39, 10).await, ["suite-tok-old", "suite-tok-fresh", "suite-tok-fresh0", "suite-tok-cli", "suite-tok-web"]);
+    assert_eq!(ids_to_check(store, T0 + 100, T0 + 40, 10).await, ["suite-tok-fresh", "suite-tok-fresh0", "suite-tok-cli", "suite-tok-web"], "expired at now");
+    assert_eq!(ids_to_check(store, T0 + 100, T0 + 39, 2).await, ["suite-tok-old", "suite-tok-fresh"], "a limit");
+    assert_eq!(ids_to_check(store, T0 + 30, T0, 10).await, ["suite-tok-old", "suite-tok-fresh", "suite-tok-fresh0"], "checked at `before` is not before it");
+    assert_eq!(ids_to_check(store, T0, T0, 10).await, Vec::<String>::new());
+    assert_eq!(ids_to_check(store, T0 + 100, T0 + 10_000, 10).await, ["suite-tok-fresh", "suite-tok-fresh0", "suite-tok-cli"], "the web token expired");
+    // A token without a refresh token is never due.
+    assert!(store.update_token_check(&web.id, None, T0 + 60).await.expect("update_token_check"));
+    assert_eq!(store.get_token(&web.id).await.expect("get_token").map(|t| (t.refresh_token, t.checked_at)), Some((None, Some(T0 + 60))));
+    assert_eq!(ids_to_check(store, T0 + 100, T0 + 39, 10).await, ["suite-tok-old", "suite-tok-fresh", "suite-tok-fresh0", "suite-tok-cli"]);
+    assert_eq!(generation(store).await, g);
+
+    // Deleting a token takes its children (and theirs) and moves the generation.
+    let grandchild = token("suite-tok-grandchild", u, TokenKind::Helper, Some("suite-tok-helper"), T0 + 2);
+    store.create_token(&grandchild).await.expect("create_token");
+    assert!(store.delete_token(&cli.id).await.expect("delete_token"));
+    let g1 = generation(store).await;
+    assert!(g1 > g, "deleting a token moves the generation");
+    for id in [&cli.id, &helper.id, &grandchild.id] {
+        assert_eq!(store.get_token(id).await.expect("get_token"), None, "{id}");
+    }
+    assert!(!store.delete_token(&cli.id).await.expect("delete_token"), "already gone");
+    assert_eq!(generation(store).await, g1, "deleting nothing");
+    assert_eq!(token_ids(store, u, &[]).await, ["suite-tok-old", "suite-tok-web", "suite-tok-pat", "suite-tok-fresh"]);
+
+    // A user's tokens by kind, children (of any kind) counted.
+    for t in [&cli, &helper, &grandchild] {
+        store.create_token(t).await.expect("create_token");
+    }
+    assert_eq!(store.delete_user_tokens(u, &[TokenKind::Personal]).await.expect("delete_user_tokens"), 1);
+    let g2 = generation(store).await;
+    assert!(g2 > g1, "deleting a user's tokens moves the generation");
+    assert_eq!(store.delete_user_tokens(u, &[TokenKind::Personal]).await.expect("delete_user_tokens"), 0);
+    assert_eq!(store.delete_user_tokens("suite-tok-nobody", &[]).await.expect("delete_user_tokens"), 0);
+    assert_eq!(generation(store).await, g2, "deleting nothing");
+    assert_eq!(store.delete_user_tokens(u, &[TokenKind::Cli]).await.expect("delete_user_tokens"), 4, "old, cli, its helper and that one's child");
+    assert!(generation(store).await > g2);
+    assert_eq!(token_ids(store, u, &[]).await, ["suite-tok-web", "suite-tok-fresh"]);
+    assert_eq!(token_ids(store, v, &[]).await, ["suite-tok-v", "suite-tok-fresh0"], "another user's tokens stay");
+    assert_eq!(store.delete_user_tokens(u, &[]).await.expect("delete_user_tokens"), 2);
+    assert_eq!(store.delete_user_tokens(v, &[]).await.expect("delete_user_tokens"), 2);
+
+    // Pruning: tokens expired at `now` (expires_at <= now) with their children; the generation
+    // stays.
+    let expired = TokenRecord { expires_at: Some(T0 + 10), ..token("suite-tok-e1", u, TokenKind::Cli, None, T0) };
+    let child = token("suite-tok-e1-child", u, TokenKind::Helper, Some("suite-tok-e1"), T0);
+    let later = TokenRecord { expires_at: Some(T0 + 100), ..token("suite-tok-e2", u, TokenKind::Personal, None, T0) };
+    let forever = token("suite-tok-e3", v, TokenKind::Personal, None, T0);
+    for t in [&expired, &child, &later, &forever] {
+        store.create_token(t).await.expect("create_token");
+    }
+    let g3 = generation(store).await;
+    assert_eq!(store.prune_tokens(T0 + 9).await.expect("prune_tokens"), 0);
+    assert_eq!(store.prune_tokens(T0 + 10).await.expect("prune_tokens"), 2, "the expired token and its child");
+    assert_eq!(store.prune_tokens(T0 + 10).await.expect("prune_tokens"), 0);
+    assert_eq!(token_ids(store, u, &[]).await, ["suite-tok-e2"]);
+    assert_eq!(store.prune_tokens(T0 + 1_000_000).await.expect("prune_tokens"), 1);
+    assert_eq!(token_ids(store, v, &[]).await, ["suite-tok-e3"], "no expiry: never pruned");
+    assert_eq!(generation(store).await, g3, "pruning leaves the generation");
+
+    // Many expired tokens with children: more than a backend is likely to prune in one batch.
+    let many: Vec<TokenRecord> = (0..2400)
+        .map(|i| {
+            let parent = (i % 2 == 1).then(|| format!("suite-tok-many-{:05}", i - 1));
+            TokenRecord { expires_at: parent.is_none().then_some(T0 + 5), ..token(&format!("suite-tok-many-{i:05}"), u, TokenKind::Cli, parent.as_deref(), T0) }
+        })
+        .collect();
+    let rows: Vec<crate::ExportRow> = many.into_iter().map(crate::ExportRow::Token).collect();
+    for chunk in rows.chunks(1000) {
+        let outcome = store.import(chunk).await.expect("import");
+        assert_eq!((outcome.imported, outcome.skipped.len(), outcome.deferred.len()), (chunk.len() as u64, 0, 0));
+    }
+    assert_eq!(store.prune_tokens(T0 + 5).await.expect("prune_tokens"), 2400);
+    assert_eq!(token_ids(store, u, &[]).await, Vec::<String>::new());
+
+    for name in [u, v] {
+        assert!(store.delete_user(name).await.expect("delete_user"));
+    }
+    assert_eq!(store.get_token("suite-tok-e3").await.expect("get_token"), None);
+}
+
+/// A login in progress with `ttl` seconds to live from `at`.
+fn auth_request(id: &str, kind: &str, at: UnixTime, ttl: UnixTime) -> AuthRequest {
+    AuthRequest {
+        id: id.into(),
+        kind: kind.into(),
+        data: serde_json::json!({"nonce": format!("nonce-{id}"), "verifier": "v", "return_to": "/ui/"}),
+        created_at: at,
+        expires_at: at + ttl,
+    }
+}
+
+/// Logins in progress: put (an unexpired id once; an expired one replaced), the bound on pending
+/// requests, get, update and take of unexpired requests only, take once, prune. Works at
+/// `T0 + 5_000_000` (every other part's requests have expired by then) and counts every pending
+/// request there.
+pub async fn auth_requests(store: &dyn MetadataStore) {
+    const N: UnixTime = T0 + 5_000_000;
+    let max = 4;
+    let a = auth_request("suite-auth-a", "web", N, 600);
+    assert!(store.put_auth_request(&a, max, N).await.expect("put_auth_request"));
+    assert_eq!(store.get_auth_request(&a.id, N).await.expect("get_auth_request"), Some(a.clone()));
+    // An id in use: false, nothing changes.
+    assert!(!store.put_auth_request(&AuthRequest { kind: "device".into(), ..a.clone() }, max, N + 1).await.expect("put_auth_request"));
+    assert_eq!(store.get_auth_request(&a.id, N + 1).await.expect("get_auth_request"), Some(a.clone()));
+    // Updating the data.
+    let approved = serde_json::json!({"approved": true, "user": "suite-auth-user"});
+    assert!(store.update_auth_request(&a.id, &approved, N + 2).await.expect("update_auth_request"));
+    let a = AuthRequest { data: approved, ..a };
+    assert_eq!(store.get_auth_request(&a.id, N + 2).await.expect("get_auth_request"), Some(a.clone()));
+    assert!(!store.update_auth_request("suite-auth-none", &serde_json::json!({}), N).await.expect("update_auth_request"));
+    assert_eq!(store.get_auth_request("suite-auth-none", N).await.expect("get_auth_request"), None);
+
+    // Expired (at `expires_at`): gone for every method, and its id free again.
+    let b = auth_request("suite-auth-b", "device", N, 10);
+    assert!(store.put_auth_request(&b, max, N).await.expect("put_auth_request"));
+    assert_eq!(store.get_auth_request(&b.id, N + 9).await.expect("get_auth_request"), Some(b.clone()));
+    assert_eq!(store.get_auth_request(&b.id, N + 10).await.expect("get_auth_request"), None);
+    assert!(!store.update_auth_request(&b.id, &serde_json::json!({}), N + 10).await.expect("update_auth_request"));
+    assert_eq!(store.take_auth_request(&b.id, N + 10).await.expect("take_auth_request"), None);
+    let b = auth_request("suite-auth-b", "web", N + 20, 600);
+    assert!(store.put_auth_request(&b, max, N + 20).await.expect("put_auth_request"), "an expired id is replaced");
+    assert_eq!(store.get_auth_request(&b.id, N + 20).await.expect("get_auth_request"), Some(b.clone()));
+
+    // The bound: at most `max` pending (unexpired) requests.
+    let (c, d) = (auth_request("suite-auth-c", "web", N + 20, 600), auth_request("suite-auth-d", "web", N + 20, 30));
+    assert!(store.put_auth_request(&c, max, N + 20).await.expect("put_auth_request"));
+    assert!(store.put_auth_request(&d, max, N + 20).await.expect("put_auth_request"));
+    let e = auth_request("suite-auth-e", "web", N + 21, 600);
+    assert_conflict(store.put_auth_request(&e, max, N + 21).await, &["in progress"]);
+    assert_conflict(store.put_auth_request(&e, 0, N + 21).await, &["in progress"]);
+    assert_eq!(store.get_auth_request(&e.id, N + 21).await.expect("get_auth_request"), None);
+    // An id in use is answered as such even when the store is full.
+    assert!(!store.put_auth_request(&c, max, N + 21).await.expect("put_auth_request"));
+    // Expired requests do not count.
+    assert!(store.put_auth_request(&e, max, N + 50).await.expect("put_auth_request"), "d expired at {}", N + 50);
+    let f = auth_request("suite-auth-f", "web", N + 50, 600);
+    assert_conflict(store.put_auth_request(&f, max, N + 50).await, &["in progress"]);
+
+    // Taking: once.
+    assert_eq!(store.take_auth_request(&a.id, N + 51).await.expect("take_auth_request"), Some(a.clone()));
+    assert_eq!(store.take_auth_request(&a.id, N + 51).await.expect("take_auth_request"), None, "single use");
+    assert_eq!(store.get_auth_request(&a.id, N + 51).await.expect("get_auth_request"), None);
+    assert!(!store.update_auth_request(&a.id, &serde_json::json!({}), N + 51).await.expect("update_auth_request"));
+    assert!(store.put_auth_request(&f, max, N + 51).await.expect("put_auth_request"), "taking one made room");
+
+    // Pruning: what expired at `now`.
+    assert_eq!(store.prune_auth_requests(N + 50).await.expect("prune_auth_requests"), 1, "d");
+    assert_eq!(store.prune_auth_requests(N + 50).await.expect("prune_auth_requests"), 0);
+    assert_eq!(store.get_auth_request(&b.id, N + 50).await.expect("get_auth_request"), Some(b.clone()), "unexpired ones stay");
+    assert_eq!(store.prune_auth_requests(N + 10_000).await.expect("prune_auth_requests"), 4, "b, c, e and f");
+    assert_eq!(store.get_auth_request(&f.id, N + 52).await.expect("get_auth_request"), None);
+}
+
+/// Many takes of one login in progress at once: exactly one gets it. Then many puts at once
+/// against the bound on pending requests: exactly that many are stored, the others refused.
+/// Handles as for [`upload_claim_race`]; works at `T0 + 6_000_000` and takes what it stored.
+pub async fn auth_request_race(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    const N: UnixTime = T0 + 6_000_000;
+    for round in 0..4 {
+        let request = auth_request(&format!("suite-authrace-{round}"), "web", N, 600);
+        assert!(one.put_auth_request(&request, 1000, N).await.expect("put_auth_request"));
+        let takers = (0..RACERS).map(|i| {
+            let (store, id) = (if i % 2 == 0 { one } else { two }, request.id.clone());
+            async move { store.take_auth_request(&id, N + 1).await.expect("take_auth_request") }
+        });
+        let got = join_all(takers).await;
+        let winners: Vec<&AuthRequest> = got.iter().flatten().collect();
+        assert_eq!(winners, [&request], "round {round}: exactly one of {RACERS} concurrent takes gets it");
+        assert_eq!(two.get_auth_request(&request.id, N + 1).await.expect("get_auth_request"), None);
+    }
+    let max = 5;
+    let requests: Vec<AuthRequest> = (0..RACERS).map(|i| auth_request(&format!("suite-authbound-{i:02}"), "web", N, 600)).collect();
+    let putters = requests.iter().enumerate().map(|(i, r)| {
+        let store = if i % 2 == 0 { two } else { one };
+        async move { store.put_auth_request(r, max, N).await }
+    });
+    let got = join_all(putters).await;
+    let stored = got.iter().filter(|r| matches!(r, Ok(true))).count();
+    let refused = got.iter().filter(|r| matches!(r, Err(MetaError::Conflict(_)))).count();
+    assert_eq!((stored, refused), (max as usize, RACERS - max as usize), "the bound holds under concurrent puts: {got:?}");
+    let mut taken = 0;
+    for r in &requests {
+        taken += usize::from(one.take_auth_request(&r.id, N + 1).await.expect("take_auth_request").is_some());
+    }
+    assert_eq!(taken, max as usize);
 }
 
 /// Key-value settings, including concurrent initialisation.
@@ -2207,11 +2659,14 @@ pub fn copied_key(source_key: &str) -> String {
 
 /// Copies every table of `src` into `dst` the way `berth migrate` does, without blob storage:
 /// each table in pages of `page` rows, each page's key range pruned at the destination and then
-/// imported; a blob record the destination lacks gets [`copied_key`] of its source key.
+/// imported; a blob record the destination lacks gets [`copied_key`] of its source key; rows
+/// the destination deferred are imported again after their table's walk (while that writes some
+/// of them; what is left counts as skipped).
 pub async fn copy_store(src: &dyn MetadataStore, dst: &dyn MetadataStore, page: u32) -> CopyTotals {
     let mut totals = CopyTotals::default();
     for table in crate::Table::ALL {
         let mut after: Option<crate::RowKey> = None;
+        let mut deferred: Vec<crate::ExportRow> = Vec::new();
         loop {
             let mut rows = src.export(table, after.as_ref(), page).await.expect("export");
             assert!(rows.len() <= page as usize, "{}: a page holds at most the limit", table.name());
@@ -2239,10 +2694,22 @@ pub async fn copy_store(src: &dyn MetadataStore, dst: &dyn MetadataStore, page: 
             assert!(outcome.unused_keys.is_empty(), "{:?}", outcome.unused_keys);
             totals.imported += outcome.imported;
             totals.skipped += outcome.skipped.len() as u64;
+            deferred.extend(rows.into_iter().filter(|r| outcome.deferred.contains(&r.key())));
             match upto {
                 Some(k) => after = Some(k),
                 None => break,
             }
+        }
+        while !deferred.is_empty() {
+            let outcome = dst.import(&deferred).await.expect("import");
+            totals.imported += outcome.imported;
+            totals.skipped += outcome.skipped.len() as u64;
+            let still: Vec<crate::ExportRow> = deferred.iter().filter(|r| outcome.deferred.contains(&r.key())).cloned().collect();
+            if still.len() == deferred.len() {
+                totals.skipped += still.len() as u64;
+                break;
+            }
+            deferred = still;
         }
     }
     totals
@@ -2274,7 +2741,19 @@ pub async fn assert_same_contents(src: &dyn MetadataStore, dst: &dyn MetadataSto
     for key in ["registry_signing_key", "bootstrap_admin_hash", "suite-setting"] {
         assert_eq!(dst.get_setting(key).await.expect("get_setting"), src.get_setting(key).await.expect("get_setting"), "setting {key}");
     }
-    assert_eq!(dst.list_users().await.expect("users"), src.list_users().await.expect("users"));
+    let users = src.list_users().await.expect("users");
+    assert_eq!(dst.list_users().await.expect("users"), users);
+    for u in &users {
+        let tokens = src.list_tokens(&u.name, &[]).await.expect("list_tokens");
+        assert_eq!(dst.list_tokens(&u.name, &[]).await.expect("list_tokens"), tokens, "tokens of {}", u.name);
+        for t in &tokens {
+            assert_eq!(dst.get_token(&t.id).await.expect("get_token").as_ref(), Some(t));
+        }
+        if let Some(i) = &u.identity {
+            assert_eq!(dst.get_user_by_identity(&i.issuer, &i.subject).await.expect("get_user_by_identity").as_ref(), Some(u));
+        }
+    }
+    assert_eq!(dst.tokens_to_check(i64::MAX, 0, 1000).await.expect("tokens_to_check"), src.tokens_to_check(i64::MAX, 0, 1000).await.expect("tokens_to_check"));
     assert_eq!(dst.list_projects().await.expect("projects"), src.list_projects().await.expect("projects"));
     for p in src.list_projects().await.expect("projects") {
         assert_eq!(dst.list_members(&p.name).await.expect("members"), src.list_members(&p.name).await.expect("members"), "members of {}", p.name);
@@ -2329,11 +2808,6 @@ pub async fn assert_same_contents(src: &dyn MetadataStore, dst: &dyn MetadataSto
 
 const AUDIT_ALL: u32 = crate::AUDIT_MAX_LIMIT;
 
-/// Export and import: `src` and `dst` are fresh, empty stores (of any backends). Populates `src`
-/// through the normal API (every table, and transient state that must not move), copies it with
-/// [`copy_store`] in small pages, and compares everything through the read API; then copies
-/// again (nothing changes), changes the source (deletions included) and copies once more (the
-/// destination follows); and checks what `import` and `prune` promise on their own.
 fn member(project: &str, key: &str, role: &str, at: UnixTime) -> MemberRecord {
     MemberRecord { project: project.into(), member: key.into(), role: role.into(), created_at: at, updated_at: at }
 }
@@ -2392,6 +2866,11 @@ pub async fn members(store: &dyn MetadataStore) {
     assert_eq!(store.memberships(&[devs]).await.expect("memberships"), vec![]);
 }
 
+/// Export and import: `src` and `dst` are fresh, empty stores (of any backends). Populates `src`
+/// through the normal API (every table, and transient state that must not move), copies it with
+/// [`copy_store`] in small pages, and compares everything through the read API; then copies
+/// again (nothing changes), changes the source (deletions included) and copies once more (the
+/// destination follows); and checks what `import` and `prune` promise on their own.
 pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     const T: UnixTime = T0 + 50_000;
     // Settings, users (one disabled), transient state.
@@ -2400,6 +2879,39 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     src.init_setting("suite-setting", "value").await.expect("init");
     src.put_user(&user("admin", "$argon2id$admin", true, false)).await.expect("put_user");
     src.put_user(&user("suite-x-bob", "$argon2id$bob", false, true)).await.expect("put_user");
+    // People: a user from an OpenID provider with groups, and tokens: a login, its helper
+    // credential whose id sorts before it, and that one's child, before both; a personal token
+    // with a scope; another user's token.
+    let carol = UserRecord {
+        name: "suite-x-carol".into(),
+        password_hash: String::new(),
+        identity: Some(UserIdentity { provider: "suite-x-gh".into(), issuer: "https://id.example".into(), subject: "carol-sub".into() }),
+        email: Some("carol@example.org".into()),
+        groups: vec!["suite-x-devs".into(), "suite-x-ops".into()],
+        created_at: T - 20,
+        last_login_at: Some(T - 2),
+        ..UserRecord::default()
+    };
+    assert!(src.create_user(&carol).await.expect("create_user"));
+    let login = TokenRecord {
+        refresh_token: Some("refresh-z".into()),
+        checked_at: Some(T - 1),
+        expires_at: Some(T + 3600),
+        last_used_at: Some(T),
+        ..token("suite-x-tok-z", "suite-x-carol", TokenKind::Cli, None, T - 2)
+    };
+    let helper = TokenRecord { expires_at: Some(T + 600), ..token("suite-x-tok-a", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-z"), T - 1) };
+    let grandchild = token("suite-x-tok-0", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-a"), T - 1);
+    let personal = TokenRecord {
+        name: "laptop".into(),
+        scope: Some(serde_json::json!({"projects": ["suite-x"], "actions": ["pull", "push"]})),
+        ..token("suite-x-tok-m", "suite-x-carol", TokenKind::Personal, None, T - 3)
+    };
+    let bobs = token("suite-x-tok-b", "suite-x-bob", TokenKind::Personal, None, T - 4);
+    for t in [&login, &helper, &grandchild, &personal, &bobs] {
+        src.create_token(t).await.expect("create_token");
+    }
+    src.put_auth_request(&auth_request("suite-x-login", "web", T, 600), 10, T).await.expect("put_auth_request");
     let upload_repo = repo("suite-x/uploads");
     src.create_upload("suite-x-upload", &upload_repo, T).await.expect("create_upload");
     src.record_login_failure("addr:192.0.2.9", T).await.expect("login failure");
@@ -2457,6 +2969,9 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     assert!(dst.federation_generation().await.expect("generation") > generation, "an import moves the generation");
     assert_eq!(dst.get_upload("suite-x-upload").await.expect("get_upload"), None, "uploads are not copied");
     assert_eq!(dst.login_failures("addr:192.0.2.9", T).await.expect("login_failures"), 0, "login failures are not copied");
+    assert_eq!(dst.get_auth_request("suite-x-login", T).await.expect("get_auth_request"), None, "logins in progress are not copied");
+    assert_eq!(dst.list_tokens("suite-x-carol", &[]).await.expect("list_tokens").len(), 4);
+    assert_eq!(dst.get_token("suite-x-tok-0").await.expect("get_token").as_ref(), Some(&grandchild), "a child before its parents");
     let listed = src.list_repositories(all()).await.expect("repositories");
     assert!(!listed.contains(&"suite-x/uploads".to_owned()), "an upload alone makes no repository");
     let sbom_refs = dst.referrers(&app, &img, Some("application/vnd.example.sbom")).await.expect("referrers");
@@ -2488,6 +3003,11 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     assert!(src.delete_manifest(&lib, &lib_img).await.expect("delete_manifest"));
     assert!(src.delete_robot("robot$suite-x+static").await.expect("delete_robot"));
     assert!(src.delete_user("suite-x-bob").await.expect("delete_user"));
+    assert!(src.delete_token("suite-x-tok-z").await.expect("delete_token"));
+    src.update_user_login("suite-x-carol", &["suite-x-qa".to_owned()], None, Some(T + 30)).await.expect("update_user_login").expect("carol");
+    let relogin = TokenRecord { refresh_token: Some("refresh-y".into()), ..token("suite-x-tok-y", "suite-x-carol", TokenKind::Cli, None, T + 30) };
+    src.create_token(&relogin).await.expect("create_token");
+    src.create_token(&token("suite-x-tok-1", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-y"), T + 31)).await.expect("create_token");
     assert_eq!(src.delete_project("suite-x-private").await.expect("delete_project"), DeleteOutcome::Deleted);
     assert!(src.unlink_blob(&app, &loose).await.expect("unlink"));
     let report = src.collect_garbage(T + 3, 0).await.expect("gc");
@@ -2504,6 +3024,10 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
     assert_eq!(get(dst, &app, Reference::Tag(tag("latest"))).await.map(|m| m.digest), Some(img3));
     assert_eq!(dst.repo_blob(&app, &loose).await.expect("repo_blob"), None);
     assert_eq!(dst.get_robot("robot$suite-x+static").await.expect("get_robot"), None);
+    for gone in ["suite-x-tok-z", "suite-x-tok-a", "suite-x-tok-0", "suite-x-tok-b"] {
+        assert_eq!(dst.get_token(gone).await.expect("get_token"), None, "{gone}");
+    }
+    assert_eq!(dst.get_user("suite-x-carol").await.expect("get_user").map(|u| u.groups), Some(vec!["suite-x-qa".to_owned()]));
     assert!(!dst.get_project("suite-x").await.expect("get_project").expect("project").public);
     let _ = idx;
 
@@ -2517,13 +3041,37 @@ pub async fn transfer(src: &dyn MetadataStore, dst: &dyn MetadataStore) {
         crate::ExportRow::BlobLink(crate::BlobLinkExport { repo: app.clone(), digest: dig("suite-x-absent"), last_used: T }),
         crate::ExportRow::Robot(robot("robot$suite-x-gone+r", Some("suite-x-gone"), None, None)),
         crate::ExportRow::Member(member("suite-x-gone", "user:nobody", "guest", T)),
+        crate::ExportRow::Token(token("suite-x-tok-n", "suite-x-nobody", TokenKind::Personal, None, T)),
+        crate::ExportRow::Token(token("suite-x-tok-q", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-gone"), T)),
+        crate::ExportRow::Token(token("suite-x-tok-c", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-zz"), T)),
     ];
     let outcome = dst.import(&[stale]).await.expect("import");
     assert_eq!(outcome.unused_keys, vec!["other-key".to_owned()], "{outcome:?}");
     assert_eq!(dst.repo_blob(&app, &config).await.expect("repo_blob").map(|b| b.storage_key), Some(copied_key(&key("suite-x-config"))));
     let outcome = dst.import(&missing_parent).await.expect("import");
-    assert_eq!((outcome.imported, outcome.skipped.len()), (0, 4), "{outcome:?}");
+    assert_eq!((outcome.imported, outcome.skipped.len()), (0, 6), "{outcome:?}");
+    assert_eq!(outcome.deferred, [crate::RowKey::Name("suite-x-tok-c".into())], "its parent sorts after it: a later page may bring it");
+    assert!(outcome.skipped.iter().any(|s| s.contains("suite-x-tok-gone")), "{outcome:?}");
     assert!(outcome.skipped.iter().any(|s| s.contains("orphan")), "{outcome:?}");
+    for id in ["suite-x-tok-n", "suite-x-tok-q", "suite-x-tok-c"] {
+        assert_eq!(dst.get_token(id).await.expect("get_token"), None, "{id}");
+    }
+    // Tokens of one import are written parents first, whatever their order; an identity moves
+    // to the imported user from the one that had it here.
+    let family = [
+        crate::ExportRow::Token(token("suite-x-tok-p3", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-p2"), T)),
+        crate::ExportRow::Token(token("suite-x-tok-p2", "suite-x-carol", TokenKind::Helper, Some("suite-x-tok-p1"), T)),
+        crate::ExportRow::Token(token("suite-x-tok-p1", "suite-x-carol", TokenKind::Cli, None, T)),
+    ];
+    let outcome = dst.import(&family).await.expect("import");
+    assert_eq!((outcome.imported, outcome.skipped.len(), outcome.deferred.len()), (3, 0, 0), "{outcome:?}");
+    assert_eq!(dst.get_token("suite-x-tok-p3").await.expect("get_token").and_then(|t| t.parent).as_deref(), Some("suite-x-tok-p2"));
+    let dave = UserRecord { name: "suite-x-dave".into(), identity: carol.identity.clone(), ..UserRecord::default() };
+    let outcome = dst.import(&[crate::ExportRow::User(dave.clone())]).await.expect("import");
+    assert_eq!(outcome.imported, 1);
+    let i = carol.identity.as_ref().expect("identity");
+    assert_eq!(dst.get_user_by_identity(&i.issuer, &i.subject).await.expect("get_user_by_identity"), Some(dave));
+    assert_eq!(dst.get_user("suite-x-carol").await.expect("get_user").map(|u| u.identity), Some(None));
     assert_eq!(tags_of(dst, &app).await.map(|t| t.contains(&"orphan".to_owned())), Some(false));
     // A key of another shape than the table's is refused.
     let wrong = dst.prune(crate::Table::Tags, Some(&crate::RowKey::Name("x".into())), None, &[]).await;

@@ -105,7 +105,7 @@ impl Reg {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
         let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await.unwrap();
+        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false, ..UserRecord::default() }).await.unwrap();
         let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
         let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
         let blobs = Arc::new(FsBlobStore::open(dir.path().to_path_buf()).unwrap());

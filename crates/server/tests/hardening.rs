@@ -62,7 +62,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let meta = Arc::new(SqliteStore::open(&dir.path().join("berth.db")).await.unwrap());
         let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await.unwrap();
+        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false, ..UserRecord::default() }).await.unwrap();
         Cluster { dir, meta }
     }
 
@@ -291,7 +291,7 @@ async fn disabled_deleted_expired_and_regenerated_credentials_stop_on_every_repl
     let hash = berth_identity::password::hash("new-admin-password").unwrap();
     let other = c.replica(Limits::default()).await;
     assert_eq!(other.token("admin", PW).await.status, 200);
-    c.meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false }).await.unwrap();
+    c.meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash, admin: true, disabled: false, ..UserRecord::default() }).await.unwrap();
     within(Duration::from_secs(2), async || other.token("admin", PW).await.status == 401).await;
 }
 

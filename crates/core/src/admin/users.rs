@@ -59,7 +59,18 @@ impl Core {
             (None, Some(e)) => e.password_hash.clone(),
             (None, None) => return Err(Error::Invalid(format!("user {name:?} does not exist yet: give it a `password`"))),
         };
-        let rec = UserRecord { name: name.to_owned(), password_hash, admin: spec.admin, disabled: spec.disabled };
+        // An existing user keeps everything else (its OpenID identity, groups, times).
+        let rec = match existing.clone() {
+            Some(e) => UserRecord { password_hash, admin: spec.admin, disabled: spec.disabled, ..e },
+            None => UserRecord {
+                name: name.to_owned(),
+                password_hash,
+                admin: spec.admin,
+                disabled: spec.disabled,
+                created_at: crate::clock::now_secs(),
+                ..UserRecord::default()
+            },
+        };
         self.meta.put_user(&rec).await?;
         Ok(UserSaved { user: user_view(&rec), created: existing.is_none() })
     }

@@ -283,6 +283,40 @@ async fn schema_enforces_federation_rules() {
     db.drop().await;
 }
 
+/// The schema's own rules for people: an identity is whole or absent and links one user; a
+/// token's kind is known, its user and parent exist, and it goes with either.
+#[tokio::test]
+async fn schema_enforces_people_rules() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let mut c = db.connection().await;
+    for sql in [
+        "INSERT INTO users (name, password_hash, admin) VALUES ('u', '', false)",
+        "INSERT INTO users (name, password_hash, admin, idp_provider, idp_issuer, idp_subject) VALUES ('v', '', false, 'p', 'i', 's')",
+        "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('t', 'u', 'cli', 'n', 'h', 1)",
+        "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, parent, created_at) VALUES ('c', 'u', 'helper', 'n', 'h', 't', 1)",
+    ] {
+        c.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    for (sql, why) in [
+        ("INSERT INTO users (name, password_hash, admin, idp_issuer, idp_subject) VALUES ('x', '', false, 'i', 't')", "user_identity_whole"),
+        ("UPDATE users SET idp_subject = NULL WHERE name = 'v'", "user_identity_whole"),
+        ("INSERT INTO users (name, password_hash, admin, idp_provider, idp_issuer, idp_subject) VALUES ('x', '', false, 'q', 'i', 's')", "users_by_identity"),
+        ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('x', 'u', 'bogus', 'n', 'h', 1)", "user_tokens_kind_check"),
+        ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at) VALUES ('x', 'nobody', 'cli', 'n', 'h', 1)", "foreign key"),
+        ("INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, parent, created_at) VALUES ('x', 'u', 'cli', 'n', 'h', 'none', 1)", "foreign key"),
+    ] {
+        let e = c.execute(sql).await.expect_err(sql);
+        assert!(e.to_string().contains(why), "{sql}: {e}");
+    }
+    c.execute("DELETE FROM users WHERE name = 'u'").await.expect("delete");
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM user_tokens").fetch_one(&mut c).await.expect("count");
+    assert_eq!(n, 0, "a user's tokens go with it");
+    let _ = c.close().await;
+    store.close().await;
+    db.drop().await;
+}
+
 // ---- replicas racing ----
 
 /// Two replicas putting the same manifest (with overlapping tags in different orders) at once:
@@ -452,7 +486,7 @@ async fn collection_on_one_replica_never_takes_a_pushed_blob() {
 async fn last_admin_survives_concurrent_writes() {
     let db = TestDb::create().await;
     let (one, two) = (db.store().await, db.store().await);
-    let admin = |name: &str, disabled: bool| UserRecord { name: name.into(), password_hash: "h".into(), admin: true, disabled };
+    let admin = |name: &str, disabled: bool| UserRecord { name: name.into(), password_hash: "h".into(), admin: true, disabled, ..UserRecord::default() };
     for round in 0..20 {
         one.put_user(&admin("a", false)).await.expect("a");
         one.put_user(&admin("b", false)).await.expect("b");
@@ -487,6 +521,7 @@ async fn plan(conn: &mut PgConnection, sql: &str, binds: &[Bind<'_>]) -> String 
             Bind::Text(s) => q.bind(*s),
             Bind::Int(i) => q.bind(*i),
             Bind::NoText => q.bind(None::<&str>),
+            Bind::TextArray(a) => q.bind(a.to_vec()),
         };
     }
     let rows = q.fetch_all(&mut *conn).await.unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
@@ -497,10 +532,12 @@ enum Bind<'a> {
     Text(&'a str),
     Int(i64),
     NoText,
+    TextArray(&'a [&'a str]),
 }
 
 /// With 2,000 repositories, 20,000 blobs and links, 10,000 manifests and tags, 20,000
-/// references, 5,000 uploads and 20,000 audit events (analyzed), every hot-path statement of the
+/// references, 5,000 uploads, 20,000 audit events, 5,000 users with 33,000 tokens and 5,000
+/// logins in progress (analyzed), every hot-path statement of the
 /// store is planned as index scans: no sequential scan of any table, and listings walk an index
 /// in order (no sort).
 /// `--nocapture` prints the plans.
@@ -531,6 +568,15 @@ async fn hot_paths_use_indexes() {
          FROM generate_series(1, 20000) i",
         "INSERT INTO audit_names (name, event_id) SELECT principal, id FROM audit_events",
         "INSERT INTO audit_names (name, event_id) SELECT 'robot$rare', id FROM audit_events WHERE id % 4000 = 0",
+        "INSERT INTO users (name, password_hash, admin, idp_provider, idp_issuer, idp_subject, created_at) \
+         SELECT 'user' || lpad(i::text, 5, '0'), '', false, 'idp', 'https://id.example', 'sub-' || i, 1 FROM generate_series(1, 5000) i",
+        "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, created_at, expires_at, refresh_token, checked_at) \
+         SELECT 'tok' || lpad(i::text, 6, '0'), 'user' || lpad((i % 5000 + 1)::text, 5, '0'), \
+         CASE WHEN i % 3 = 0 THEN 'personal' ELSE 'cli' END, 'n', 'h', i, CASE WHEN i % 3 = 0 THEN 100000 + i END, \
+         CASE WHEN i % 3 = 1 THEN 'refresh' END, CASE WHEN i % 6 = 1 THEN 50000 + i END FROM generate_series(1, 20000) i",
+        "INSERT INTO user_tokens (id, user_name, kind, name, secret_hash, parent, created_at) \
+         SELECT id || '-h', user_name, 'helper', 'n', 'h', id, 5 FROM user_tokens WHERE kind = 'cli'",
+        "INSERT INTO auth_requests (id, kind, data, created_at, expires_at) SELECT 'req-' || i, 'web', '{}', i, i + 600 FROM generate_series(1, 5000) i",
         "ANALYZE",
     ] {
         c.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -540,7 +586,7 @@ async fn hot_paths_use_indexes() {
     let subject: String = sqlx::query_scalar("SELECT 'sha256:' || md5('m' || 214) || md5('M' || 214)").fetch_one(&mut c).await.expect("digest");
     // Blob 421 and manifest 211..215 are in repository 43.
     let r = "bench/repo00043";
-    use Bind::{Int, NoText, Text};
+    use Bind::{Int, NoText, Text, TextArray};
     let cases: Vec<(&str, String, Vec<Bind<'_>>, &[&str])> = vec![
         ("repo_blob", SQL_REPO_BLOB.into(), vec![Text(r), Text(&blob)], &["repositories_name_key", "Index Cond: ((repo_id = r.id) AND (digest =", "repo_blobs_pkey", "blobs_pkey"][..]),
         ("get_manifest by digest", SQL_MANIFEST_BY_DIGEST.into(), vec![Text(r), Text(&man)], &["repositories_name_key", "manifests_pkey"][..]),
@@ -553,6 +599,17 @@ async fn hot_paths_use_indexes() {
         ("referrers by type", SQL_REFERRERS.into(), vec![Text(r), Text(&subject), Text("application/x-test")], &["manifests_subject"][..]),
         ("get_upload", SQL_GET_UPLOAD.into(), vec![Text("upload-77")], &["uploads_pkey"][..]),
         ("key_in_use", "SELECT EXISTS (SELECT 1 FROM blobs WHERE storage_key = $1)".into(), vec![Text("key/77")], &["blobs_storage_key_key"][..]),
+        ("get_user_by_identity", SQL_USER_BY_IDENTITY.into(), vec![Text("https://id.example"), Text("sub-77")], &["users_by_identity"][..]),
+        ("get_token", SQL_GET_TOKEN.into(), vec![Text("tok000077")], &["user_tokens_pkey"][..]),
+        // (A user's tokens are a handful: the planner may sort them, as the referrers of a subject.)
+        ("a user's tokens (list_tokens)", SQL_LIST_TOKENS.into(), vec![Text("user00077"), TextArray(&["cli", "helper"])], &["user_tokens_by_user"][..]),
+        ("a user's tokens of every kind", SQL_LIST_TOKENS.into(), vec![Text("user00077"), TextArray(&["personal", "cli", "web", "helper"])], &["user_tokens_by_user"][..]),
+        ("tokens_to_check", SQL_TOKENS_TO_CHECK.into(), vec![Int(60_000), Int(1), Int(100)], &["user_tokens_to_check"][..]),
+        ("prune_tokens", SQL_EXPIRED_TOKENS.into(), vec![Int(100_100), Int(1000)], &["user_tokens_by_expiry"][..]),
+        ("a token's children", SQL_TOKEN_CHILDREN.into(), vec![TextArray(&["tok000077", "tok000078"])], &["user_tokens_by_parent"][..]),
+        ("deleting tokens", SQL_DELETE_TOKENS.into(), vec![TextArray(&["tok000077", "tok000077-h"])], &["user_tokens_pkey"][..]),
+        ("get_auth_request", SQL_GET_AUTH_REQUEST.into(), vec![Text("req-77"), Int(100)], &["auth_requests_pkey"][..]),
+        ("prune_auth_requests", "SELECT id FROM auth_requests WHERE expires_at <= $1".into(), vec![Int(700)], &["auth_requests_by_expiry"][..]),
     ];
     let mut report = String::new();
     for (what, sql, binds, indexes) in &cases {

@@ -73,8 +73,8 @@ pub async fn open_app(dir: &std::path::Path, anonymous: AnonymousAccess) -> (Rou
     let meta = Arc::new(SqliteStore::open(&dir.join("berth.db")).await.unwrap());
     if meta.get_user("admin").await.unwrap().is_none() {
         let hash = berth_identity::password::hash(PW).unwrap();
-        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false }).await.unwrap();
-        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false }).await.unwrap();
+        meta.put_user(&UserRecord { name: "admin".into(), password_hash: hash.clone(), admin: true, disabled: false, ..UserRecord::default() }).await.unwrap();
+        meta.put_user(&UserRecord { name: "plain".into(), password_hash: hash, admin: false, disabled: false, ..UserRecord::default() }).await.unwrap();
     }
     let key = meta.init_setting("registry_signing_key", &berth_identity::token::generate_signing_key().unwrap()).await.unwrap();
     let tokens = Arc::new(TokenIssuer::new(&key, "berth", "berth", Duration::from_secs(900)).unwrap());
