@@ -15,7 +15,7 @@ use std::fmt;
 use berth_oci::RepoName;
 
 pub mod roles;
-pub use roles::{effective_role, member_permissions, Capability, Role};
+pub use roles::{effective_role, least_role_for, member_permissions, refusal, Capability, Role};
 
 pub mod robot;
 pub use robot::{permissions_from_access, public_pull, robot_permissions, validate_project_name, PermissionSpec, RobotName};
@@ -170,6 +170,40 @@ impl Permissions {
     }
 }
 
+/// Narrows permissions to some projects and actions (a personal access token's restriction):
+/// never more than `perms`, and nothing outside `projects` (when given) or `actions`. A grant on
+/// every repository (`*`) becomes one on `<project>/*` for each project; a grant whose pattern
+/// lies inside one of the projects (`<project>/...`) is kept; any other grant is dropped. That is
+/// exact for people (their grants are `*` or `<project>/*`) and never too much for anything
+/// else. Restricted permissions never administer.
+pub fn restrict(perms: &Permissions, projects: Option<&[String]>, actions: ActionSet) -> Permissions {
+    let narrowed = |g: &Grant| Grant { repositories: g.repositories.clone(), actions: g.actions.intersect(actions) };
+    let mut grants = Vec::new();
+    for g in &perms.grants {
+        match projects {
+            None => grants.push(narrowed(g)),
+            Some(list) => {
+                for p in list {
+                    if validate_project_name(p).is_err() {
+                        continue;
+                    }
+                    let prefix = format!("{p}/");
+                    if g.repositories.as_str() == "*" {
+                        if let Ok(repositories) = RepoPattern::new(&format!("{p}/*")) {
+                            grants.push(Grant { repositories, actions: g.actions.intersect(actions) });
+                        }
+                    } else if g.repositories.as_str().starts_with(&prefix) {
+                        grants.push(narrowed(g));
+                    }
+                }
+            }
+        }
+    }
+    grants.retain(|g| !g.actions.is_empty());
+    let unrestricted = projects.is_none() && actions == ActionSet::ALL;
+    Permissions { grants, admin: perms.admin && unrestricted }
+}
+
 /// A requested or granted access entry, as in the Docker token spec's `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Access {
@@ -301,6 +335,39 @@ pub fn token_allows_catalog(access: &[Access]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn restriction_table() {
+        let grant = |p: &str, a: &[Action]| Grant { repositories: RepoPattern::new(p).unwrap(), actions: ActionSet::of(a) };
+        let all = [Action::Pull, Action::Push, Action::Delete];
+        let person = Permissions { grants: vec![grant("*", &[Action::Pull]), grant("team/*", &all), grant("other/*", &[Action::Pull, Action::Push])], admin: false };
+        let projects = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (projects, actions, repository, expected actions there)
+        let rows: Vec<(Option<Vec<String>>, ActionSet, &str, ActionSet)> = vec![
+            (None, ActionSet::ALL, "team/app", ActionSet::of(&all)),
+            (None, ActionSet::of(&[Action::Pull]), "team/app", ActionSet::of(&[Action::Pull])),
+            (Some(projects(&["team"])), ActionSet::ALL, "team/app", ActionSet::of(&all)),
+            (Some(projects(&["team"])), ActionSet::ALL, "other/app", ActionSet::NONE),
+            (Some(projects(&["team"])), ActionSet::ALL, "public/app", ActionSet::NONE),
+            (Some(projects(&["public"])), ActionSet::ALL, "public/app", ActionSet::of(&[Action::Pull])),
+            (Some(projects(&["team", "other"])), ActionSet::of(&[Action::Push]), "other/app", ActionSet::of(&[Action::Push])),
+            (Some(projects(&["team"])), ActionSet::of(&[Action::Push]), "team/a/b", ActionSet::of(&[Action::Push])),
+            (Some(projects(&["te"])), ActionSet::ALL, "team/app", ActionSet::NONE),
+            (Some(projects(&["BAD NAME"])), ActionSet::ALL, "team/app", ActionSet::NONE),
+            (Some(vec![]), ActionSet::ALL, "team/app", ActionSet::NONE),
+        ];
+        for (p, a, repo, want) in rows {
+            let r = restrict(&person, p.as_deref(), a);
+            assert_eq!(r.on(repo), want, "{p:?} {a:?} {repo}");
+            assert!(!r.admin);
+        }
+        let admin = Permissions::admin();
+        assert!(restrict(&admin, None, ActionSet::ALL).admin, "an unrestricted token of an admin administers");
+        assert!(!restrict(&admin, None, ActionSet::of(&[Action::Pull])).admin);
+        let r = restrict(&admin, Some(&projects(&["team"])), ActionSet::ALL);
+        assert!(!r.admin);
+        assert_eq!((r.on("team/x"), r.on("else/x")), (ActionSet::ALL, ActionSet::NONE));
+    }
     use super::*;
 
     fn perms(grants: &[(&str, &[Action])]) -> Permissions {

@@ -60,6 +60,20 @@ impl Capability {
         Capability::ManageRobots,
         Capability::EditProject,
     ];
+
+    /// What it is, in the words of a refusal ("managing members needs ...").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Capability::Read => "pulling",
+            Capability::ListMembers => "listing members",
+            Capability::ReadAudit => "reading the audit log",
+            Capability::Push => "pushing",
+            Capability::Delete => "deleting",
+            Capability::ManageMembers => "managing members",
+            Capability::ManageRobots => "managing robots",
+            Capability::EditProject => "changing the project",
+        }
+    }
 }
 
 impl Role {
@@ -124,6 +138,27 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// The least role that has `action` in a project.
+pub fn least_role_for(action: Action) -> Role {
+    Role::ALL.into_iter().find(|r| r.actions().contains(action)).unwrap_or(Role::ProjectAdmin)
+}
+
+/// Why a person may not do `action` in `project`, naming their role there (None: not a
+/// member) and the least role that would do: the words a refused push or pull carries.
+pub fn refusal(person: &str, project: &str, role: Option<Role>, action: Action) -> String {
+    let least = least_role_for(action);
+    match role {
+        None => format!(
+            "{person} is not a member of project {project}; {} needs the {least} role or higher there (a project admin adds you or your group: berth project member add {project} --user {person} --role {least})",
+            action.as_str()
+        ),
+        Some(r) => format!(
+            "{person} is {r} in project {project}, which does not allow {}; that needs the {least} role or higher (a project admin can change it)",
+            action.as_str()
+        ),
+    }
+}
+
 /// The role that counts when a person holds several in one project (as a user and through
 /// groups): the highest. None when there is none.
 pub fn effective_role(roles: impl IntoIterator<Item = Role>) -> Option<Role> {
@@ -153,6 +188,23 @@ mod tests {
     use super::*;
 
     /// The matrix, row by row, as in the module docs and docs/people.md.
+    #[test]
+    fn refusals_name_the_role() {
+        let rows = [
+            (Some(Role::Guest), Action::Push, "alice is guest in project team, which does not allow push; that needs the developer role or higher"),
+            (Some(Role::Developer), Action::Delete, "alice is developer in project team, which does not allow delete; that needs the maintainer role or higher"),
+            (Some(Role::LimitedGuest), Action::Push, "alice is limited-guest in project team, which does not allow push"),
+            (None, Action::Pull, "alice is not a member of project team; pull needs the limited-guest role or higher there"),
+        ];
+        for (role, action, want) in rows {
+            let got = refusal("alice", "team", role, action);
+            assert!(got.starts_with(want), "{got}");
+        }
+        assert_eq!(least_role_for(Action::Pull), Role::LimitedGuest);
+        assert_eq!(least_role_for(Action::Push), Role::Developer);
+        assert_eq!(least_role_for(Action::Delete), Role::Maintainer);
+    }
+
     #[test]
     fn matrix() {
         use Capability::*;

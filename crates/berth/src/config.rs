@@ -52,6 +52,53 @@ impl Default for GcConfig {
     }
 }
 
+/// People's credentials (`[tokens]`): how long Berth's tokens for users live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Longest lifetime of a personal access token, and the lifetime of one created without
+    /// `--expires`.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// How long a `berth login` lasts (the CLI's and the credential helper's credential).
+    #[serde(with = "humantime_serde")]
+    pub cli_lifetime: Duration,
+    /// How long a browser session lasts.
+    #[serde(with = "humantime_serde")]
+    pub web_lifetime: Duration,
+    /// How long a credential helper password lasts (it is renewed silently).
+    #[serde(with = "humantime_serde")]
+    pub helper_lifetime: Duration,
+    /// Personal access tokens one user may have.
+    pub max_per_user: usize,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        let d = berth_core::people::PeopleConfig::default();
+        TokensConfig {
+            max_lifetime: d.token_max_lifetime,
+            cli_lifetime: d.cli_lifetime,
+            web_lifetime: d.web_lifetime,
+            helper_lifetime: d.helper_lifetime,
+            max_per_user: d.max_tokens_per_user,
+        }
+    }
+}
+
+impl TokensConfig {
+    pub fn people(&self) -> berth_core::people::PeopleConfig {
+        berth_core::people::PeopleConfig {
+            token_max_lifetime: self.max_lifetime,
+            cli_lifetime: self.cli_lifetime,
+            web_lifetime: self.web_lifetime,
+            helper_lifetime: self.helper_lifetime,
+            max_tokens_per_user: self.max_per_user,
+            ..berth_core::people::PeopleConfig::default()
+        }
+    }
+}
+
 /// The PostgreSQL connection pool (`[metadata]`; used when `metadata_url` is `postgres://`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -196,6 +243,14 @@ pub struct Config {
     /// What a client can make Berth spend (connections, timeouts, password checks, failed
     /// logins): the `[limits]` section, see docs/configuration.md.
     pub limits: Limits,
+    /// Lifetimes of the tokens Berth issues to people (`[tokens]`).
+    pub tokens: TokensConfig,
+    /// Identity providers applied at every start (`[[identity_providers]]`, the admin API's
+    /// provider documents, camelCase inside): created or brought to this state, idempotently
+    /// (as `berth apply` does); providers not listed are left alone. File only (no env form).
+    /// `berth config` shows client secrets as REDACTED.
+    #[serde(serialize_with = "serialize_redacted_providers")]
+    pub identity_providers: Vec<berth_identity::federation::ProviderSpec>,
 }
 
 impl Default for Config {
@@ -219,6 +274,8 @@ impl Default for Config {
             gc: GcConfig::default(),
             metrics_listen: None,
             limits: Limits::default(),
+            tokens: TokensConfig::default(),
+            identity_providers: Vec::new(),
         }
     }
 }
@@ -228,8 +285,26 @@ impl Default for Config {
 /// settings and must not stop Berth from starting. A test keeps this list equal to the struct.
 const KEYS: &[&str] = &[
     "listen", "external_url", "data_dir", "metadata_url", "storage_url", "metadata", "storage", "service", "tls", "token_ttl", "anonymous", "admin_password",
-    "log_format", "log_level", "shutdown_grace", "gc", "metrics_listen", "limits",
+    "log_format", "log_level", "shutdown_grace", "gc", "metrics_listen", "limits", "tokens",
+    "identity_providers",
 ];
+
+/// Identity providers for `berth config`: client secrets replaced by `REDACTED`.
+fn serialize_redacted_providers<S: serde::Serializer>(list: &[berth_identity::federation::ProviderSpec], s: S) -> Result<S::Ok, S::Error> {
+    let redacted: Vec<berth_identity::federation::ProviderSpec> = list
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            if let Some(l) = p.login.as_mut() {
+                if l.client_secret.is_some() {
+                    l.client_secret = Some("REDACTED".into());
+                }
+            }
+            p
+        })
+        .collect();
+    serde::Serialize::serialize(&redacted, s)
+}
 
 /// `metadata_url` for `berth config`: the password replaced by `REDACTED` (it may also come from
 /// `PGPASSWORD` instead).
@@ -429,6 +504,37 @@ mod tests {
         let mut want = KEYS.to_vec();
         want.sort();
         assert_eq!(have, want);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn identity_providers_from_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "berth.toml",
+                r#"
+[tokens]
+max_lifetime = "30d"
+
+[[identity_providers]]
+name = "corp"
+preset = "keycloak"
+issuer = "https://kc.example.com/realms/acme"
+[identity_providers.login]
+clientId = "berth"
+clientSecret = "s3cret"
+adminGroup = "registry-admins"
+"#,
+            )?;
+            let c = Config::load(Some(std::path::Path::new("berth.toml"))).unwrap();
+            assert_eq!(c.tokens.max_lifetime, Duration::from_secs(30 * 86_400));
+            assert_eq!(c.identity_providers.len(), 1);
+            let p = c.identity_providers[0].resolve().unwrap();
+            assert_eq!(p.login.as_ref().unwrap().admin_group.as_deref(), Some("registry-admins"));
+            let shown = c.to_toml();
+            assert!(shown.contains("clientSecret = \"REDACTED\"") && !shown.contains("s3cret"), "{shown}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -115,13 +115,24 @@ enum Command {
     User(UserCommand),
     /// Print the effective configuration (file + environment + defaults) as TOML, without secrets.
     Config,
-    /// Save the server and admin credentials for the commands below (checks them first).
+    /// Log in to a Berth server for the commands below and the credential helper: as a person
+    /// through an identity provider (device flow: open the printed URL, confirm the code), or
+    /// as a local user with a password. Saves a Berth token (never the password).
     ///
-    ///   echo "$PASSWORD" | berth login --server https://registry.example.com --username admin --password-stdin
+    ///   berth login https://registry.example.com --idp corp
+    ///   echo "$PASSWORD" | berth login https://registry.example.com --username admin --password-stdin
     ///
-    /// Scripts can skip this and set BERTH_SERVER, BERTH_USERNAME and BERTH_PASSWORD.
+    /// Scripts can skip this and set BERTH_SERVER with BERTH_TOKEN (a personal access token) or
+    /// BERTH_USERNAME and BERTH_PASSWORD.
     #[command(verbatim_doc_comment)]
     Login(remote::LoginArgs),
+    /// Forget the saved login (and revoke its token at the server).
+    Logout {
+        /// The server (default: the current login).
+        url: Option<String>,
+    },
+    /// Who am I at the server: name, identity provider, groups, role in each project, the token used.
+    Whoami,
     /// Manage projects (the first component of repository names).
     #[command(subcommand)]
     Project(remote::ProjectCommand),
@@ -139,7 +150,7 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "FILE")]
         file: String,
     },
-    /// Work with OIDC tokens.
+    /// Your personal access tokens (create, list, revoke), and `explain` for OIDC tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Show the audit log: token exchanges, logins, pulls, pushes and deletes.
@@ -148,6 +159,8 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
+    #[command(flatten)]
+    Mine(remote::UserTokenCommand),
     /// Explain why a token is accepted or refused: which identity provider it routes to, every
     /// verification step, and every rule of that provider's robots. Exits 1 when refused.
     ///
@@ -173,6 +186,25 @@ enum UserCommand {
     },
     /// List local users (name, admin, disabled; never their hashes). --json for JSON.
     List,
+    /// Link a user to a person at an identity provider (by the `sub` of their ID tokens): a
+    /// user created before their first login (providers that do not onboard by themselves), or
+    /// one whose account moved to another provider (memberships, tokens and audit history stay).
+    ///
+    ///   berth user link alice --idp corp --subject 5f3c9a2e-8f1b-4c55-9d0a-1b2c3d4e5f60
+    #[command(verbatim_doc_comment)]
+    Link {
+        /// The user name (created if it does not exist).
+        name: String,
+        /// The identity provider (`berth idp list`); it needs a login section.
+        #[arg(long)]
+        idp: String,
+        /// The person's `sub` at that provider (the audit log and `berth whoami` show it).
+        #[arg(long)]
+        subject: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Disable a user: it can no longer log in (its password is kept). Refused for the last
     /// enabled admin.
     Disable { name: String },
@@ -408,9 +440,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tls: tls.is_some(),
             limits: cfg.limits.clone(),
             blob_redirect: cfg.storage.redirect.then_some(cfg.storage.redirect_ttl),
+            people: cfg.tokens.people(),
         },
     );
     let audit = state.audit().clone();
+    if !cfg.identity_providers.is_empty() {
+        // The configuration file's providers, applied like `berth apply` (one transaction,
+        // idempotent: replicas starting together all apply the same).
+        let doc = berth_core::admin::types::ApplyDocument { identity_providers: cfg.identity_providers.clone(), ..Default::default() };
+        let report = state.core.apply(&doc).await.context("applying the identity providers of the configuration file")?;
+        for c in report.changes {
+            tracing::info!(provider = %c.name, action = %c.action, "identity provider from the configuration file");
+        }
+    }
+    // People with a refresh token are re-checked at their identity provider in the background
+    // (every replica runs this; a session is checked by whichever gets to it).
+    {
+        let core = state.core.clone();
+        tokio::spawn(async move {
+            // The period follows the providers' settings as they change (looked up in memory
+            // every second); a round queries the store only when it is due.
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                if last.elapsed() < core.recheck_period().await {
+                    continue;
+                }
+                last = tokio::time::Instant::now();
+                if let Err(e) = core.recheck_people(100).await {
+                    tracing::warn!(error = %e, "re-checking people at their identity providers failed");
+                }
+            }
+        });
+    }
     let metrics_app = berth_server::metrics_app(state.clone());
     let app = berth_server::app(state);
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -510,17 +572,32 @@ async fn user(cfg: &Config, cmd: UserCommand, json: bool) -> anyhow::Result<()> 
             let (meta, _) = open_existing_stores(cfg).await?;
             let users = meta.list_users().await?;
             if json {
-                let list: Vec<berth_server::api::types::UserView> = users
-                    .iter()
-                    .map(|u| berth_server::api::types::UserView { name: u.name.clone(), admin: u.admin, disabled: u.disabled })
-                    .collect();
+                let list: Vec<berth_server::api::types::UserView> = users.iter().map(berth_core::admin::user_view).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 for u in users {
                     let flags = [u.admin.then_some("admin"), u.disabled.then_some("disabled")];
-                    println!("{}\t{}", u.name, flags.into_iter().flatten().collect::<Vec<_>>().join(","));
+                    // People from an identity provider: the provider and subject after a tab.
+                    let who = u.identity.as_ref().map(|i| format!("\t{} {}", i.provider, i.subject)).unwrap_or_default();
+                    println!("{}\t{}{who}", u.name, flags.into_iter().flatten().collect::<Vec<_>>().join(","));
                 }
             }
+        }
+        UserCommand::Link { name, idp, subject, admin } => {
+            let (meta, _) = open_existing_stores(cfg).await?;
+            let rec = meta.get_identity_provider(&idp).await?.with_context(|| format!("there is no identity provider {idp:?} (berth idp list shows them)"))?;
+            let spec: berth_identity::federation::ProviderSpec = serde_json::from_value(rec.config).context("the stored identity provider is not readable")?;
+            let provider = spec.resolve().map_err(|e| anyhow::anyhow!("identity provider {idp:?} is invalid: {e}"))?;
+            if provider.login.is_none() {
+                anyhow::bail!("identity provider {idp:?} has no login section: people cannot log in through it (berth idp update ... --client-id)");
+            }
+            let identity = berth_meta::UserIdentity { provider: idp.clone(), issuer: provider.issuer.clone(), subject: subject.clone() };
+            let user = match meta.get_user(&name).await? {
+                Some(u) => UserRecord { identity: Some(identity), admin: admin || u.admin, ..u },
+                None => UserRecord { name: name.clone(), admin, identity: Some(identity), created_at: berth_core::clock::now_secs(), ..Default::default() },
+            };
+            meta.put_user(&user).await?;
+            println!("user {name} is now {subject} at identity provider {idp}: they log in through it and keep their memberships and tokens");
         }
         UserCommand::Disable { name } => set_user_disabled(cfg, &name, true).await?,
         UserCommand::Enable { name } => set_user_disabled(cfg, &name, false).await?,
@@ -609,11 +686,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Login(a) => remote::login(&cli.remote, &a).await,
+        Command::Logout { url } => remote::logout(&cli.remote, url.as_deref()).await,
+        Command::Whoami => remote::whoami(&cli.remote).await,
         Command::Project(c) => remote::project(&cli.remote, c).await,
         Command::Robot(c) => remote::robot(&cli.remote, c).await,
         Command::Idp(c) => remote::idp(&cli.remote, c).await,
         Command::Apply { file } => remote::apply(&cli.remote, &file).await,
         Command::Token(TokenCommand::Explain { token }) => remote::explain(&cli.remote, &token).await,
+        Command::Token(TokenCommand::Mine(c)) => remote::user_token(&cli.remote, c).await,
         Command::Audit(a) => remote::audit(&cli.remote, &a).await,
     }
 }

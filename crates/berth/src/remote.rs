@@ -5,8 +5,11 @@
 //! cannot drift.
 //!
 //! The server comes from `--server` or `BERTH_SERVER`, else from `berth login`'s saved file;
-//! credentials from `BERTH_USERNAME`/`BERTH_PASSWORD`, else from that file. Scripts never meet a
-//! prompt: a password is read from standard input only with `--password-stdin`.
+//! credentials from `BERTH_USERNAME`/`BERTH_PASSWORD`, else `BERTH_TOKEN` (a personal access
+//! token), else that file, which holds a Berth token (never a password): `berth login` trades a
+//! person's device-flow login or a local password for one. The file is shared with
+//! `docker-credential-berth` (`berth_credential_helper::logins`). Scripts never meet a prompt: a
+//! password is read from standard input only with `--password-stdin`.
 //!
 //! `--ca-file` trusts a private CA, or the server's own self-signed certificate: when that exact
 //! certificate is presented it is accepted (its host name still checked) even if it is marked as
@@ -19,11 +22,12 @@ use anyhow::{bail, Context};
 use berth_access::PermissionSpec;
 use berth_claims::RuleSpec;
 use berth_core::admin::types::*;
+use berth_credential_helper::logins::{Login, Logins};
 use berth_identity::federation::provider::LoginSpec;
 use berth_identity::federation::{Preset, ProviderSpec};
 use clap::{Args, Subcommand};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 /// Where the admin API is and who calls it.
@@ -43,32 +47,23 @@ pub struct Remote {
     pub json: bool,
 }
 
-#[derive(Serialize, Deserialize, Default)]
-struct Saved {
-    server: String,
-    username: String,
-    password: String,
+/// The saved logins of `berth login` (shared with `docker-credential-berth`).
+fn load_logins() -> Option<Logins> {
+    Logins::load().ok()
 }
 
-fn saved_path() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .context("set HOME or XDG_CONFIG_HOME so `berth login` can save its credentials")?;
-    Ok(base.join("berth").join("credentials.json"))
-}
-
-fn load_saved() -> Option<Saved> {
-    let p = saved_path().ok()?;
-    serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+/// How the CLI authenticates: a password (Basic) or a Berth token (Bearer).
+#[derive(Clone)]
+enum Auth {
+    Basic { username: String, password: String },
+    Bearer(String),
 }
 
 /// An authenticated admin API client.
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    username: String,
-    password: String,
+    auth: Auth,
 }
 
 fn http_client(ca: Option<&PathBuf>) -> anyhow::Result<reqwest::Client> {
@@ -192,26 +187,48 @@ fn describe_tls(e: &(dyn std::error::Error + 'static), base: &str) -> Option<Str
 }
 
 impl Client {
+    /// The server and credentials: --server/BERTH_SERVER, else the current `berth login`; a
+    /// password from BERTH_PASSWORD (with --username/BERTH_USERNAME, default admin), else a
+    /// token from BERTH_TOKEN, else the saved login's token.
     pub fn new(r: &Remote) -> anyhow::Result<Client> {
-        let saved = load_saved();
+        let logins = load_logins();
+        let saved = match (&r.server, &logins) {
+            (Some(s), Some(l)) => l.find(s).cloned(),
+            (None, Some(l)) => l.current().cloned(),
+            _ => None,
+        };
         let base = r
             .server
             .clone()
             .or_else(|| saved.as_ref().map(|s| s.server.clone()))
-            .context("no server: pass --server URL, set BERTH_SERVER, or run `berth login --server URL` first")?;
-        let username = r.username.clone().or_else(|| saved.as_ref().map(|s| s.username.clone())).unwrap_or_else(|| "admin".into());
-        let password = std::env::var("BERTH_PASSWORD")
-            .ok()
-            .or_else(|| saved.as_ref().map(|s| s.password.clone()))
-            .context("no password: set BERTH_PASSWORD or run `berth login` first")?;
-        Ok(Client { http: http_client(r.ca_file.as_ref())?, base: base.trim_end_matches('/').to_owned(), username, password })
+            .context("no server: pass --server URL, set BERTH_SERVER, or run `berth login URL` first")?;
+        let auth = if let Ok(password) = std::env::var("BERTH_PASSWORD") {
+            Auth::Basic { username: r.username.clone().unwrap_or_else(|| "admin".into()), password }
+        } else if let Ok(token) = std::env::var("BERTH_TOKEN") {
+            Auth::Bearer(token)
+        } else {
+            match saved.as_ref() {
+                Some(Login { token: Some(t), .. }) => Auth::Bearer(t.clone()),
+                Some(Login { password: Some(p), username, .. }) => Auth::Basic { username: username.clone(), password: p.clone() },
+                _ => bail!("no credentials: run `berth login {base}`, or set BERTH_TOKEN (a personal access token) or BERTH_PASSWORD"),
+            }
+        };
+        let ca = r.ca_file.clone().or_else(|| saved.as_ref().and_then(|s| s.ca_file.clone()));
+        Ok(Client { http: http_client(ca.as_ref())?, base: base.trim_end_matches('/').to_owned(), auth })
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password)),
+            Auth::Bearer(t) => req.bearer_auth(t),
+        }
     }
 
     /// Sends one call; returns the text of a successful answer, or fails with the API's error
     /// message.
     async fn call<B: Serialize + ?Sized>(&self, method: &reqwest::Method, path: &str, body: Option<&B>) -> anyhow::Result<String> {
         let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url).basic_auth(&self.username, Some(&self.password));
+        let mut req = self.authorize(self.http.request(method.clone(), &url));
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -297,45 +314,223 @@ fn parse_document<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> any
 
 #[derive(Args, Debug)]
 pub struct LoginArgs {
-    /// Read the password from standard input (else BERTH_PASSWORD).
+    /// Berth's URL (else --server / BERTH_SERVER).
+    pub url: Option<String>,
+    /// Log in as a person through this identity provider (`GET /auth/providers` lists them):
+    /// the device flow prints a URL and a code to confirm in a browser.
     #[arg(long)]
+    pub idp: Option<String>,
+    /// A local user's password, read from standard input (else BERTH_PASSWORD).
+    #[arg(long, conflicts_with = "idp")]
     pub password_stdin: bool,
 }
 
+/// Answers of the server's `/auth` endpoints that are not the API's error body.
+async fn auth_error(resp: reqwest::Response, what: &str) -> anyhow::Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let msg = serde_json::from_str::<ErrorBody>(&text).ok().and_then(|e| e.errors.into_iter().next()).map(|e| e.message).unwrap_or(text);
+    anyhow::anyhow!("{what}: HTTP {status}: {msg}")
+}
+
+/// `berth login`: a person through an identity provider (device flow), or a local user with a
+/// password; either way the server gives a Berth token, which is saved (never the password).
 pub async fn login(r: &Remote, a: &LoginArgs) -> anyhow::Result<()> {
-    let server = r.server.clone().context("pass --server URL (or set BERTH_SERVER)")?;
-    let username = r.username.clone().unwrap_or_else(|| "admin".into());
-    let password = if a.password_stdin {
-        let mut s = String::new();
-        std::io::stdin().read_line(&mut s)?;
-        s.trim_end_matches(['\r', '\n']).to_owned()
-    } else {
-        std::env::var("BERTH_PASSWORD").context("pass --password-stdin or set BERTH_PASSWORD")?
+    let server = a.url.clone().or_else(|| r.server.clone()).context("give Berth's URL: berth login https://registry.example.com")?;
+    let base = berth_credential_helper::logins::server_url(&server);
+    let http = http_client(r.ca_file.as_ref())?;
+    let reach = |e: reqwest::Error| -> anyhow::Error {
+        match describe_tls(&e, &base) {
+            Some(m) => anyhow::anyhow!("{m}"),
+            None => anyhow::Error::new(e).context(format!("cannot reach Berth at {base}: is it running, and is the URL right?")),
+        }
     };
-    let c = Client { http: http_client(r.ca_file.as_ref())?, base: server.trim_end_matches('/').to_owned(), username: username.clone(), password: password.clone() };
-    c.get::<Vec<ProjectView>>("/projects").await.context("login failed")?;
-    let path = saved_path()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let credential: LoginCredential = match &a.idp {
+        Some(idp) => {
+            let resp = http.post(format!("{base}/auth/device")).json(&serde_json::json!({"idp": idp})).send().await.map_err(reach)?;
+            if !resp.status().is_success() {
+                return Err(auth_error(resp, "starting the login").await);
+            }
+            let started: DeviceLoginStarted = resp.json().await.context("the server's answer to /auth/device is not what this berth expects")?;
+            match &started.verification_uri_complete {
+                Some(u) => eprintln!("To log in, open this page and confirm the code {}:\n\n    {u}\n", started.user_code),
+                None => eprintln!("To log in, open {} and enter the code {}\n", started.verification_uri, started.user_code),
+            }
+            eprintln!("Waiting for you to confirm (up to {} minutes)...", started.expires_in.div_ceil(60));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(started.expires_in);
+            let mut interval = started.interval.max(1);
+            loop {
+                if std::time::Instant::now() > deadline {
+                    bail!("the login was not confirmed in time; run `berth login {base} --idp {idp}` again");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+                let resp = http.post(format!("{base}/auth/device/poll")).json(&serde_json::json!({"handle": started.handle})).send().await.map_err(reach)?;
+                match resp.status() {
+                    reqwest::StatusCode::ACCEPTED => {
+                        let v: Value = resp.json().await.unwrap_or_default();
+                        interval = v["interval"].as_u64().unwrap_or(interval).max(1);
+                    }
+                    s if s.is_success() => break resp.json().await.context("the server's credential is not what this berth expects")?,
+                    _ => return Err(auth_error(resp, "logging in").await),
+                }
+            }
+        }
+        None => {
+            let username = r.username.clone().unwrap_or_else(|| "admin".into());
+            let password = if a.password_stdin {
+                let mut s = String::new();
+                std::io::stdin().read_line(&mut s)?;
+                s.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                std::env::var("BERTH_PASSWORD").context("pass --password-stdin or set BERTH_PASSWORD (or log in as a person with --idp NAME)")?
+            };
+            let resp = http.post(format!("{base}/auth/login")).basic_auth(&username, Some(&password)).send().await.map_err(reach)?;
+            if !resp.status().is_success() {
+                return Err(auth_error(resp, "login failed").await);
+            }
+            resp.json().await.context("the server's credential is not what this berth expects")?
+        }
+    };
+    let mut logins = Logins::load()?;
+    let old = logins.find(&base).cloned();
+    logins.insert(
+        &base,
+        Login { server: base.clone(), username: credential.username.clone(), token: Some(credential.token), password: None, ca_file: r.ca_file.clone().or(old.and_then(|o| o.ca_file)) },
+    );
+    logins.save()?;
+    println!("logged in to {base} as {} until {}; saved in {}", credential.username, credential.expires_at, logins.path().display());
+    println!("docker, podman and skopeo can use it through the credential helper: {{\"credHelpers\": {{\"{}\": \"berth\"}}}} in ~/.docker/config.json", berth_credential_helper::logins::registry_host(&base));
+    Ok(())
+}
+
+/// `berth logout`: revokes the saved login's token at the server and forgets it.
+pub async fn logout(r: &Remote, url: Option<&str>) -> anyhow::Result<()> {
+    let mut logins = Logins::load()?;
+    let login = match url.or(r.server.as_deref()) {
+        Some(u) => logins.find(u).cloned(),
+        None => logins.current().cloned(),
     }
-    let body = serde_json::to_vec_pretty(&Saved { server: c.base.clone(), username: username.clone(), password })?;
-    write_private(&path, &body)?;
-    println!("logged in to {} as {username}; credentials saved in {}", c.base, path.display());
+    .context("not logged in (no saved login for that server)")?;
+    if let Some(t) = &login.token {
+        if let Some(id) = t.strip_prefix("berth_cli_").and_then(|rest| rest.get(..16)) {
+            let c = Client { http: http_client(login.ca_file.as_ref())?, base: login.server.clone(), auth: Auth::Bearer(t.clone()) };
+            if let Err(e) = c.delete(&format!("/tokens/{id}")).await {
+                eprintln!("warning: the server did not revoke the login ({e}); it expires by itself");
+            }
+        }
+    }
+    logins.remove(&login.server);
+    logins.save()?;
+    let _ = berth_credential_helper::cache::Cache::for_server(&login.server).and_then(|c| c.remove());
+    println!("logged out of {}", login.server);
     Ok(())
 }
 
-#[cfg(unix)]
-fn write_private(path: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(body)?;
+// ---------------------------------------------------------------- personal access tokens, whoami
+
+#[derive(Subcommand, Debug)]
+pub enum UserTokenCommand {
+    /// Create a personal access token: a password for docker, podman, skopeo, helm and oras
+    /// (any user name) and a Bearer token for the admin API. Printed once.
+    ///
+    ///   berth token create laptop --expires 30d
+    ///   berth token create ci-pull --project team-demo --action pull
+    #[command(verbatim_doc_comment)]
+    Create {
+        name: String,
+        /// Lifetime like 30d, 12h or 2w (default and maximum: the server's tokens.max_lifetime).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Only this project (repeatable; default: everything you may do).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        /// Only these actions: pull, push, delete (repeatable; default: all).
+        #[arg(long = "action")]
+        actions: Vec<String>,
+    },
+    /// List your tokens (personal, logins, browser sessions; never their secrets).
+    List,
+    /// Revoke one of your tokens by id: it stops working at once on every replica.
+    Revoke { id: String },
+}
+
+pub async fn user_token(r: &Remote, cmd: UserTokenCommand) -> anyhow::Result<()> {
+    let c = Client::new(r)?;
+    match cmd {
+        UserTokenCommand::Create { name, expires, projects, actions } => {
+            let req = TokenCreate {
+                name,
+                expires,
+                projects: if projects.is_empty() { None } else { Some(projects) },
+                actions: if actions.is_empty() { None } else { Some(actions) },
+            };
+            let created: TokenCreated = c.post("/tokens", &req).await?;
+            if r.json {
+                return print_json(&created);
+            }
+            println!("{}", created.secret);
+            eprintln!(
+                "token {:?} ({}) created{}; it is shown only now. Use it as a password:\n  echo \"$TOKEN\" | docker login -u {} --password-stdin {}",
+                created.token.name,
+                created.token.id,
+                created.token.expires_at.as_deref().map(|e| format!(", valid until {e}")).unwrap_or_default(),
+                created.token.user,
+                berth_credential_helper::logins::registry_host(&c.base),
+            );
+        }
+        UserTokenCommand::List => {
+            let list: Vec<TokenView> = c.get("/tokens").await?;
+            if r.json {
+                return print_json(&list);
+            }
+            for t in list {
+                let scope = match (&t.projects, &t.actions) {
+                    (None, None) => String::new(),
+                    (p, a) => format!("\tprojects={} actions={}", p.as_ref().map(|v| v.join(",")).unwrap_or("*".into()), a.as_ref().map(|v| v.join(",")).unwrap_or("*".into())),
+                };
+                println!(
+                    "{}\t{}\t{}\texpires {}\tlast used {}{scope}",
+                    t.id,
+                    t.kind,
+                    t.name,
+                    t.expires_at.as_deref().unwrap_or("never"),
+                    t.last_used_at.as_deref().unwrap_or("never")
+                );
+            }
+        }
+        UserTokenCommand::Revoke { id } => {
+            c.delete(&format!("/tokens/{}", seg(&id))).await?;
+            println!("token {id} revoked");
+        }
+    }
     Ok(())
 }
 
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
-    Ok(std::fs::write(path, body)?)
+/// `berth whoami`.
+pub async fn whoami(r: &Remote) -> anyhow::Result<()> {
+    let c = Client::new(r)?;
+    let who: WhoAmI = c.get("/whoami").await?;
+    if r.json {
+        return print_json(&who);
+    }
+    let via = match (&who.provider, &who.subject) {
+        (Some(p), Some(s)) => format!(" ({p}, subject {s})"),
+        _ => String::new(),
+    };
+    println!("{}{via}{}", who.name, if who.admin { ", administrator" } else { "" });
+    if !who.groups.is_empty() {
+        println!("groups: {}", who.groups.join(", "));
+    }
+    for role in &who.roles {
+        println!("{} in {} (as {})", role.role, role.project, role.via.join(", "));
+    }
+    if who.roles.is_empty() && !who.admin {
+        println!("no project roles: public projects only");
+    }
+    if let Some(t) = &who.token {
+        println!("using {} token {:?} ({}), expires {}", t.kind, t.name, t.id, t.expires_at.as_deref().unwrap_or("never"));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- projects

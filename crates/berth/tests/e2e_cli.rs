@@ -327,6 +327,7 @@ async fn project_members_get_their_roles_access() {
     pull(&b, "viewer:password-123", "team/app:v1", "viewer-back").assert_success();
     let out = push(&b, "viewer:password-123", "team/app:v2").assert_failure();
     assert!(is_denied(&out.stderr), "{}", out.stderr);
+    assert!(out.stderr.contains("viewer is guest in project team, which does not allow push"), "the refusal names the role: {}", out.stderr);
 
     // Demoted: the next push is refused (the change moves the store's generation).
     cli(&b, &["project", "member", "add", "team", "--user", "dev", "--role", "guest"], "").assert_success();
@@ -351,4 +352,54 @@ async fn project_members_get_their_roles_access() {
 fn is_denied(text: &str) -> bool {
     let t = text.to_lowercase();
     ["denied", "unauthorized", "forbidden", "authentication required"].iter().any(|m| t.contains(m))
+}
+
+/// Delegated administration: a project admin (here through a group... of one local user) manages
+/// their project's members and robots, and nothing of another project; refusals name the role.
+#[tokio::test]
+async fn project_admins_manage_their_project_only() {
+    let mut b = Berth::start();
+    for p in ["team", "other"] {
+        cli(&b, &["project", "create", p], "").assert_success();
+    }
+    for user in ["lead", "dev"] {
+        let r = b.admin(reqwest::Method::PUT, &format!("/api/v1/users/{user}")).json(&json!({"password": "password-123"})).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+    cli(&b, &["project", "member", "add", "team", "--user", "lead", "--role", "project-admin"], "").assert_success();
+    cli(&b, &["project", "member", "add", "other", "--user", "lead", "--role", "developer"], "").assert_success();
+    let as_lead = |args: &[&str]| {
+        let mut cmd = berth_command();
+        cmd.args(args)
+            .env("BERTH_SERVER", format!("http://{}", b.host()))
+            .env("BERTH_USERNAME", "lead")
+            .env("BERTH_PASSWORD", "password-123")
+            .env("HOME", b.dir());
+        with_stdin(cmd, args, "")
+    };
+    // In their project: members, robots (a federated one needs a provider: a static one here),
+    // visibility.
+    as_lead(&["project", "member", "add", "team", "--user", "dev", "--role", "developer"]).assert_success();
+    let out = as_lead(&["project", "member", "list", "team"]).assert_success();
+    assert!(out.stdout.contains("user\tdev\tdeveloper"), "{}", out.stdout);
+    let out = as_lead(&["robot", "create", "ci", "--project", "team", "--allow", "team/*:pull,push"]).assert_success();
+    assert!(out.stdout.contains("robot$team+ci"), "{}", out.stdout);
+    let out = as_lead(&["robot", "list"]).assert_success();
+    assert!(out.stdout.contains("robot$team+ci"), "{}", out.stdout);
+    // Elsewhere: refused, naming the role and the role it takes.
+    let out = as_lead(&["project", "member", "add", "other", "--user", "dev", "--role", "guest"]).assert_failure();
+    assert!(out.stderr.contains("lead is developer in project other; managing members needs the project-admin role"), "{}", out.stderr);
+    let out = as_lead(&["robot", "create", "ci", "--project", "other", "--allow", "other/*:pull"]).assert_failure();
+    assert!(out.stderr.contains("managing robots needs the project-admin role"), "{}", out.stderr);
+    let out = as_lead(&["project", "create", "mine"]).assert_failure();
+    assert!(out.stderr.contains("HTTP 403"), "{}", out.stderr);
+    let out = as_lead(&["idp", "list"]).assert_failure();
+    assert!(out.stderr.contains("lead is not an administrator"), "{}", out.stderr);
+    // A robot outside every project is for administrators.
+    let out = as_lead(&["robot", "create", "robot$global", "--allow", "team/*:pull"]).assert_failure();
+    assert!(out.stderr.contains("robots outside a project are managed by administrators"), "{}", out.stderr);
+    // Demoted: the next call is refused.
+    cli(&b, &["project", "member", "add", "team", "--user", "lead", "--role", "maintainer"], "").assert_success();
+    let out = as_lead(&["robot", "delete", "robot$team+ci"]).assert_failure();
+    assert!(out.stderr.contains("lead is maintainer in project team"), "{}", out.stderr);
 }

@@ -217,8 +217,10 @@ async fn write(meta: &dyn MetadataStore, batch: &mut Vec<AuditEvent>) {
 pub enum AuditAction {
     /// A registry token was issued.
     Token,
-    /// A login was refused.
+    /// A login: refused ones of anyone, successful ones of people (browser, device).
     Login,
+    /// A credential of a user was created or revoked (personal access tokens, sessions).
+    Credential,
     Pull,
     Push,
     Delete,
@@ -229,6 +231,7 @@ impl AuditAction {
         match self {
             AuditAction::Token => "token",
             AuditAction::Login => "login",
+            AuditAction::Credential => "credential",
             AuditAction::Pull => "pull",
             AuditAction::Push => "push",
             AuditAction::Delete => "delete",
@@ -288,9 +291,11 @@ impl EventBuilder {
     pub fn origin(mut self, origin: Option<&berth_identity::TokenOrigin>) -> EventBuilder {
         if let Some(o) = origin {
             self.event.robots = o.robots.clone();
-            self.event.provider = Some(o.idp.clone());
+            self.event.provider = Some(o.idp.clone()).filter(|p| !p.is_empty());
             self.event.subject = o.sub.clone();
-            self.event.jti = o.jti.clone();
+            // A person's events name the Berth token they used where a workload's name its
+            // OIDC token's `jti`.
+            self.event.jti = o.jti.clone().or_else(|| o.token.as_ref().map(|t| format!("berth-token:{t}")));
             self.event.claims = (!o.claims.is_empty()).then(|| serde_json::Value::Object(o.claims.clone()));
         }
         self

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_access::{Action, ActionSet, Grant, Permissions, RepoPattern};
 use berth_identity::{FederationError, PrincipalKind, RegistryClaims, TokenError, TokenOrigin};
+use berth_meta::{TokenKind, UserRecord};
 
 use crate::audit::{AuditAction, AuditResult, EventBuilder};
 use crate::error::Error;
@@ -355,9 +356,13 @@ async fn verify_secret(state: &Core, secret: &str, hash: String) -> Result<bool,
     Ok(ok)
 }
 
-/// Logs in with Basic credentials: a federated OIDC token as the password (any user name, or a
-/// robot's name to use only that robot), a robot's static secret, or a local user's password.
+/// Logs in with Basic credentials: a Berth token as the password (any user name), a federated
+/// OIDC token as the password (any user name, or a robot's name to use only that robot), a
+/// robot's static secret, or a local user's password.
 pub async fn login(state: &Core, username: &str, password: &str, client: Option<IpAddr>) -> Result<Arc<Principal>, LoginError> {
+    if crate::people::looks_like_token(password) {
+        return token_login(state, password, client, false).await;
+    }
     if berth_identity::looks_like_jwt(password) {
         if berth_identity::peek_issuer(password).as_deref() == Some(state.tokens.issuer()) {
             return registry_token_login(state, password).await;
@@ -421,28 +426,175 @@ async fn user_login(state: &Core, username: &str, password: &str) -> Result<Opti
         let _ = verify_secret(state, password, DUMMY_HASH.clone()).await?;
         return Ok(None);
     };
-    if !verify_secret(state, password, user.password_hash.clone()).await? {
+    // People from an identity provider have no password: the same work and answer as a wrong one.
+    let hash = if user.password_hash.is_empty() { DUMMY_HASH.clone() } else { user.password_hash.clone() };
+    if !verify_secret(state, password, hash).await? || user.password_hash.is_empty() {
         return Ok(None);
     }
     if user.disabled {
         return Err(LoginError::Invalid(format!("user {username} is disabled; an administrator can enable it again")));
     }
+    Ok(Some(Principal {
+        subject: username.to_owned(),
+        kind: PrincipalKind::User,
+        permissions: user_permissions(state, &user).await?,
+        origin: None,
+        not_after: None,
+    }))
+}
+
+/// The member keys of a user: their own and their groups' (from the identity provider).
+pub fn member_keys(user: &UserRecord) -> Vec<String> {
+    let mut keys = vec![berth_meta::member_key(false, &user.name)];
+    keys.extend(user.groups.iter().map(|g| berth_meta::member_key(true, g)));
+    keys.truncate(berth_meta::MAX_MEMBER_KEYS);
+    keys
+}
+
+/// What a user may do: everything for administrators; else, in each project they or one of
+/// their groups is a member of, the actions of the highest of those roles; with the anonymous
+/// grants and public projects on top.
+pub async fn user_permissions(state: &Core, user: &UserRecord) -> Result<Permissions, LoginError> {
     let permissions = if user.admin {
         Permissions::admin()
     } else {
-        // The projects the user is a member of, with the highest of their roles there.
-        let memberships = state.meta.memberships(&[berth_meta::member_key(false, username)]).await?;
+        let memberships = state.meta.memberships(&member_keys(user)).await?;
         let roles: Vec<(&str, berth_access::Role)> =
             memberships.iter().filter_map(|m| berth_access::Role::parse(&m.role).ok().map(|r| (m.project.as_str(), r))).collect();
         anonymous_permissions(state.config.anonymous).union(berth_access::member_permissions(roles))
     };
+    Ok(with_public(state, permissions).await)
+}
+
+/// What a refused Berth token is told: the same words whatever was wrong.
+pub const INVALID_TOKEN: &str = "the Berth token is invalid, expired or revoked; create a new one (berth token create) or log in again (berth login)";
+
+/// Logs in with a Berth-issued credential (`berth_<kind>_<id>_<secret>`): a personal access
+/// token, a `berth login`'s token, the credential helper's password; a browser session only when
+/// `web` (the cookie). Successful checks are cached per store generation (a revocation moves it).
+pub async fn token_login(state: &Core, text: &str, client: Option<IpAddr>, web: bool) -> Result<Arc<Principal>, LoginError> {
+    let invalid = || LoginError::Invalid(INVALID_TOKEN.into());
+    let Some((kind, id, secret)) = crate::people::parse_token_text(text) else { return Err(invalid()) };
+    if (kind == TokenKind::Web) != web {
+        return Err(invalid());
+    }
+    let generation = current_generation(state).await?;
+    let key = LoginCache::key("\0berth-token", text);
+    if let Some(p) = state.logins.get(&key, generation, unix_now()) {
+        touch_token(state, id);
+        return Ok(p);
+    }
+    let attempt = Attempt::begin(state, &format!("token:{id}"), client).await?;
+    match check_token(state, kind, id, secret).await {
+        Ok(Some(p)) => {
+            attempt.succeeded(state).await;
+            let p = Arc::new(p);
+            state.logins.cache.insert(key, CachedLogin { generation, at: Instant::now(), principal: p.clone() });
+            touch_token(state, id);
+            Ok(p)
+        }
+        Ok(None) => {
+            metrics::counter!("berth_login_failures_total").increment(1);
+            Err(invalid())
+        }
+        Err(e @ LoginError::Invalid(_)) => Err(e),
+        Err(e) => {
+            attempt.forgive(state).await;
+            Err(e)
+        }
+    }
+}
+
+async fn check_token(state: &Core, kind: TokenKind, id: &str, secret: &str) -> Result<Option<Principal>, LoginError> {
+    let Some(t) = state.meta.get_token(id).await? else { return Ok(None) };
+    let hash = crate::people::secret_hash(secret);
+    if t.kind != kind || !berth_identity::secret_eq(t.secret_hash.as_bytes(), hash.as_bytes()) {
+        return Ok(None);
+    }
+    let now = unix_now();
+    if t.expires_at.is_some_and(|e| e <= now) {
+        return Ok(None);
+    }
+    let Some(user) = state.meta.get_user(&t.user).await? else { return Ok(None) };
+    if user.disabled {
+        return Err(LoginError::Invalid(format!("user {} is disabled; an administrator can enable it again", user.name)));
+    }
+    let mut permissions = user_permissions(state, &user).await?;
+    let scope = crate::people::TokenScope::from_record(&t);
+    if scope != crate::people::TokenScope::default() {
+        let actions = match &scope.actions {
+            Some(a) => ActionSet::parse_words(a.iter().map(String::as_str)),
+            None => ActionSet::ALL,
+        };
+        permissions = berth_access::restrict(&permissions, scope.projects.as_deref(), actions);
+    }
     Ok(Some(Principal {
-        subject: username.to_owned(),
+        subject: user.name.clone(),
         kind: PrincipalKind::User,
-        permissions: with_public(state, permissions).await,
-        origin: None,
-        not_after: None,
+        permissions,
+        origin: Some(Arc::new(user_origin(&user, Some(&t.id)))),
+        not_after: t.expires_at.map(|e| e.max(0) as u64),
     }))
+}
+
+/// The audit origin of a user: their identity provider and subject, the Berth token used.
+pub fn user_origin(user: &UserRecord, token: Option<&str>) -> TokenOrigin {
+    let mut claims = serde_json::Map::new();
+    if let Some(i) = &user.identity {
+        claims.insert("iss".into(), serde_json::Value::String(i.issuer.clone()));
+    }
+    TokenOrigin {
+        idp: user.identity.as_ref().map(|i| i.provider.clone()).unwrap_or_default(),
+        robots: vec![],
+        sub: user.identity.as_ref().map(|i| i.subject.clone()),
+        jti: None,
+        claims,
+        token: token.map(str::to_owned),
+    }
+}
+
+/// Records a token's last use, at most once a minute per token and process, off the request's path.
+fn touch_token(state: &Core, id: &str) {
+    let now = Instant::now();
+    if state.touched.get(id).is_some_and(|t| now.duration_since(t) < Duration::from_secs(60)) {
+        return;
+    }
+    state.touched.insert(id.to_owned(), now);
+    let meta = state.meta.clone();
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = meta.touch_token(&id, unix_now()).await {
+            tracing::debug!(error = %e, "recording a token's last use");
+        }
+    });
+}
+
+/// Logs in with an ID token of a human-login provider as Bearer (scripts calling the admin API
+/// with the token their identity provider gave them): the person must be a user already or be
+/// onboardable.
+pub async fn id_token_login(state: &Core, provider: &str, token: &str) -> Result<Arc<Principal>, LoginError> {
+    let generation = current_generation(state).await?;
+    let key = LoginCache::key("\0id-token", token);
+    if let Some(p) = state.logins.get(&key, generation, unix_now()) {
+        return Ok(p);
+    }
+    let person = state.federation.verify_id_token(provider, token, None).await.map_err(federation_failure)?;
+    let user = match state.person_user(&person).await {
+        Ok(u) => u,
+        Err(Error::Denied(m)) | Err(Error::Conflict(m)) | Err(Error::Unauthenticated(m)) => return Err(LoginError::Invalid(m)),
+        Err(e) => return Err(LoginError::Internal(e)),
+    };
+    let p = Arc::new(Principal {
+        subject: user.name.clone(),
+        kind: PrincipalKind::User,
+        permissions: user_permissions(state, &user).await?,
+        origin: Some(Arc::new(user_origin(&user, None))),
+        not_after: person.expires_at,
+    });
+    // The generation may have moved (new groups): cache under the current one.
+    let generation = current_generation(state).await?;
+    state.logins.cache.insert(key, CachedLogin { generation, at: Instant::now(), principal: p.clone() });
+    Ok(p)
 }
 
 /// An argon2id hash of a random string, verified against when the account does not exist.
@@ -511,13 +663,22 @@ pub async fn still_current(state: &Core, claims: &RegistryClaims) -> Result<Resu
         return Ok(Ok(()));
     }
     let generation = current_generation(state).await?;
-    let key = (generation, claims.kind, claims.sub.clone());
+    let token = claims.origin.as_ref().and_then(|o| o.token.clone());
+    let key = (generation, claims.kind, format!("{}|{}", claims.sub, token.as_deref().unwrap_or("")));
     if let Some(ok) = state.revocations.get(&key) {
         return Ok(if ok { Ok(()) } else { Err(revoked_message(claims)) });
     }
     let now = unix_now();
     let ok = match claims.kind {
-        PrincipalKind::User => state.meta.get_user(&claims.sub).await?.is_some_and(|u| !u.disabled),
+        PrincipalKind::User => {
+            let user_ok = state.meta.get_user(&claims.sub).await?.is_some_and(|u| !u.disabled);
+            // Issued through a Berth token: revoking that token revokes what it got.
+            let token_ok = match &token {
+                Some(id) => state.meta.get_token(id).await?.is_some_and(|t| t.user == claims.sub && t.expires_at.is_none_or(|e| e > now)),
+                None => true,
+            };
+            user_ok && token_ok
+        }
         _ => {
             let mut all = true;
             for name in claims.sub.split(',') {
@@ -535,7 +696,11 @@ pub async fn still_current(state: &Core, claims: &RegistryClaims) -> Result<Resu
 }
 
 fn revoked_message(claims: &RegistryClaims) -> String {
-    format!("this registry token is revoked: its {} was disabled or deleted, or has expired; log in again", claims.kind.as_str())
+    let what = match (claims.kind, claims.origin.as_ref().and_then(|o| o.token.as_ref())) {
+        (PrincipalKind::User, Some(_)) => "user or the Berth token it was issued through",
+        (kind, _) => kind.as_str(),
+    };
+    format!("this registry token is revoked: its {what} was disabled, deleted or revoked, or has expired; log in again")
 }
 
 /// Logs in with a federated OIDC token.
@@ -547,6 +712,7 @@ pub async fn federated(state: &Core, token: &str, login: Option<&str>) -> Result
         sub: id.subject.clone(),
         jti: id.jti.clone(),
         claims: id.audit_claims.clone(),
+        token: None,
     };
     Ok(Arc::new(Principal {
         subject: id.robots.join(","),
@@ -605,6 +771,13 @@ pub async fn authenticate(state: &Core, creds: Credentials, client: Option<IpAdd
             grants: Grants::Permissions(with_public(state, anonymous_permissions(state.config.anonymous)).await),
             origin: None,
         }),
+        Credentials::Bearer(token) if crate::people::looks_like_token(&token) => match token_login(state, &token, client, false).await {
+            Ok(p) => Ok(caller_from(&p)),
+            Err(e) => {
+                audit_login_failure(state, None, &e, client);
+                Err(AuthError::Login(e))
+            }
+        },
         Credentials::Bearer(token) => {
             let registry = match berth_identity::peek_issuer(&token) {
                 Some(iss) => iss == state.tokens.issuer(),
@@ -613,7 +786,11 @@ pub async fn authenticate(state: &Core, creds: Credentials, client: Option<IpAdd
             if registry {
                 return verify_registry_token(state, &token).await.map(token_caller);
             }
-            match federated(state, &token, None).await {
+            let person = match state.federation.login_provider_for_token(&token).await {
+                Some(provider) => Some(id_token_login(state, &provider, &token).await),
+                None => None,
+            };
+            match person.unwrap_or(federated(state, &token, None).await) {
                 Ok(p) => Ok(caller_from(&p)),
                 Err(e) => {
                     audit_login_failure(state, None, &e, client);

@@ -74,6 +74,10 @@ pub enum Error {
     /// The message names the store; details go only to the log.
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
+    /// A service Berth calls for the client (an identity provider) failed or answered something
+    /// unusable. The message is safe to show (names the provider, not its URLs or secrets).
+    #[error("{0}")]
+    Upstream(String),
     /// A failure of the server itself. `context` is what Berth was doing (sent to the client);
     /// `detail` goes only to the log.
     #[error("internal error while {context}; see the server log")]

@@ -22,6 +22,9 @@ pub struct GcSummary {
     pub orphaned_upload_data_removed: usize,
     pub audit_events_removed: u64,
     pub login_failure_windows_removed: u64,
+    /// Expired Berth tokens (personal access tokens, sessions) and logins in progress.
+    pub expired_tokens_removed: u64,
+    pub expired_logins_removed: u64,
 }
 
 /// Where a collection reports its phases (the CLI draws them on a terminal; the server's
@@ -95,6 +98,9 @@ pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, settings: 
     // The audit log keeps `audit_retention`; failed-login counters only matter for their window.
     s.audit_events_removed = meta.prune_audit((t - audit_retention.as_secs() as i64).saturating_mul(1000)).await?;
     s.login_failure_windows_removed = meta.prune_login_failures(t - 86_400).await?;
+    progress.phase("pruning expired tokens and logins");
+    s.expired_tokens_removed = meta.prune_tokens(t).await?;
+    s.expired_logins_removed = meta.prune_auth_requests(t).await?;
     progress.done();
     tracing::info!(
         blobs_removed = s.blobs_removed,
@@ -104,6 +110,8 @@ pub async fn collect(meta: &dyn MetadataStore, blobs: &dyn BlobStore, settings: 
         orphaned_upload_data_removed = s.orphaned_upload_data_removed,
         audit_events_removed = s.audit_events_removed,
         login_failure_windows_removed = s.login_failure_windows_removed,
+        expired_tokens_removed = s.expired_tokens_removed,
+        expired_logins_removed = s.expired_logins_removed,
         "garbage collection finished"
     );
     Ok(s)

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gc;
 pub mod migrate;
 pub mod limits;
+pub mod people;
 pub mod registry;
 pub mod text;
 pub mod token;
@@ -66,11 +67,19 @@ pub struct CoreConfig {
     /// Answer authorised blob GETs with a redirect to a URL of the blob store valid this long
     /// (`storage.redirect`), when the store has such URLs (S3); None: Berth sends the bytes.
     pub blob_redirect: Option<std::time::Duration>,
+    /// People's credentials: lifetimes and bounds.
+    pub people: people::PeopleConfig,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { service: "berth".into(), anonymous: AnonymousAccess::Off, limits: Limits::default(), blob_redirect: None }
+        CoreConfig {
+            service: "berth".into(),
+            anonymous: AnonymousAccess::Off,
+            limits: Limits::default(),
+            blob_redirect: None,
+            people: people::PeopleConfig::default(),
+        }
     }
 }
 
@@ -89,6 +98,8 @@ pub struct Core {
     pub(crate) password_gate: auth::PasswordGate,
     /// Whether a registry token's principal is still enabled, per store generation.
     pub(crate) revocations: quick_cache::sync::Cache<(i64, berth_identity::PrincipalKind, String), bool>,
+    /// When this process last recorded each Berth token's use (at most once a minute).
+    pub(crate) touched: quick_cache::sync::Cache<String, std::time::Instant>,
 }
 
 impl Core {
@@ -98,6 +109,7 @@ impl Core {
         Arc::new(Core {
             password_gate: auth::PasswordGate::new(&config.limits),
             revocations: quick_cache::sync::Cache::new(10_000),
+            touched: quick_cache::sync::Cache::new(10_000),
             federation: Federation::new(meta.clone()),
             audit: audit::AuditSink::start(meta.clone()),
             logins: auth::LoginCache::new(Duration::from_secs(60)),

@@ -42,7 +42,9 @@ pub struct RegistryClaims {
     pub origin: Option<TokenOrigin>,
 }
 
-/// The federated login a registry token was issued from.
+/// The login a registry token was issued from: a federated workload's (provider, robots, the
+/// OIDC token's `sub`/`jti`/claims), or a person's (provider and `sub` when they came through
+/// one, no robots) and the Berth token they used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenOrigin {
     /// The identity provider.
@@ -57,6 +59,10 @@ pub struct TokenOrigin {
     /// The provider's identifying claims.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The id of the Berth token (personal access token, `berth login`, browser session) the
+    /// login used: registry tokens issued from it stop when it is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// An issued token.

@@ -86,6 +86,7 @@ pub fn status_of(e: &CoreError) -> StatusCode {
         CoreError::BodyFailed { slow: false, .. } => StatusCode::BAD_REQUEST,
         CoreError::Unsupported(_) => StatusCode::METHOD_NOT_ALLOWED,
         CoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        CoreError::Upstream(_) => StatusCode::BAD_GATEWAY,
         CoreError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -104,7 +105,7 @@ impl ApiError {
             CoreError::Unauthenticated(_) => ErrorCode::Unauthorized,
             CoreError::Denied(_) => ErrorCode::Denied,
             CoreError::RateLimited { .. } | CoreError::Busy { .. } => ErrorCode::TooManyRequests,
-            CoreError::Unavailable(_) => ErrorCode::Unavailable,
+            CoreError::Unavailable(_) | CoreError::Upstream(_) => ErrorCode::Unavailable,
             CoreError::Invalid(_) | CoreError::Conflict(_) | CoreError::Unsupported(_) | CoreError::Internal { .. } => ErrorCode::Unsupported,
             CoreError::NotFound(_) | CoreError::NameUnknown(_) => ErrorCode::NameUnknown,
             CoreError::NameInvalid(_) => ErrorCode::NameInvalid,

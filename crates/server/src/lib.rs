@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod ops;
+pub mod people;
 pub mod registry;
 pub mod serve;
 pub mod token;
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Redirect authorised blob GETs to presigned URLs of the blob store valid this long.
     pub blob_redirect: Option<std::time::Duration>,
+    /// People's credentials: lifetimes and bounds (`[tokens]`).
+    pub people: berth_core::people::PeopleConfig,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +57,7 @@ impl Default for ServerConfig {
             tls: false,
             limits: Limits::default(),
             blob_redirect: None,
+            people: berth_core::people::PeopleConfig::default(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl AppState {
                 anonymous: config.anonymous,
                 limits: config.limits.clone(),
                 blob_redirect: config.blob_redirect,
+                people: config.people.clone(),
             },
         );
         Arc::new(AppState { core, config, metrics: ops::Metrics::get() })
@@ -114,6 +119,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(token::get_token).post(token::post_token).layer(axum::extract::DefaultBodyLimit::max(token::FORM_LIMIT)),
         )
         .nest("/api/v1", api::router())
+        .nest("/auth", people::router())
         .route("/metrics", get(ops::metrics_for_admins))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -1,6 +1,12 @@
 //! `/service/token`: the Docker token flow. GET with Basic credentials (docker, podman, skopeo) and
 //! POST with a `grant_type=password` form (containerd, BuildKit). Requested scopes are intersected
 //! with what the principal may do; a partial grant is not an error.
+//!
+//! The OAuth2 side of the distribution token spec, for users: asked for with `offline_token=true`
+//! (GET) or `access_type=offline` (POST), the answer carries a `refresh_token` (a Berth `cli`
+//! token, revocable like any other), which docker stores as an identity token instead of the
+//! password and trades with `grant_type=refresh_token` for access tokens. Robots and federated
+//! logins get none: a workload logs in again with a fresh OIDC token.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,19 +23,25 @@ use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
 fn token_response(state: &AppState, p: &Principal, scopes: &[Access], client: Option<IpAddr>) -> ApiResult {
+    token_response_with(state, p, scopes, client, None)
+}
+
+fn token_response_with(state: &AppState, p: &Principal, scopes: &[Access], client: Option<IpAddr>, refresh_token: Option<String>) -> ApiResult {
     let issued = state.core.issue_token(p, scopes, client)?;
     let issued_at = chrono::DateTime::from_timestamp(issued.issued_at as i64, 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default();
-    // Never a refresh_token: docker would store it, and a federated login must be repeated with a
-    // fresh OIDC token.
-    let mut resp = Json(serde_json::json!({
+    // A refresh_token only for users who asked for one (see the module docs).
+    let mut body = serde_json::json!({
         "token": issued.token,
         "access_token": issued.token,
         "expires_in": issued.expires_in,
         "issued_at": issued_at,
-    }))
-    .into_response();
+    });
+    if let Some(r) = refresh_token {
+        body["refresh_token"] = serde_json::Value::String(r);
+    }
+    let mut resp = Json(body).into_response();
     resp.extensions_mut().insert(crate::ops::PrincipalLabel(Arc::from(p.subject.as_str())));
     Ok(resp)
 }
@@ -81,7 +93,11 @@ pub async fn get_token(
     let scopes = scopes_from_query(query.as_deref().unwrap_or(""))?;
     match parse_authorization(&headers).map_err(|_| unauthorized("malformed Authorization header"))? {
         Credentials::Basic { username, password } => match login(&state.core, &username, &password, client).await {
-            Ok(p) => token_response(&state, &p, &scopes, client),
+            Ok(p) => {
+                let offline = query_flag(query.as_deref().unwrap_or(""), "offline_token");
+                let refresh = refresh_for(&state, &p, offline, client).await?;
+                token_response_with(&state, &p, &scopes, client, refresh)
+            }
             Err(e) => Err(refused(&state, Some(&username), e, client)),
         },
         Credentials::Bearer(token) if berth_identity::looks_like_jwt(&token) => match federated(&state.core, &token, None).await {
@@ -98,12 +114,26 @@ pub async fn get_token(
     }
 }
 
+fn query_flag(query: &str, name: &str) -> bool {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default().iter().any(|(k, v)| k == name && v == "true")
+}
+
+/// A refresh token for a user who asked for one (a `cli` token named after the client).
+async fn refresh_for(state: &AppState, p: &Principal, asked: bool, client: Option<IpAddr>) -> Result<Option<String>, ApiError> {
+    if !asked || p.kind != berth_identity::PrincipalKind::User {
+        return Ok(None);
+    }
+    let credential = state.core.cli_login(&p.subject, client).await?;
+    Ok(Some(credential.token))
+}
+
 /// The largest form `POST /service/token` reads: a 16 KiB OIDC token as the password and the
 /// maximum number of scopes fit with room to spare.
 pub const FORM_LIMIT: usize = 64 * 1024;
 
-/// `POST /service/token` with an OAuth2 form (`grant_type=password`; the password may be an OIDC
-/// token).
+/// `POST /service/token` with an OAuth2 form: `grant_type=password` (the password may be an OIDC
+/// token or a Berth token; `access_type=offline` asks for a refresh token) or
+/// `grant_type=refresh_token`.
 pub async fn post_token(
     State(state): State<Arc<AppState>>,
     connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
@@ -120,14 +150,31 @@ pub async fn post_token(
             };
             let scopes = scopes_from(&pairs)?;
             match login(&state.core, username, password, client).await {
-                Ok(p) => token_response(&state, &p, &scopes, client),
+                Ok(p) => {
+                    let refresh = refresh_for(&state, &p, field("access_type") == Some("offline"), client).await?;
+                    token_response_with(&state, &p, &scopes, client, refresh)
+                }
                 Err(e) => Err(refused(&state, Some(username), e, client)),
+            }
+        }
+        Some("refresh_token") => {
+            let Some(refresh) = field("refresh_token") else {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "grant_type=refresh_token needs refresh_token"));
+            };
+            let scopes = scopes_from(&pairs)?;
+            if !berth_core::people::looks_like_token(refresh) {
+                return Err(unauthorized("the refresh token is not one Berth issued; log in again"));
+            }
+            match berth_core::auth::token_login(&state.core, refresh, client, false).await {
+                // The same refresh token again: docker keeps the one it has.
+                Ok(p) => token_response_with(&state, &p, &scopes, client, Some(refresh.to_owned())),
+                Err(e) => Err(refused(&state, None, e, client)),
             }
         }
         Some(other) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::Unsupported,
-            format!("grant_type {:?} is not supported; use grant_type=password (Berth issues no refresh tokens)", crate::text::cap(other, 64)),
+            format!("grant_type {:?} is not supported; use grant_type=password or refresh_token", crate::text::cap(other, 64)),
         )),
         None => Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, "missing grant_type")),
     }

@@ -155,10 +155,39 @@ async fn oauth2_post_form() {
     let r = reg.send(Method::POST, "/service/token", &[("content-type", "application/x-www-form-urlencoded")], form.into_bytes()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["access_token"].is_string());
+    assert!(r.json().get("refresh_token").is_none(), "only asked for with access_type=offline");
+    // A refresh token that is not Berth's.
     let r = reg.send(Method::POST, "/service/token", &[], b"grant_type=refresh_token&refresh_token=x".to_vec()).await;
+    assert_eq!(r.status, 401);
+    let r = reg.send(Method::POST, "/service/token", &[], b"grant_type=refresh_token".to_vec()).await;
     assert_eq!(r.status, 400);
     let r = reg.send(Method::POST, "/service/token", &[], b"grant_type=password&username=admin&password=nope".to_vec()).await;
     assert_eq!(r.status, 401);
+
+    // The OAuth2 side of the token spec: access_type=offline gives a refresh token (a Berth
+    // token), which grant_type=refresh_token trades for access tokens until it is revoked.
+    let form = format!("grant_type=password&service=berth&client_id=docker&access_type=offline&username=admin&password={PW}&scope=repository%3Aa%2Fb%3Apull");
+    let r = reg.send(Method::POST, "/service/token", &[], form.into_bytes()).await;
+    assert_eq!(r.status, 200);
+    let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert!(refresh.starts_with("berth_cli_"), "{refresh}");
+    let form = format!("grant_type=refresh_token&service=berth&client_id=docker&refresh_token={refresh}&scope=repository%3Aa%2Fb%3Apull%2Cpush");
+    let r = reg.send(Method::POST, "/service/token", &[], form.clone().into_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let access = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = reg.send(Method::HEAD, "/v2/a/b/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", &[("authorization", &format!("Bearer {access}"))], vec![]).await;
+    assert_eq!(r.status, 404, "the access token works");
+    // GET with offline_token=true (docker login) gives one too.
+    let r = reg.send(Method::GET, "/service/token?service=berth&offline_token=true&client_id=docker", &[("authorization", &basic("admin", PW))], vec![]).await;
+    assert!(r.json()["refresh_token"].as_str().unwrap().starts_with("berth_cli_"));
+    // Revoked: the refresh token and the access tokens it got stop at once.
+    let id = &refresh["berth_cli_".len().."berth_cli_".len() + 16];
+    let r = reg.admin(Method::DELETE, &format!("/api/v1/users/admin/tokens/{id}"), &[], vec![]).await;
+    assert_eq!(r.status, 204);
+    let r = reg.send(Method::POST, "/service/token", &[], form.into_bytes()).await;
+    assert_eq!(r.status, 401);
+    let r = reg.send(Method::HEAD, "/v2/a/b/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000", &[("authorization", &format!("Bearer {access}"))], vec![]).await;
+    assert_eq!(r.status, 401, "a registry token issued through a revoked Berth token is revoked too");
 }
 
 #[tokio::test]

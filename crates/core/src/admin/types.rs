@@ -136,6 +136,26 @@ pub struct UserView {
     pub admin: bool,
     /// A disabled user cannot log in.
     pub disabled: bool,
+    /// The identity provider and subject a person logs in as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<UserIdentitySpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Their groups at the identity provider, as of the last login or re-check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<String>,
+}
+
+/// Who a user is at an identity provider: the provider (by its name in Berth) and the `sub` of
+/// their ID tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserIdentitySpec {
+    pub provider: String,
+    pub subject: String,
 }
 
 /// `PUT /api/v1/users/{name}`: creates the user (then `password` is required) or replaces its
@@ -150,6 +170,12 @@ pub struct UserSpec {
     pub admin: bool,
     #[serde(default)]
     pub disabled: bool,
+    /// Link the user to this person at an identity provider (a user created for them before
+    /// their first login, or one whose account moved to another provider: memberships, tokens
+    /// and audit history stay). A user with an identity needs no password. Omit it to keep the
+    /// current link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<UserIdentitySpec>,
 }
 
 /// One audit event.
@@ -265,3 +291,132 @@ pub use super::providers::IdentityProviderTest as ProviderTestAnswer;
 pub use berth_identity::federation::ProviderTest as ProviderTestView;
 /// The answer of `POST /api/v1/token/explain`, written by the server and read by the CLI.
 pub use berth_identity::federation::{Explanation as ExplanationView, RobotExplanation as ExplainRobot, RuleExplanation as ExplainRule, Step as ExplainStep};
+
+/// `POST /api/v1/tokens`: a personal access token for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenCreate {
+    /// 1-64 letters, digits, `-`, `_`, `.` or spaces; unique among the user's tokens.
+    pub name: String,
+    /// How long it is valid, like `30d` or `12h`; default and maximum: the server's
+    /// `tokens.max_lifetime` (90 days unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// Only these projects (default: everything the user may do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<Vec<String>>,
+    /// Only these actions: `pull`, `push`, `delete` (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+}
+
+/// A token Berth issued to a user, as lists show it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub id: String,
+    pub user: String,
+    /// `personal`, `cli` (a `berth login`), `web` (a browser session) or `helper` (the
+    /// credential helper's short-lived password).
+    pub kind: String,
+    pub name: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; absent: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// RFC 3339, to the minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projects: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<String>>,
+}
+
+/// A created token: shown once with its secret text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreated {
+    pub token: TokenView,
+    /// The credential: a password for docker, podman, skopeo, helm and oras (any user name),
+    /// and a Bearer token for the admin API. Shown only now.
+    pub secret: String,
+}
+
+/// `GET /api/v1/whoami`: who the caller is and what they may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    pub name: String,
+    /// `user`, `robot` or `anonymous`.
+    pub kind: String,
+    pub admin: bool,
+    /// The identity provider of a person who logged in through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The groups Berth knows the person by (from the identity provider).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Each project the caller is a member of, with the role that counts there (the highest
+    /// of the person's own and their groups'), and where it comes from.
+    #[serde(default)]
+    pub roles: Vec<ProjectRole>,
+    /// The Berth token this request used, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenView>,
+}
+
+/// A role in a project, as `whoami` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectRole {
+    pub project: String,
+    pub role: String,
+    /// The member entries that give it: `user:alice`, `group:team-demo`.
+    pub via: Vec<String>,
+}
+
+/// `POST /auth/device`: a device login started (`berth login --idp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceLoginStarted {
+    /// What the CLI polls with.
+    pub handle: String,
+    /// The code the person confirms at the identity provider.
+    pub user_code: String,
+    pub verification_uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_uri_complete: Option<String>,
+    /// Seconds until the login must be finished.
+    pub expires_in: u64,
+    /// Seconds between polls.
+    pub interval: u64,
+}
+
+/// `POST /auth/device/poll` when the person has confirmed: the CLI's Berth credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginCredential {
+    pub username: String,
+    /// A Berth token (kind `cli`): Bearer for the admin API, password for registry clients.
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// `POST /auth/credential`: a short-lived registry password for the credential helper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelperCredential {
+    pub username: String,
+    pub secret: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}

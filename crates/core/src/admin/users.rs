@@ -4,7 +4,7 @@
 use berth_meta::UserRecord;
 
 use super::hash_secret;
-use super::types::{UserSpec, UserView};
+use super::types::{UserIdentitySpec, UserSpec, UserView};
 use crate::{Core, Error, Result};
 
 /// What `put_user` did: the user as stored, and whether it was created (else replaced).
@@ -14,8 +14,17 @@ pub struct UserSaved {
     pub created: bool,
 }
 
-fn user_view(u: &UserRecord) -> UserView {
-    UserView { name: u.name.clone(), admin: u.admin, disabled: u.disabled }
+/// A user as the API shows it (never the password hash).
+pub fn user_view(u: &UserRecord) -> UserView {
+    UserView {
+        name: u.name.clone(),
+        admin: u.admin,
+        disabled: u.disabled,
+        identity: u.identity.as_ref().map(|i| UserIdentitySpec { provider: i.provider.clone(), subject: i.subject.clone() }),
+        email: u.email.clone(),
+        groups: u.groups.clone(),
+        last_login_at: u.last_login_at.map(super::rfc3339),
+    }
 }
 
 /// User names: what `berth user set` and logins accept (no `:`, which Basic credentials split
@@ -49,6 +58,25 @@ impl Core {
     pub async fn put_user(&self, name: &str, spec: UserSpec) -> Result<UserSaved> {
         validate_user_name(name)?;
         let existing = self.meta.get_user(name).await?;
+        let identity = match &spec.identity {
+            Some(i) => {
+                self.federation.login_provider_config(&i.provider).await.map_err(|_| {
+                    Error::Invalid(format!("there is no identity provider {:?} with a login section to link user {name:?} to", i.provider))
+                })?;
+                let issuer = self
+                    .stored_providers()
+                    .await?
+                    .into_iter()
+                    .find(|(n, _)| *n == i.provider)
+                    .map(|(_, p)| p.issuer)
+                    .ok_or_else(|| Error::Invalid(format!("identity provider {:?} does not exist", i.provider)))?;
+                if i.subject.is_empty() || i.subject.len() > 255 {
+                    return Err(Error::Invalid("a subject has 1 to 255 characters".into()));
+                }
+                Some(berth_meta::UserIdentity { provider: i.provider.clone(), issuer, subject: i.subject.clone() })
+            }
+            None => existing.as_ref().and_then(|e| e.identity.clone()),
+        };
         let password_hash = match (spec.password, &existing) {
             (Some(pw), _) => {
                 if pw.chars().count() < 8 {
@@ -57,21 +85,16 @@ impl Core {
                 hash_secret(pw).await?
             }
             (None, Some(e)) => e.password_hash.clone(),
-            (None, None) => return Err(Error::Invalid(format!("user {name:?} does not exist yet: give it a `password`"))),
+            (None, None) if identity.is_some() => String::new(),
+            (None, None) => return Err(Error::Invalid(format!("user {name:?} does not exist yet: give it a `password` or an `identity`"))),
         };
-        // An existing user keeps everything else (its OpenID identity, groups, times).
-        let rec = match existing.clone() {
-            Some(e) => UserRecord { password_hash, admin: spec.admin, disabled: spec.disabled, ..e },
-            None => UserRecord {
-                name: name.to_owned(),
-                password_hash,
-                admin: spec.admin,
-                disabled: spec.disabled,
-                created_at: crate::clock::now_secs(),
-                ..UserRecord::default()
-            },
+        let now = crate::clock::now_secs();
+        let rec = match &existing {
+            Some(e) => UserRecord { password_hash, admin: spec.admin, disabled: spec.disabled, identity, ..e.clone() },
+            None => UserRecord { name: name.to_owned(), password_hash, admin: spec.admin, disabled: spec.disabled, identity, created_at: now, ..Default::default() },
         };
         self.meta.put_user(&rec).await?;
+        self.changed().await;
         Ok(UserSaved { user: user_view(&rec), created: existing.is_none() })
     }
 

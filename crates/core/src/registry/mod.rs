@@ -81,6 +81,28 @@ impl Core {
         Err(denial)
     }
 
+    /// Why a person was refused `action` on `repo`, in words that name their role in the
+    /// repository's project (from their memberships and groups, as stored now), or that the
+    /// token they used is restricted. None for robots and anonymous callers (their refusal says
+    /// enough), and when the store cannot tell.
+    pub async fn explain_refusal(&self, caller: &Caller, repo: &RepoName, action: Action) -> Option<String> {
+        if caller.kind != PrincipalKind::User {
+            return None;
+        }
+        let project = repo.as_str().split('/').next().unwrap_or_default();
+        let user = self.meta.get_user(&caller.subject).await.ok()??;
+        let memberships = self.meta.memberships(&crate::auth::member_keys(&user)).await.ok()?;
+        let role = memberships.iter().filter(|m| m.project == project).filter_map(|m| berth_access::Role::parse(&m.role).ok()).max();
+        if role.is_some_and(|r| r.actions().contains(action)) {
+            // The role allows it: the credential used is narrower than the person.
+            return match caller.origin.as_ref().and_then(|o| o.token.as_deref()) {
+                Some(id) => Some(format!("{} is {} in project {project}, but the token {id} used here does not allow {} there (it is restricted, or was issued before the role changed)", caller.subject, role.map(|r| r.as_str()).unwrap_or_default(), action.as_str())),
+                None => None,
+            };
+        }
+        Some(berth_access::refusal(&caller.subject, project, role, action))
+    }
+
     /// Whether an anonymous caller may list the catalog (only where anonymous pulls are on:
     /// public projects alone do not open it; their repositories are pulled by name).
     pub fn anonymous_catalog(&self) -> bool {

@@ -30,6 +30,8 @@ pub struct Person {
     pub groups: Vec<String>,
     /// A member of the provider's admin group.
     pub admin: bool,
+    /// The ID token's `exp` (unix seconds).
+    pub expires_at: Option<u64>,
 }
 
 /// Why an ID token's claims do not make a person Berth lets in. The message names the claim or
@@ -108,7 +110,8 @@ pub fn person(provider: &Provider, login: &LoginConfig, claims: &Map<String, Val
         groups.truncate(MAX_GROUPS);
     }
     let admin = login.admin_group.as_ref().is_some_and(|a| groups.iter().any(|g| g == a));
-    Ok(Person { provider: provider.name.clone(), issuer, subject: subject.to_owned(), username: username.to_owned(), email, groups, admin })
+    let expires_at = claims.get("exp").and_then(Value::as_u64);
+    Ok(Person { provider: provider.name.clone(), issuer, subject: subject.to_owned(), username: username.to_owned(), email, groups, admin, expires_at })
 }
 
 // ---------------------------------------------------------------- the protocol

@@ -495,6 +495,15 @@ impl Federation {
         Ok(v)
     }
 
+    /// The login section of a provider people log in through (no network).
+    pub async fn login_provider_config(&self, name: &str) -> Result<provider::LoginConfig, FederationError> {
+        let snap = self.current().await?;
+        snap.providers
+            .iter()
+            .find_map(|p| (p.provider.name == name).then(|| p.provider.login.clone()).flatten())
+            .ok_or_else(|| FederationError::NoLogin(format!("there is no identity provider {name:?} for human login")))
+    }
+
     /// A provider people log in through, with its endpoints (from discovery, fetched through
     /// the key cache) and an HTTP client for it.
     pub async fn login_provider(&self, name: &str) -> Result<LoginProvider, FederationError> {

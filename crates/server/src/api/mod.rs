@@ -1,6 +1,8 @@
-//! The admin API under `/api/v1`: projects, robot accounts, identity providers, local users, the
-//! audit log, token explain and declarative apply. JSON in and out; every call needs an admin's
-//! Basic credentials. The OpenAPI document is served at `/api/v1/openapi.json`.
+//! The admin API under `/api/v1`: projects, robot accounts, identity providers, users, the audit
+//! log, token explain and declarative apply; and for every user `whoami` and their own personal
+//! access tokens. JSON in and out. Credentials: Basic (a password, or a Berth token as the
+//! password), a Berth token as Bearer, or an ID token of a login identity provider as Bearer.
+//! The OpenAPI document is served at `/api/v1/openapi.json`.
 //!
 //! A translation layer: each handler parses the path, query and body into the command's typed
 //! request ([`types`], shared with the CLI), calls the command on [`berth_core::Core`] (where
@@ -8,9 +10,14 @@
 //! with its status. Errors are the core's, rendered by [`AdminError`]'s `From`, with the status
 //! decided by [`crate::error::status_of`].
 //!
-//! Credentials come before bodies: every handler takes the [`Admin`] extractor first, which
-//! authenticates from the request head alone, so a caller who is not an admin gets 401/403
-//! before a byte of its body is read. Bodies are then read by [`JsonBody`], with a small limit
+//! Credentials come before bodies: every handler takes the [`Admin`] or [`Authenticated`]
+//! extractor first, which authenticates from the request head alone, so a caller who may not
+//! call gets 401/403 before a byte of its body is read.
+//!
+//! Delegated administration: a project's members and robots (federated ones with their claim
+//! rules too) and its visibility are managed by its project admins (a user, or through a group)
+//! as well as by system administrators; `Core::require_in_project` decides per endpoint from the
+//! caller's role there. Everything else needs a system administrator. Bodies are then read by [`JsonBody`], with a small limit
 //! per endpoint ([`DOCUMENT_LIMIT`], [`APPLY_LIMIT`]); a larger body is 413 with a JSON error.
 
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +27,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Req
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use berth_access::Capability;
 use berth_core::admin::{AuditFilter, IdentityProviderTest, RobotFilter};
 use berth_core::Error as CoreError;
 use berth_identity::federation::{Explanation, ProviderSpec};
@@ -76,6 +84,7 @@ impl From<CoreError> for AdminError {
             CoreError::Denied(_) => "DENIED",
             CoreError::RateLimited { .. } | CoreError::Busy { .. } => "TOOMANYREQUESTS",
             CoreError::Unavailable(_) => "UNAVAILABLE",
+            CoreError::Upstream(_) => "UPSTREAM",
             CoreError::Internal { .. } => "INTERNAL",
             _ => "INVALID",
         };
@@ -174,26 +183,144 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned, const LIMIT: usize> FromReq
     }
 }
 
-/// Every admin call needs a local admin's Basic credentials. Refusals are application errors
-/// (`Unauthenticated`, `Denied`, `RateLimited`), so their statuses come from `status_of` too.
-async fn require_admin(state: &AppState, headers: &HeaderMap, client: Option<IpAddr>) -> AdminResult<String> {
+/// Authenticates an admin API call from the request head: Basic credentials (a user's password,
+/// or a Berth token as the password), a Berth token as Bearer (personal access token, `berth
+/// login`), or an ID token of a human-login identity provider as Bearer. Refusals are
+/// application errors (`Unauthenticated`, `RateLimited`), so their statuses come from
+/// `status_of` too.
+async fn authenticate(state: &AppState, headers: &HeaderMap, client: Option<IpAddr>) -> AdminResult<Arc<auth::Principal>> {
     let creds = auth::parse_authorization(headers).map_err(|e| CoreError::Unauthenticated(e.message))?;
-    let Credentials::Basic { username, password } = creds else {
-        return Err(CoreError::Unauthenticated(
-            "the admin API needs an admin's Basic credentials (berth login, or BERTH_USERNAME and BERTH_PASSWORD)".into(),
-        )
-        .into());
+    let (name, result) = match creds {
+        Credentials::Basic { username, password } => {
+            let r = auth::login(&state.core, &username, &password, client).await;
+            (Some(username), r)
+        }
+        Credentials::Bearer(token) if berth_core::people::looks_like_token(&token) => {
+            (None, berth_core::auth::token_login(&state.core, &token, client, false).await)
+        }
+        Credentials::Bearer(token) => match state.core.federation().login_provider_for_token(&token).await {
+            Some(provider) => (None, berth_core::auth::id_token_login(&state.core, &provider, &token).await),
+            None => {
+                return Err(CoreError::Unauthenticated(
+                    "the admin API takes a Berth token (berth login, berth token create) or an ID token of a login identity provider as Bearer, or Basic credentials".into(),
+                )
+                .into())
+            }
+        },
+        Credentials::None => {
+            return Err(CoreError::Unauthenticated(
+                "the admin API needs credentials: berth login, a personal access token (Bearer), or BERTH_USERNAME and BERTH_PASSWORD".into(),
+            )
+            .into())
+        }
     };
-    match auth::login(&state.core, &username, &password, client).await {
-        Ok(p) if p.permissions.admin => Ok(username),
-        Ok(_) => Err(CoreError::Denied(format!("{username} is not an administrator")).into()),
+    match result {
+        Ok(p) => Ok(p),
         Err(LoginError::RateLimited { retry_after, message }) => Err(CoreError::RateLimited { message, retry_after }.into()),
         Err(LoginError::Internal(e)) => Err(e.into()),
+        Err(LoginError::Busy) => Err(CoreError::Busy { message: auth::BUSY_MESSAGE.into(), retry_after: 1 }.into()),
         Err(e) => {
-            auth::audit_login_failure(&state.core, Some(&username), &e, client);
+            auth::audit_login_failure(&state.core, name.as_deref(), &e, client);
             Err(CoreError::Unauthenticated(e.message()).into())
         }
     }
+}
+
+/// Every admin call needs an administrator: a local admin, a person in their identity
+/// provider's admin group, or an unrestricted token of one.
+async fn require_admin(state: &AppState, headers: &HeaderMap, client: Option<IpAddr>) -> AdminResult<String> {
+    let p = authenticate(state, headers, client).await?;
+    if p.permissions.admin {
+        return Ok(p.subject.clone());
+    }
+    let restricted = p.origin.as_ref().is_some_and(|o| o.token.is_some());
+    Err(CoreError::Denied(if restricted && p.kind == berth_identity::PrincipalKind::User {
+        format!("{} is not an administrator, or this token is restricted to some projects or actions (administration needs an unrestricted token)", p.subject)
+    } else {
+        format!("{} is not an administrator", p.subject)
+    })
+    .into())
+}
+
+/// Any authenticated caller (whoami, a user's own tokens). As the first extractor it runs
+/// before any body is read.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Arc<auth::Principal>);
+
+impl FromRequestParts<Arc<AppState>> for Authenticated {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let client: Option<IpAddr> = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        authenticate(state, &parts.headers, client).await.map(Authenticated)
+    }
+}
+
+impl Authenticated {
+    /// The caller as a user (robots have no personal tokens).
+    fn user(&self) -> AdminResult<&str> {
+        if self.0.kind == berth_identity::PrincipalKind::User {
+            Ok(&self.0.subject)
+        } else {
+            Err(CoreError::Denied("only users have personal access tokens; robots use their secret or their OIDC token".into()).into())
+        }
+    }
+}
+
+fn client_ip(connect: &Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    connect.as_ref().map(|c| c.0 .0.ip())
+}
+
+// ---------------------------------------------------------------- whoami, tokens
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", responses((status = 200, body = WhoAmI)))]
+async fn whoami(State(s): State<Arc<AppState>>, who: Authenticated) -> AdminResult<Json<WhoAmI>> {
+    Ok(Json(s.core.whoami(&who.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
+async fn list_tokens(State(s): State<Arc<AppState>>, who: Authenticated) -> AdminResult<Json<Vec<TokenView>>> {
+    Ok(Json(s.core.list_user_tokens(who.user()?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenCreate,
+    responses((status = 201, body = TokenCreated), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create_token(
+    State(s): State<Arc<AppState>>,
+    who: Authenticated,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    JsonBody(req): JsonBody<TokenCreate>,
+) -> AdminResult<Response> {
+    let user = who.user()?.to_owned();
+    Ok((StatusCode::CREATED, Json(s.core.create_personal_token(&user, &req, client_ip(&connect)).await?)).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(s): State<Arc<AppState>>,
+    who: Authenticated,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Path(id): Path<String>,
+) -> AdminResult<StatusCode> {
+    let user = who.user()?.to_owned();
+    s.core.revoke_user_token(&user, &id, &user, client_ip(&connect)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{name}/tokens", tag = "users", responses((status = 200, body = Vec<TokenView>)))]
+async fn list_user_tokens(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<Vec<TokenView>>> {
+    Ok(Json(s.core.list_user_tokens(&name).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{name}/tokens/{id}", tag = "users", responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke_user_token(
+    State(s): State<Arc<AppState>>,
+    admin: Admin,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    Path((name, id)): Path<(String, String)>,
+) -> AdminResult<StatusCode> {
+    s.core.revoke_user_token(&name, &id, &admin.0, client_ip(&connect)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---------------------------------------------------------------- projects
@@ -210,12 +337,20 @@ async fn create_project(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{name}", tag = "projects", responses((status = 200, body = ProjectView), (status = 404, body = ErrorBody)))]
-async fn get_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<ProjectView>> {
+async fn get_project(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>) -> AdminResult<Json<ProjectView>> {
+    s.core.require_in_project(&who.0, &name, Capability::Read).await?;
     Ok(Json(s.core.get_project(&name).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/projects/{name}", tag = "projects", request_body = ProjectSpec, responses((status = 200, body = ProjectView)))]
-async fn put_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<ProjectSpec>) -> AdminResult<Json<ProjectView>> {
+async fn put_project(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>, req: Request) -> AdminResult<Json<ProjectView>> {
+    // A project admin changes their project; creating one is for system administrators. Both
+    // decided before the body is read.
+    if s.core.get_project(&name).await.is_err() && !who.0.permissions.admin {
+        return Err(CoreError::Denied(format!("{} is not an administrator: only administrators create projects", who.0.subject)).into());
+    }
+    s.core.require_in_project(&who.0, &name, Capability::EditProject).await?;
+    let JsonBody(spec) = JsonBody::<ProjectSpec>::from_request(req, &()).await?;
     Ok(Json(s.core.put_project(&name, &spec).await?))
 }
 
@@ -228,18 +363,22 @@ async fn delete_project(State(s): State<Arc<AppState>>, _admin: Admin, Path(name
 // ---------------------------------------------------------------- members
 
 #[utoipa::path(get, path = "/api/v1/projects/{name}/members", tag = "projects", responses((status = 200, body = Vec<MemberView>), (status = 404, body = ErrorBody)))]
-async fn list_members(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<Vec<MemberView>>> {
+async fn list_members(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>) -> AdminResult<Json<Vec<MemberView>>> {
+    s.core.require_in_project(&who.0, &name, Capability::ListMembers).await?;
     Ok(Json(s.core.list_members(&name).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{name}/members", tag = "projects", request_body = MemberSpec,
     responses((status = 200, body = MemberView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn put_member(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<MemberSpec>) -> AdminResult<Json<MemberView>> {
+async fn put_member(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>, req: Request) -> AdminResult<Json<MemberView>> {
+    s.core.require_in_project(&who.0, &name, Capability::ManageMembers).await?;
+    let JsonBody(spec) = JsonBody::<MemberSpec>::from_request(req, &()).await?;
     Ok(Json(s.core.put_member(&name, &spec).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{name}/members/{kind}/{member}", tag = "projects", responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_member(State(s): State<Arc<AppState>>, _admin: Admin, Path((name, kind, member)): Path<(String, String, String)>) -> AdminResult<StatusCode> {
+async fn delete_member(State(s): State<Arc<AppState>>, who: Authenticated, Path((name, kind, member)): Path<(String, String, String)>) -> AdminResult<StatusCode> {
+    s.core.require_in_project(&who.0, &name, Capability::ManageMembers).await?;
     s.core.delete_member(&name, &kind, &member).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -247,35 +386,85 @@ async fn delete_member(State(s): State<Arc<AppState>>, _admin: Admin, Path((name
 // ---------------------------------------------------------------- robots
 
 #[utoipa::path(get, path = "/api/v1/robots", tag = "robots", params(RobotFilter), responses((status = 200, body = Vec<RobotView>)))]
-async fn list_robots(State(s): State<Arc<AppState>>, _admin: Admin, Query(f): Query<RobotFilter>) -> AdminResult<Json<Vec<RobotView>>> {
-    Ok(Json(s.core.list_robots(&f).await?))
+async fn list_robots(State(s): State<Arc<AppState>>, who: Authenticated, Query(f): Query<RobotFilter>) -> AdminResult<Json<Vec<RobotView>>> {
+    match (s.core.projects_where(&who.0, Capability::ManageRobots).await?, &f.project) {
+        (None, _) => Ok(Json(s.core.list_robots(&f).await?)),
+        (Some(_), Some(p)) => {
+            s.core.require_in_project(&who.0, p, Capability::ManageRobots).await?;
+            Ok(Json(s.core.list_robots(&f).await?))
+        }
+        // A project admin sees the robots of the projects they administer.
+        (Some(projects), None) => {
+            let mut all = Vec::new();
+            for p in projects {
+                all.extend(s.core.list_robots(&RobotFilter { project: Some(p) }).await?);
+            }
+            Ok(Json(all))
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/robots", tag = "robots", request_body = RobotSpec,
     responses((status = 201, body = RobotCreated), (status = 409, body = ErrorBody)))]
-async fn create_robot(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(spec): JsonBody<RobotSpec>) -> AdminResult<Response> {
+async fn create_robot(State(s): State<Arc<AppState>>, who: Authenticated, req: Request) -> AdminResult<Response> {
+    // Before the body: the caller administers some project (the body names which).
+    if s.core.projects_where(&who.0, Capability::ManageRobots).await?.is_some_and(|p| p.is_empty()) {
+        return Err(CoreError::Denied(format!("{} is not an administrator, nor a project admin anywhere: robots are managed by their project's admins", who.0.subject)).into());
+    }
+    let JsonBody(spec) = JsonBody::<RobotSpec>::from_request(req, &()).await?;
+    may_manage_robot(&s, &who, robot_record(&spec)?.project.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(s.core.create_robot(&spec).await?)).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/robots/{name}", tag = "robots", responses((status = 200, body = RobotView), (status = 404, body = ErrorBody)))]
-async fn get_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<RobotView>> {
-    Ok(Json(s.core.get_robot(&name).await?))
+async fn get_robot(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>) -> AdminResult<Json<RobotView>> {
+    let robot = stored_robot_project(&s, &who, &name).await?;
+    Ok(Json(robot))
 }
 
 #[utoipa::path(put, path = "/api/v1/robots/{name}", tag = "robots", request_body = RobotSpec, responses((status = 200, body = RobotCreated)))]
-async fn put_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>, JsonBody(spec): JsonBody<RobotSpec>) -> AdminResult<Json<RobotCreated>> {
+async fn put_robot(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>, req: Request) -> AdminResult<Json<RobotCreated>> {
+    // Before the body: the robot as it is (if it exists), else the project its name says.
+    let project = match s.core.get_robot(&name).await {
+        Ok(existing) => existing.project,
+        Err(_) => berth_access::RobotName::parse(&name).ok().and_then(|n| n.project().map(str::to_owned)),
+    };
+    may_manage_robot(&s, &who, project.as_deref()).await?;
+    // After it: the robot as it will be.
+    let JsonBody(spec) = JsonBody::<RobotSpec>::from_request(req, &()).await?;
+    may_manage_robot(&s, &who, robot_record(&spec)?.project.as_deref()).await?;
     Ok(Json(s.core.put_robot(&name, &spec).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/robots/{name}/secret", tag = "robots", responses((status = 200, body = RobotCreated)))]
-async fn regenerate_secret(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<Json<RobotCreated>> {
+async fn regenerate_secret(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>) -> AdminResult<Json<RobotCreated>> {
+    stored_robot_project(&s, &who, &name).await?;
     Ok(Json(s.core.regenerate_robot_secret(&name).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/robots/{name}", tag = "robots", responses((status = 204), (status = 404, body = ErrorBody)))]
-async fn delete_robot(State(s): State<Arc<AppState>>, _admin: Admin, Path(name): Path<String>) -> AdminResult<StatusCode> {
+async fn delete_robot(State(s): State<Arc<AppState>>, who: Authenticated, Path(name): Path<String>) -> AdminResult<StatusCode> {
+    stored_robot_project(&s, &who, &name).await?;
     s.core.delete_robot(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Project robots are managed by their project's admins; robots outside projects by system
+/// administrators only.
+async fn may_manage_robot(s: &AppState, who: &Authenticated, project: Option<&str>) -> AdminResult<()> {
+    match project {
+        Some(p) => Ok(s.core.require_in_project(&who.0, p, Capability::ManageRobots).await?),
+        None if who.0.permissions.admin => Ok(()),
+        None => Err(CoreError::Denied(format!("{} is not an administrator: robots outside a project are managed by administrators", who.0.subject)).into()),
+    }
+}
+
+/// A stored robot, if the caller may manage it. Robots the caller may not see answer as
+/// missing would be nicer, but names of project robots carry their project anyway.
+async fn stored_robot_project(s: &AppState, who: &Authenticated, name: &str) -> AdminResult<RobotView> {
+    let robot = s.core.get_robot(name).await?;
+    may_manage_robot(s, who, robot.project.as_deref()).await?;
+    Ok(robot)
 }
 
 // ---------------------------------------------------------------- identity providers
@@ -362,15 +551,16 @@ async fn apply(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(doc): Jso
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Berth admin API", description = "Projects, robot accounts, identity providers (workload identity federation), local users, audit log, token explain and declarative apply. Every call needs an administrator's Basic credentials, checked before the request body is read. Bodies are limited to 64 KiB (1 MiB for /apply); larger ones get 413."),
+    info(title = "Berth admin API", description = "Projects, robot accounts, identity providers (workload identity federation), local users, audit log, token explain and declarative apply. Calls take a Berth token (berth login, a personal access token) or an ID token of a login identity provider as Bearer, or Basic credentials; everything but whoami and the caller's own tokens needs an administrator. Credentials are checked before the request body is read. Bodies are limited to 64 KiB (1 MiB for /apply); larger ones get 413."),
     paths(
         list_projects, create_project, get_project, put_project, delete_project, list_members, put_member, delete_member,
         list_robots, create_robot, get_robot, put_robot, regenerate_secret, delete_robot,
         list_idps, create_idp, get_idp, put_idp, delete_idp, test_idp,
-        list_users, get_user, put_user, delete_user,
+        list_users, get_user, put_user, delete_user, list_user_tokens, revoke_user_token,
+        whoami, list_tokens, create_token, revoke_token,
         audit, explain, apply
     ),
-    components(schemas(ProjectSpec, ProjectView, MemberSpec, MemberView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
+    components(schemas(ProjectSpec, ProjectView, MemberSpec, MemberView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, TokenCreate, TokenView, TokenCreated, WhoAmI, ProjectRole, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
 )]
 pub struct ApiDoc;
 
@@ -401,6 +591,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/identity-providers/{name}/test", post(test_idp))
         .route("/users", get(list_users))
         .route("/users/{name}", get(get_user).put(put_user).delete(delete_user))
+        .route("/users/{name}/tokens", get(list_user_tokens))
+        .route("/users/{name}/tokens/{id}", axum::routing::delete(revoke_user_token))
+        .route("/whoami", get(whoami))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/audit", get(audit))
         .route("/token/explain", post(explain))
         .route("/apply", post(apply))

@@ -255,6 +255,12 @@ async fn route(
             _ => "",
         };
         if let Err(denial) = state.core.authorize(&caller, repo, action, reference, client) {
+            // People are told their role in the project (looked up only on a refusal).
+            let denial = match (&denial, state.core.explain_refusal(&caller, repo, action).await) {
+                (Denial::TokenScope { message }, Some(why)) => Denial::TokenScope { message: format!("{message}: {why}") },
+                (Denial::Forbidden { .. }, Some(why)) => Denial::Forbidden { message: why },
+                _ => denial,
+            };
             return Err(deny(&state, &base, &denial, repo, action, mount_source(&endpoint, &method, &uri).as_ref()));
         }
     }
