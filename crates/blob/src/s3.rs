@@ -1052,7 +1052,6 @@ fn lost_hasher() -> BlobError {
 }
 
 /// Upload ids: 1 to 64 characters of `[A-Za-z0-9_-]`.
-
 fn check_id(id: &str) -> Result<()> {
     if valid_id(id) {
         Ok(())

@@ -248,6 +248,7 @@ impl Core {
     // ------------------------------------------------------------ issuing credentials
 
     /// Stores a new credential of `user` and returns its record and text.
+    #[allow(clippy::too_many_arguments)] // each is a column of the token; a struct would only rename them
     pub(crate) async fn issue_user_token(
         &self,
         user: &str,
@@ -714,6 +715,11 @@ impl Core {
                 continue;
             }
             let Some(refresh) = t.refresh_token.as_deref() else { continue };
+            // One replica per round uses a refresh token: providers rotate them and revoke the
+            // whole grant when an old one comes back.
+            if !self.meta.claim_token_check(&t.id, t.checked_at, now).await? {
+                continue;
+            }
             report.checked += 1;
             match oidc::refresh(&lp.http, &lp.endpoints, lp.login(), refresh).await {
                 Ok(answer) => {
@@ -789,51 +795,6 @@ pub fn person_origin(person: &Person, token: Option<&str>) -> berth_identity::To
     berth_identity::TokenOrigin { idp: person.provider.clone(), robots: vec![], sub: Some(person.subject.clone()), jti: None, claims, token: token.map(str::to_owned) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_texts() {
-        let secret = oidc::random_text(32);
-        for kind in TokenKind::ALL {
-            let id = new_id();
-            let text = token_text(kind, &id, &secret);
-            assert_eq!(parse_token_text(&text), Some((kind, id.as_str(), secret.as_str())), "{text}");
-            assert!(looks_like_token(&text));
-        }
-        for bad in [
-            "berth_pat_short_x",
-            "berth_xyz_abcdefghijklmnop_".to_owned().as_str(),
-            &format!("berth_pat_ABCDEFGHIJKLMNOP_{secret}"),
-            &format!("berth_pat_abcdefghijklmnop_{}", "x".repeat(10)),
-            &format!("berth_pat_abcdefghijklmnop_{secret}!"),
-            "eyJhbGciOi.x.y",
-        ] {
-            assert_eq!(parse_token_text(bad), None, "{bad}");
-        }
-        assert_eq!(secret_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    }
-
-    #[test]
-    fn lifetimes_and_names() {
-        assert_eq!(parse_lifetime("30d").unwrap(), Duration::from_secs(30 * 86_400));
-        assert_eq!(parse_lifetime("12h").unwrap(), Duration::from_secs(12 * 3600));
-        assert_eq!(parse_lifetime("2w").unwrap(), Duration::from_secs(14 * 86_400));
-        for bad in ["", "d", "0d", "5 parsecs", "-1d"] {
-            assert!(parse_lifetime(bad).is_err(), "{bad}");
-        }
-        validate_token_name("laptop 2").unwrap();
-        for bad in ["", " ", "a/b", &"x".repeat(65)] {
-            assert!(validate_token_name(bad).is_err(), "{bad}");
-        }
-        assert_eq!(safe_return_path(Some("/ui/projects?x=1")), "/ui/projects?x=1");
-        for bad in [None, Some("https://evil.example/"), Some("//evil.example"), Some("/\\evil"), Some("ui")] {
-            assert_eq!(safe_return_path(bad), "/", "{bad:?}");
-        }
-    }
-}
-
 /// Delegated administration: what a caller may administer in a project.
 impl Core {
     /// Checks that `who` may do `what` in `project`: system administrators everything; people
@@ -891,5 +852,50 @@ impl Core {
             }
         }
         Ok(Some(best.into_iter().filter(|(_, r)| r.allows(what)).map(|(p, _)| p).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_texts() {
+        let secret = oidc::random_text(32);
+        for kind in TokenKind::ALL {
+            let id = new_id();
+            let text = token_text(kind, &id, &secret);
+            assert_eq!(parse_token_text(&text), Some((kind, id.as_str(), secret.as_str())), "{text}");
+            assert!(looks_like_token(&text));
+        }
+        for bad in [
+            "berth_pat_short_x",
+            "berth_xyz_abcdefghijklmnop_".to_owned().as_str(),
+            &format!("berth_pat_ABCDEFGHIJKLMNOP_{secret}"),
+            &format!("berth_pat_abcdefghijklmnop_{}", "x".repeat(10)),
+            &format!("berth_pat_abcdefghijklmnop_{secret}!"),
+            "eyJhbGciOi.x.y",
+        ] {
+            assert_eq!(parse_token_text(bad), None, "{bad}");
+        }
+        assert_eq!(secret_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn lifetimes_and_names() {
+        assert_eq!(parse_lifetime("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse_lifetime("12h").unwrap(), Duration::from_secs(12 * 3600));
+        assert_eq!(parse_lifetime("2w").unwrap(), Duration::from_secs(14 * 86_400));
+        for bad in ["", "d", "0d", "5 parsecs", "-1d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+        validate_token_name("laptop 2").unwrap();
+        for bad in ["", " ", "a/b", &"x".repeat(65)] {
+            assert!(validate_token_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(safe_return_path(Some("/ui/projects?x=1")), "/ui/projects?x=1");
+        for bad in [None, Some("https://evil.example/"), Some("//evil.example"), Some("/\\evil"), Some("ui")] {
+            assert_eq!(safe_return_path(bad), "/", "{bad:?}");
+        }
     }
 }

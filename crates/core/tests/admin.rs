@@ -256,3 +256,37 @@ async fn client_secrets_are_never_shown_and_survive_round_trips() {
     let listed = serde_json::to_value(f.core.list_identity_providers().await.unwrap()).unwrap();
     assert_eq!(listed[0]["spec"]["login"]["clientSecretSet"], json!(false));
 }
+
+/// Members in an apply document: written in the same transaction as the projects, idempotent,
+/// and a member of a project that exists nowhere fails the whole document.
+#[tokio::test]
+async fn apply_writes_members_with_their_projects() {
+    let f = fixture().await;
+    let doc = document(json!({
+        "projects": [{"name": "team-demo"}],
+        "members": [
+            {"project": "team-demo", "group": "team-demo", "role": "developer"},
+            {"project": "team-demo", "user": "alice", "role": "projectAdmin"}
+        ]
+    }));
+    let first = f.core.apply(&doc).await.unwrap();
+    let members: Vec<_> = changes(&first).into_iter().filter(|c| c.0 == "member").collect();
+    assert_eq!(
+        members,
+        [
+            ("member".to_owned(), "team-demo/group:team-demo".to_owned(), "created".to_owned()),
+            ("member".to_owned(), "team-demo/user:alice".to_owned(), "created".to_owned())
+        ]
+    );
+    let listed = f.core.list_members("team-demo").await.unwrap();
+    assert_eq!(listed.iter().map(|m| (m.name.as_str(), m.role.as_str())).collect::<Vec<_>>(), [("team-demo", "developer"), ("alice", "project-admin")]);
+    let again = f.core.apply(&doc).await.unwrap();
+    assert!(again.changes.iter().all(|c| c.action == "unchanged"), "{:?}", again.changes);
+    let before = snapshot(&f.meta).await;
+    let bad = document(json!({"projects": [{"name": "new-one"}], "members": [{"project": "nowhere", "user": "bob", "role": "guest"}]}));
+    let e = f.core.apply(&bad).await.unwrap_err();
+    assert!(matches!(&e, Error::Conflict(m) if m.contains("nowhere")), "{e:?}");
+    assert_eq!(snapshot(&f.meta).await, before, "nothing of the failed document");
+    let e = f.core.apply(&document(json!({"members": [{"project": "team-demo", "user": "bob", "role": "owner"}]}))).await.unwrap_err();
+    assert!(matches!(&e, Error::Invalid(m) if m.contains("unknown role")), "{e:?}");
+}

@@ -405,6 +405,9 @@ pub struct ApplyBatch<'a> {
     /// For a static-secret robot (no `identity_provider`), `secret_hash` is the hash to store if
     /// the robot has none yet (the caller made a fresh secret for that case); otherwise ignored.
     pub robots: &'a [RobotRecord],
+    /// Project members (their project must exist or be in `projects`), written after the
+    /// projects. A member of a missing project is a [`MetaError::Conflict`] naming it.
+    pub members: &'a [MemberRecord],
 }
 
 /// What [`MetadataStore::apply`] did to one object.
@@ -437,6 +440,8 @@ pub struct ApplyOutcome {
     /// Per robot: what happened, and whether the `secret_hash` given in the batch was stored
     /// (true only for a static-secret robot that had no stored hash).
     pub robots: Vec<(ApplyAction, bool)>,
+    /// Same order as the batch.
+    pub members: Vec<ApplyAction>,
 }
 
 /// The outcome of deleting something others may refer to.
@@ -945,6 +950,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// value given is stored, None included, and a token without one is no longer re-checked)
     /// and `checked_at`. No generation move. False: no such token.
     async fn update_token_check(&self, id: &str, refresh_token: Option<&str>, checked_at: UnixTime) -> Result<bool>;
+    /// Claims a token's next re-check: sets `checked_at` to `now` only if it is still `seen`
+    /// (None: never checked), atomically. Of replicas that found the same token due, exactly one
+    /// gets true and uses its refresh token (identity providers rotate refresh tokens and revoke
+    /// the whole grant when an old one is used again). No generation move.
+    async fn claim_token_check(&self, id: &str, seen: Option<UnixTime>, now: UnixTime) -> Result<bool>;
     /// Tokens holding a refresh token whose `checked_at` (or, never checked, `created_at`) is
     /// before `before` and that have not expired at `now`, oldest check first (then by id), at
     /// most `limit`.

@@ -1610,6 +1610,19 @@ impl MetadataStore for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn claim_token_check(&self, id: &str, seen: Option<UnixTime>, now: UnixTime) -> Result<bool> {
+        // One UPDATE: the row lock serialises concurrent claims, and the loser's re-evaluated
+        // condition no longer holds.
+        let done = sqlx::query("UPDATE user_tokens SET checked_at = $3 WHERE id = $1 AND checked_at IS NOT DISTINCT FROM $2")
+            .bind(id)
+            .bind(seen)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn tokens_to_check(&self, before: UnixTime, now: UnixTime, limit: u32) -> Result<Vec<TokenRecord>> {
         let rows = sqlx::query(SQL_TOKENS_TO_CHECK).bind(before).bind(now).bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(sql_error)?;
         Ok(rows.iter().map(token_from_row).collect::<R<_>>()?)
@@ -2768,6 +2781,35 @@ async fn apply_in(conn: &mut PgConnection, batch: ApplyBatch<'_>, now: UnixTime)
         }
         outcome.projects.push(action);
     }
+    for m in batch.members {
+        let project: Option<i32> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = $1").bind(&m.project).fetch_optional(&mut *conn).await?;
+        if project.is_none() {
+            return Err(MetaError::Conflict(format!("member {} of project {:?}: the project does not exist", m.member, m.project)).into());
+        }
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM project_members WHERE project = $1 AND member = $2")
+            .bind(&m.project)
+            .bind(&m.member)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let action = match role {
+            Some(r) if r == m.role => ApplyAction::Unchanged,
+            Some(_) => ApplyAction::Updated,
+            None => ApplyAction::Created,
+        };
+        if action != ApplyAction::Unchanged {
+            sqlx::query(
+                "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+            )
+            .bind(&m.project)
+            .bind(&m.member)
+            .bind(&m.role)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        outcome.members.push(action);
+    }
     for provider in batch.identity_providers {
         let row = sqlx::query("SELECT name, config, created_at, updated_at FROM identity_providers WHERE name = $1")
             .bind(&provider.name)
@@ -2825,6 +2867,7 @@ async fn apply_in(conn: &mut PgConnection, batch: ApplyBatch<'_>, now: UnixTime)
         .projects
         .iter()
         .chain(&outcome.identity_providers)
+        .chain(&outcome.members)
         .chain(outcome.robots.iter().map(|(a, _)| a))
         .any(|a| *a != ApplyAction::Unchanged);
     if changed {

@@ -938,6 +938,17 @@ impl MetadataStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn claim_token_check(&self, id: &str, seen: Option<UnixTime>, now: UnixTime) -> Result<bool> {
+        // `IS` compares NULL with NULL as equal.
+        let done = sqlx::query("UPDATE user_tokens SET checked_at = ?3 WHERE id = ?1 AND checked_at IS ?2")
+            .bind(id)
+            .bind(seen)
+            .bind(now)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn tokens_to_check(&self, before: UnixTime, now: UnixTime, limit: u32) -> Result<Vec<TokenRecord>> {
         let rows = sqlx::query(SQL_TOKENS_TO_CHECK).bind(before).bind(now).bind(i64::from(limit)).fetch_all(&self.reader).await?;
         rows.iter().map(token_from_row).collect()
@@ -2364,6 +2375,35 @@ async fn apply_in(tx: &mut Transaction<'static, Sqlite>, batch: ApplyBatch<'_>, 
         }
         outcome.projects.push(action);
     }
+    for m in batch.members {
+        let project: Option<i64> = sqlx::query_scalar("SELECT 1 FROM projects WHERE name = ?1").bind(&m.project).fetch_optional(&mut **tx).await?;
+        if project.is_none() {
+            return Err(MetaError::Conflict(format!("member {} of project {:?}: the project does not exist", m.member, m.project)));
+        }
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM project_members WHERE project = ?1 AND member = ?2")
+            .bind(&m.project)
+            .bind(&m.member)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let action = match role {
+            Some(r) if r == m.role => ApplyAction::Unchanged,
+            Some(_) => ApplyAction::Updated,
+            None => ApplyAction::Created,
+        };
+        if action != ApplyAction::Unchanged {
+            sqlx::query(
+                "INSERT INTO project_members (project, member, role, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4) \
+                 ON CONFLICT (project, member) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+            )
+            .bind(&m.project)
+            .bind(&m.member)
+            .bind(&m.role)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        outcome.members.push(action);
+    }
     for provider in batch.identity_providers {
         let row = sqlx::query("SELECT name, config, created_at, updated_at FROM identity_providers WHERE name = ?1")
             .bind(&provider.name)
@@ -2424,6 +2464,7 @@ async fn apply_in(tx: &mut Transaction<'static, Sqlite>, batch: ApplyBatch<'_>, 
         .projects
         .iter()
         .chain(&outcome.identity_providers)
+        .chain(&outcome.members)
         .chain(outcome.robots.iter().map(|(a, _)| a))
         .any(|a| *a != ApplyAction::Unchanged);
     if changed {

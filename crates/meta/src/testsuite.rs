@@ -91,6 +91,7 @@ pub async fn run_races(one: &dyn MetadataStore, two: &dyn MetadataStore) {
     create_race(one, two).await;
     gc_race(one, two).await;
     auth_request_race(one, two).await;
+    token_check_race(one, two).await;
 }
 
 // ---- helpers ----
@@ -1185,6 +1186,13 @@ pub async fn tokens(store: &dyn MetadataStore) {
     assert!(!store.update_token_check("suite-tok-none", None, T0).await.expect("update_token_check"));
     let checked = store.get_token(&cli.id).await.expect("get_token").expect("cli");
     assert_eq!((checked.refresh_token.as_deref(), checked.checked_at, checked.last_used_at), (Some("refresh-cli-2"), Some(T0 + 30), Some(T0 + 7)));
+    // Claiming the next re-check: only from the `checked_at` the claimer saw.
+    assert!(!store.claim_token_check(&cli.id, Some(T0 + 29), T0 + 31).await.expect("claim_token_check"), "another saw it first");
+    assert!(!store.claim_token_check(&cli.id, None, T0 + 31).await.expect("claim_token_check"));
+    assert!(store.claim_token_check(&cli.id, Some(T0 + 30), T0 + 31).await.expect("claim_token_check"));
+    assert!(!store.claim_token_check(&cli.id, Some(T0 + 30), T0 + 32).await.expect("claim_token_check"), "claimed once");
+    assert!(!store.claim_token_check("suite-tok-none", None, T0).await.expect("claim_token_check"));
+    assert!(store.update_token_check(&cli.id, Some("refresh-cli-2"), T0 + 30).await.expect("update_token_check"));
     assert_eq!(generation(store).await, g, "uses and re-checks leave the generation");
 
     // Due for a re-check: with a refresh token, last checked (or, never checked, created) before
@@ -1381,6 +1389,25 @@ pub async fn auth_request_race(one: &dyn MetadataStore, two: &dyn MetadataStore)
         taken += usize::from(one.take_auth_request(&r.id, N + 1).await.expect("take_auth_request").is_some());
     }
     assert_eq!(taken, max as usize);
+}
+
+/// Replicas that found the same token due for a re-check claim it at once: exactly one wins
+/// (identity providers revoke a grant whose rotated refresh token is used twice). Handles as for
+/// [`upload_claim_race`]; removes what it made.
+pub async fn token_check_race(one: &dyn MetadataStore, two: &dyn MetadataStore) {
+    let user = UserRecord { name: "suite-checkrace".into(), created_at: T0, ..Default::default() };
+    one.put_user(&user).await.expect("put_user");
+    for round in 0..4 {
+        let t = TokenRecord { refresh_token: Some("r".into()), checked_at: None, ..token(&format!("suite-checkrace-{round}"), &user.name, TokenKind::Cli, None, T0) };
+        one.create_token(&t).await.expect("create_token");
+        let claimers = (0..RACERS).map(|i| {
+            let (store, id) = (if i % 2 == 0 { one } else { two }, t.id.clone());
+            async move { store.claim_token_check(&id, None, T0 + 10).await.expect("claim_token_check") }
+        });
+        let won = join_all(claimers).await.into_iter().filter(|w| *w).count();
+        assert_eq!(won, 1, "round {round}: exactly one of {RACERS} concurrent claims wins");
+    }
+    assert!(one.delete_user(&user.name).await.expect("delete_user"));
 }
 
 /// Key-value settings, including concurrent initialisation.
@@ -2140,7 +2167,7 @@ pub async fn apply(store: &dyn MetadataStore) {
         store.federation_generation().await.expect("federation_generation")
     }
     async fn run(store: &dyn MetadataStore, p: &[ProjectRecord], i: &[IdentityProviderRecord], r: &[RobotRecord], now: UnixTime) -> crate::Result<ApplyOutcome> {
-        store.apply(ApplyBatch { projects: p, identity_providers: i, robots: r }, now).await
+        store.apply(ApplyBatch { projects: p, identity_providers: i, robots: r, members: &[] }, now).await
     }
     assert_eq!((Created.as_str(), Updated.as_str(), Unchanged.as_str()), ("created", "updated", "unchanged"));
     let (pa, pb, idp) = ("suite-apply-a", "suite-apply-b", "suite-apply-idp");
@@ -2169,6 +2196,7 @@ pub async fn apply(store: &dyn MetadataStore) {
             projects: vec![Created, Created],
             identity_providers: vec![Created],
             robots: vec![(Created, true), (Created, false), (Created, false)],
+            members: vec![],
         }
     );
     assert_eq!(generation(store).await, g + 1, "one bump for the whole batch");
@@ -2194,6 +2222,7 @@ pub async fn apply(store: &dyn MetadataStore) {
             projects: vec![Unchanged, Unchanged],
             identity_providers: vec![Unchanged],
             robots: vec![(Unchanged, false), (Unchanged, false), (Updated, true)],
+            members: vec![],
         }
     );
     assert_eq!(generation(store).await, g + 2);
@@ -2221,6 +2250,7 @@ pub async fn apply(store: &dyn MetadataStore) {
             projects: vec![Updated, Unchanged],
             identity_providers: vec![Updated],
             robots: vec![(Updated, false), (Unchanged, false), (Updated, false)],
+            members: vec![],
         }
     );
     assert_eq!(generation(store).await, g + 3);
@@ -2274,6 +2304,28 @@ pub async fn apply(store: &dyn MetadataStore) {
     );
     assert_eq!(after, before, "existing objects are as before the failed batch");
     assert_eq!(generation(store).await, g, "a failed batch does not move the generation");
+
+    // Members: with their project in the batch or stored; unchanged ones leave the generation;
+    // a member of a missing project fails the whole batch.
+    let member = |project: &str, key: &str, role: &str| MemberRecord { project: project.into(), member: key.into(), role: role.into(), created_at: 1, updated_at: 1 };
+    let new_project = [project("suite-apply-m", false, 1)];
+    let members = [member(pa, "group:suite-team", "developer"), member("suite-apply-m", "user:suite-x", "guest")];
+    let batch = |members| ApplyBatch { projects: &new_project, identity_providers: &[], robots: &[], members };
+    let out = store.apply(batch(&members), T0 + 70).await.expect("apply with members");
+    assert_eq!(out.members, [Created, Created]);
+    assert_eq!(generation(store).await, g + 1);
+    let stored = store.list_members(pa).await.expect("list_members");
+    assert_eq!(stored, [MemberRecord { created_at: T0 + 70, updated_at: T0 + 70, ..members[0].clone() }]);
+    let out = store.apply(batch(&members), T0 + 80).await.expect("apply with members");
+    assert_eq!((out.members, generation(store).await), (vec![Unchanged, Unchanged], g + 1));
+    let changed = [member(pa, "group:suite-team", "maintainer")];
+    assert_eq!(store.apply(batch(&changed), T0 + 90).await.expect("apply").members, [Updated]);
+    assert_eq!(store.list_members(pa).await.expect("list_members")[0].role, "maintainer");
+    let orphan = [member("suite-apply-none", "user:suite-x", "guest")];
+    let e = store.apply(ApplyBatch { projects: &[project("suite-apply-m2", false, 1)], identity_providers: &[], robots: &[], members: &orphan }, T0 + 95).await;
+    assert!(matches!(&e, Err(MetaError::Conflict(m)) if m.contains("suite-apply-none")), "{e:?}");
+    assert_eq!(store.get_project("suite-apply-m2").await.expect("get_project"), None, "nothing of the failed batch");
+    assert_eq!(store.delete_project("suite-apply-m").await.expect("delete_project"), DeleteOutcome::Deleted);
 
     // Clean up.
     for r in [ci, fed, bare, nohash] {

@@ -1,10 +1,11 @@
 //! Declarative apply (`berth apply -f berth.yaml`, `POST /api/v1/apply`): a whole document of
-//! projects, identity providers and robots, checked whole, then written in one transaction.
+//! projects, identity providers, project members and robots, checked whole, then written in one
+//! transaction.
 
 use std::collections::BTreeMap;
 
 use berth_identity::federation::Provider;
-use berth_meta::{ApplyAction, ApplyBatch, IdentityProviderRecord, ProjectRecord, RobotRecord};
+use berth_meta::{ApplyAction, ApplyBatch, IdentityProviderRecord, MemberRecord, ProjectRecord, RobotRecord};
 
 use super::providers::idp_record_resolved;
 use super::robots::{fresh_secret, robot_record};
@@ -18,6 +19,8 @@ use crate::{Core, Error, Result};
 pub struct ValidatedDocument {
     pub identity_providers: Vec<(IdentityProviderRecord, Provider)>,
     pub robots: Vec<RobotRecord>,
+    /// (project, member key, role).
+    pub members: Vec<(String, String, berth_access::Role)>,
 }
 
 /// Validates a whole apply document without a store (the part `berth apply` and
@@ -46,7 +49,17 @@ pub fn validate_document(doc: &ApplyDocument, others: Vec<(String, Provider)>) -
         .iter()
         .map(|r| robot_record(r).map_err(|e| within(format_args!("robot {:?}", r.name), e)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(ValidatedDocument { identity_providers: resolved, robots })
+    let members = doc
+        .members
+        .iter()
+        .map(|m| {
+            berth_access::validate_project_name(&m.project).map_err(|e| Error::Invalid(format!("members: {e}")))?;
+            let (key, role) = super::members::member_key_and_role(m.user.as_deref(), m.group.as_deref(), &m.role)
+                .map_err(|e| within(format_args!("member of project {:?}", m.project), e))?;
+            Ok((m.project.clone(), key, role))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ValidatedDocument { identity_providers: resolved, robots, members })
 }
 
 /// How many times a static robot that lost its secret to a concurrent writer (between the read
@@ -70,6 +83,11 @@ impl Core {
             doc.projects.iter().map(|p| ProjectRecord { name: p.name.clone(), public: p.public, created_at: now }).collect();
         let idps: Vec<IdentityProviderRecord> = valid.identity_providers.into_iter().map(|(rec, _)| rec).collect();
         let mut robots = valid.robots;
+        let members: Vec<MemberRecord> = valid
+            .members
+            .into_iter()
+            .map(|(project, member, role)| MemberRecord { project, member, role: role.as_str().to_owned(), created_at: now, updated_at: now })
+            .collect();
 
         // The store keeps a static robot's stored secret and takes the batch's hash only for one
         // that has none; hashing is slow, so only those that have none now get a fresh secret.
@@ -82,8 +100,12 @@ impl Core {
             }
         }
 
-        let outcome = self.meta.apply(ApplyBatch { projects: &projects, identity_providers: &idps, robots: &robots }, now).await?;
-        if outcome.projects.len() != projects.len() || outcome.identity_providers.len() != idps.len() || outcome.robots.len() != robots.len() {
+        let outcome = self.meta.apply(ApplyBatch { projects: &projects, identity_providers: &idps, robots: &robots, members: &members }, now).await?;
+        if outcome.projects.len() != projects.len()
+            || outcome.identity_providers.len() != idps.len()
+            || outcome.robots.len() != robots.len()
+            || outcome.members.len() != members.len()
+        {
             return Err(Error::internal("applying a document", "the metadata store's answer does not match the batch"));
         }
 
@@ -96,6 +118,9 @@ impl Core {
         }
         for (p, action) in idps.iter().zip(&outcome.identity_providers) {
             note("identityProvider", &p.name, *action);
+        }
+        for (m, action) in members.iter().zip(&outcome.members) {
+            note("member", &format!("{}/{}", m.project, m.member), *action);
         }
         let mut secrets = BTreeMap::new();
         let mut unsure = Vec::new();
@@ -132,7 +157,7 @@ impl Core {
                 return Ok(());
             }
             let batch: Vec<RobotRecord> = lost.iter().map(|(r, _)| r.clone()).collect();
-            let outcome = self.meta.apply(ApplyBatch { projects: &[], identity_providers: &[], robots: &batch }, now_secs()).await?;
+            let outcome = self.meta.apply(ApplyBatch { projects: &[], identity_providers: &[], robots: &batch, members: &[] }, now_secs()).await?;
             robots = Vec::new();
             for ((rec, s), (_, stored)) in lost.into_iter().zip(outcome.robots) {
                 if stored {

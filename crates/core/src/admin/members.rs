@@ -50,6 +50,16 @@ pub fn member_of(kind: &str, name: &str) -> Result<String> {
     }
 }
 
+/// A member's key (`user:<name>` or `group:<name>`) and role, validated.
+pub(crate) fn member_key_and_role(user: Option<&str>, group: Option<&str>, role: &str) -> Result<(String, Role)> {
+    let key = match (user, group) {
+        (Some(user), None) => member_of("user", user)?,
+        (None, Some(group)) => member_of("group", group)?,
+        _ => return Err(Error::Invalid("name either a user or a group".into())),
+    };
+    Ok((key, Role::parse(role).map_err(Error::Invalid)?))
+}
+
 impl Core {
     /// A project's members, groups first then users, by name.
     pub async fn list_members(&self, project: &str) -> Result<Vec<MemberView>> {
@@ -59,12 +69,7 @@ impl Core {
 
     /// Adds a member or changes its role.
     pub async fn put_member(&self, project: &str, spec: &MemberSpec) -> Result<MemberView> {
-        let key = match (&spec.user, &spec.group) {
-            (Some(user), None) => member_of("user", user)?,
-            (None, Some(group)) => member_of("group", group)?,
-            _ => return Err(Error::Invalid("name either a user or a group".into())),
-        };
-        let role = Role::parse(&spec.role).map_err(Error::Invalid)?;
+        let (key, role) = member_key_and_role(spec.user.as_deref(), spec.group.as_deref(), &spec.role)?;
         self.meta.get_project(project).await?.ok_or_else(|| Error::not_found("project", project))?;
         let now = now_secs();
         self.meta

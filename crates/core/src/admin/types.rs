@@ -227,12 +227,28 @@ pub struct ApplyDocument {
     pub identity_providers: Vec<ProviderSpec>,
     #[serde(default)]
     pub robots: Vec<RobotSpec>,
+    /// Project members: `{"project": "team-demo", "group": "team-demo", "role": "developer"}`
+    /// (or `"user"`). Members not listed are left alone.
+    #[serde(default)]
+    pub members: Vec<ApplyMember>,
+}
+
+/// A project member in an apply document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyMember {
+    pub project: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub role: String,
 }
 
 /// What `apply` did to one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Change {
-    /// `project`, `identityProvider` or `robot`.
+    /// `project`, `identityProvider`, `member` or `robot`.
     pub kind: String,
     pub name: String,
     /// `created`, `updated` or `unchanged`.

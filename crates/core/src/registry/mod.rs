@@ -95,10 +95,14 @@ impl Core {
         let role = memberships.iter().filter(|m| m.project == project).filter_map(|m| berth_access::Role::parse(&m.role).ok()).max();
         if role.is_some_and(|r| r.actions().contains(action)) {
             // The role allows it: the credential used is narrower than the person.
-            return match caller.origin.as_ref().and_then(|o| o.token.as_deref()) {
-                Some(id) => Some(format!("{} is {} in project {project}, but the token {id} used here does not allow {} there (it is restricted, or was issued before the role changed)", caller.subject, role.map(|r| r.as_str()).unwrap_or_default(), action.as_str())),
-                None => None,
-            };
+            return caller.origin.as_ref().and_then(|o| o.token.as_deref()).map(|id| {
+                format!(
+                    "{} is {} in project {project}, but the token {id} used here does not allow {} there (it is restricted, or was issued before the role changed)",
+                    caller.subject,
+                    role.map(|r| r.as_str()).unwrap_or_default(),
+                    action.as_str()
+                )
+            });
         }
         Some(berth_access::refusal(&caller.subject, project, role, action))
     }

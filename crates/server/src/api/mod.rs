@@ -560,7 +560,7 @@ async fn apply(State(s): State<Arc<AppState>>, _admin: Admin, JsonBody(doc): Jso
         whoami, list_tokens, create_token, revoke_token,
         audit, explain, apply
     ),
-    components(schemas(ProjectSpec, ProjectView, MemberSpec, MemberView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, TokenCreate, TokenView, TokenCreated, WhoAmI, ProjectRole, AuditEventView, ExplainRequest, ApplyDocument, ApplyReport, Change, ErrorBody, ErrorEntry))
+    components(schemas(ProjectSpec, ProjectView, MemberSpec, MemberView, RobotSpec, RobotView, RobotCreated, IdentityProviderView, UserView, UserSpec, TokenCreate, TokenView, TokenCreated, WhoAmI, ProjectRole, AuditEventView, ExplainRequest, ApplyDocument, ApplyMember, ApplyReport, Change, ErrorBody, ErrorEntry))
 )]
 pub struct ApiDoc;
 
