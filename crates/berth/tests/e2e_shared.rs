@@ -1,7 +1,9 @@
 //! Berth on PostgreSQL + S3: the OCI conformance checks and real clients (skopeo, oras-py)
 //! against one Berth on them, and several replicas sharing one database and one bucket: push
 //! through one and pull through another, a chunked upload whose PATCHes alternate between
-//! replicas, a robot created on one used on another and revoked within 2 s, garbage collection
+//! replicas, a robot created on one used on another and revoked within 2 s, a personal access
+//! token (and the registry token it got) revoked on one and refused by the others within 2 s,
+//! garbage collection
 //! on one while another pushes, and kill -9 of a replica mid-push with the client retrying on
 //! another.
 //!
@@ -206,6 +208,39 @@ async fn replicas_share_everything() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("revocation reached the other replica after {:?}", deleted.elapsed());
+
+    // A personal access token created on A works on B (also the registry token B issues for
+    // it); revoked on A, both stop on B at once (within the generation poll, about a second).
+    let r = a.admin(Method::POST, "/api/v1/tokens").json(&serde_json::json!({"name": "laptop", "expires": "1d"})).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    let (pat, pat_id) = (created["secret"].as_str().unwrap().to_owned(), created["token"]["id"].as_str().unwrap().to_owned());
+    let pat_login = |berth: &Berth| {
+        let (url, pat) = (berth.url("/service/token?service=berth&scope=repository:library/app:pull"), pat.clone());
+        async move {
+            let r = reqwest::Client::new().get(url).basic_auth("admin", Some(pat)).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.ok())
+        }
+    };
+    let (status, body) = pat_login(&b).await;
+    assert_eq!(status, 200, "B refuses A's personal access token");
+    let issued = body.unwrap()["token"].as_str().unwrap().to_owned();
+    let tags = |berth: &Berth| {
+        let (url, issued) = (berth.url("/v2/library/app/tags/list"), issued.clone());
+        async move { reqwest::Client::new().get(url).bearer_auth(issued).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(tags(&b).await, 200);
+    let r = a.admin(Method::DELETE, &format!("/api/v1/tokens/{pat_id}")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let revoked = Instant::now();
+    loop {
+        if pat_login(&b).await.0 == 401 && tags(&c).await == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < Duration::from_secs(2), "B or C still accepts the revoked token (or what it got) after 2 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("token revocation reached the other replicas after {:?}", revoked.elapsed());
 
     // Garbage collection while B pushes: garbage older than the grace period goes, every push
     // (younger than it) stays whole. The garbage: an image whose manifest was deleted.
