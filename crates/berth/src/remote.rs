@@ -323,6 +323,73 @@ pub struct LoginArgs {
     /// A local user's password, read from standard input (else BERTH_PASSWORD).
     #[arg(long, conflicts_with = "idp")]
     pub password_stdin: bool,
+    /// Log in through a browser on this machine instead of the device flow (RFC 8252: a
+    /// listener on 127.0.0.1 receives the end of the login). Used by itself when the identity
+    /// provider has no device flow.
+    #[arg(long, requires = "idp")]
+    pub browser: bool,
+}
+
+/// `berth login --idp --browser`: the browser logs in at Berth and the provider, then comes back
+/// to a listener on 127.0.0.1 with a one-time code, which only this process can trade (it holds
+/// the PKCE verifier).
+async fn browser_login(http: &reqwest::Client, base: &str, idp: &str) -> anyhow::Result<LoginCredential> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot listen on 127.0.0.1 for the browser's return")?;
+    let redirect = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
+    let (verifier, challenge) = berth_identity::federation::login::pkce();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("idp", idp)
+        .append_pair("cli_redirect", &redirect)
+        .append_pair("cli_challenge", &challenge)
+        .finish();
+    let url = format!("{base}/auth/oidc/login?{query}");
+    eprintln!("To log in, open this page in a browser on this machine:\n\n    {url}\n");
+    if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() || cfg!(target_os = "macos") {
+        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        let _ = std::process::Command::new(opener).arg(&url).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn();
+    }
+    eprintln!("Waiting for the browser to come back (up to 10 minutes; Ctrl-C to stop)...");
+    let code = tokio::time::timeout(std::time::Duration::from_secs(600), async {
+        loop {
+            let (mut conn, _) = listener.accept().await?;
+            if let Some(code) = loopback_request(&mut conn).await? {
+                return anyhow::Ok(code);
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the browser did not come back within 10 minutes; run `berth login {base} --idp {idp} --browser` again"))??;
+    let resp = http.post(format!("{base}/auth/cli/exchange")).json(&serde_json::json!({"code": code, "verifier": verifier})).send().await?;
+    if !resp.status().is_success() {
+        return Err(auth_error(resp, "logging in").await);
+    }
+    resp.json().await.context("the server's credential is not what this berth expects")
+}
+
+/// Answers one request on the loopback listener: the login code of `GET /callback?code=...`,
+/// or None (and a 404) for anything else.
+async fn loopback_request(conn: &mut tokio::net::TcpStream) -> anyhow::Result<Option<String>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf)).await.unwrap_or(Ok(0))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+    let target = line.strip_prefix("GET ").and_then(|r| r.split(' ').next()).unwrap_or_default();
+    let code = target.strip_prefix("/callback?").and_then(|q| url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "code").map(|(_, v)| v.into_owned()));
+    let (status, body) = match &code {
+        Some(_) => ("200 OK", "<!doctype html><title>Berth</title><p>Logged in. You can close this window and go back to the terminal.</p>"),
+        None => ("404 Not Found", "<!doctype html><title>Berth</title><p>Not a Berth login.</p>"),
+    };
+    let resp = format!("HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    conn.write_all(resp.as_bytes()).await?;
+    let _ = conn.shutdown().await;
+    Ok(code)
 }
 
 /// Answers of the server's `/auth` endpoints that are not the API's error body.
@@ -331,6 +398,40 @@ async fn auth_error(resp: reqwest::Response, what: &str) -> anyhow::Error {
     let text = resp.text().await.unwrap_or_default();
     let msg = serde_json::from_str::<ErrorBody>(&text).ok().and_then(|e| e.errors.into_iter().next()).map(|e| e.message).unwrap_or(text);
     anyhow::anyhow!("{what}: HTTP {status}: {msg}")
+}
+
+/// The device flow of `berth login --idp` (RFC 8628, run by Berth at the provider): prints the
+/// URL and code, polls until the person confirms.
+async fn device_login(
+    http: &reqwest::Client,
+    base: &str,
+    idp: &str,
+    resp: reqwest::Response,
+    reach: &dyn Fn(reqwest::Error) -> anyhow::Error,
+) -> anyhow::Result<LoginCredential> {
+    let started: DeviceLoginStarted = resp.json().await.context("the server's answer to /auth/device is not what this berth expects")?;
+    match &started.verification_uri_complete {
+        Some(u) => eprintln!("To log in, open this page and confirm the code {}:\n\n    {u}\n", started.user_code),
+        None => eprintln!("To log in, open {} and enter the code {}\n", started.verification_uri, started.user_code),
+    }
+    eprintln!("Waiting for you to confirm (up to {} minutes)...", started.expires_in.div_ceil(60));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(started.expires_in);
+    let mut interval = started.interval.max(1);
+    loop {
+        if std::time::Instant::now() > deadline {
+            bail!("the login was not confirmed in time; run `berth login {base} --idp {idp}` again");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        let resp = http.post(format!("{base}/auth/device/poll")).json(&serde_json::json!({"handle": started.handle})).send().await.map_err(reach)?;
+        match resp.status() {
+            reqwest::StatusCode::ACCEPTED => {
+                let v: Value = resp.json().await.unwrap_or_default();
+                interval = v["interval"].as_u64().unwrap_or(interval).max(1);
+            }
+            s if s.is_success() => return resp.json().await.context("the server's credential is not what this berth expects"),
+            _ => return Err(auth_error(resp, "logging in").await),
+        }
+    }
 }
 
 /// `berth login`: a person through an identity provider (device flow), or a local user with a
@@ -346,33 +447,18 @@ pub async fn login(r: &Remote, a: &LoginArgs) -> anyhow::Result<()> {
         }
     };
     let credential: LoginCredential = match &a.idp {
+        Some(idp) if a.browser => browser_login(&http, &base, idp).await?,
         Some(idp) => {
             let resp = http.post(format!("{base}/auth/device")).json(&serde_json::json!({"idp": idp})).send().await.map_err(reach)?;
             if !resp.status().is_success() {
-                return Err(auth_error(resp, "starting the login").await);
-            }
-            let started: DeviceLoginStarted = resp.json().await.context("the server's answer to /auth/device is not what this berth expects")?;
-            match &started.verification_uri_complete {
-                Some(u) => eprintln!("To log in, open this page and confirm the code {}:\n\n    {u}\n", started.user_code),
-                None => eprintln!("To log in, open {} and enter the code {}\n", started.verification_uri, started.user_code),
-            }
-            eprintln!("Waiting for you to confirm (up to {} minutes)...", started.expires_in.div_ceil(60));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(started.expires_in);
-            let mut interval = started.interval.max(1);
-            loop {
-                if std::time::Instant::now() > deadline {
-                    bail!("the login was not confirmed in time; run `berth login {base} --idp {idp}` again");
+                let e = auth_error(resp, "starting the login").await;
+                if !e.to_string().contains("does not offer the device authorization grant") {
+                    return Err(e);
                 }
-                tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
-                let resp = http.post(format!("{base}/auth/device/poll")).json(&serde_json::json!({"handle": started.handle})).send().await.map_err(reach)?;
-                match resp.status() {
-                    reqwest::StatusCode::ACCEPTED => {
-                        let v: Value = resp.json().await.unwrap_or_default();
-                        interval = v["interval"].as_u64().unwrap_or(interval).max(1);
-                    }
-                    s if s.is_success() => break resp.json().await.context("the server's credential is not what this berth expects")?,
-                    _ => return Err(auth_error(resp, "logging in").await),
-                }
+                eprintln!("The identity provider has no device flow: logging in through a browser instead.");
+                browser_login(&http, &base, idp).await?
+            } else {
+                device_login(&http, &base, idp, resp, &reach).await?
             }
         }
         None => {

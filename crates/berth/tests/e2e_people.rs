@@ -384,3 +384,63 @@ async fn device_login_personal_tokens_and_group_removal() {
     let out = cli_as(&b, &home, &["logout"]).assert_success();
     assert!(out.stdout.contains("logged out"), "{}", out.stdout);
 }
+
+/// `berth login --idp corp --browser` (RFC 8252): the CLI listens on 127.0.0.1, the browser logs
+/// in at Berth and the provider and comes back to the CLI with a one-time code, which only the
+/// CLI (holding the PKCE verifier) can trade. The code is single use; a wrong verifier gets
+/// nothing; a redirect that is not loopback is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_login_for_the_cli() {
+    let op = OidcProvider::start(Shape::Authentik);
+    let mut b = Berth::start();
+    setup(&mut b, &op, json!({})).await;
+    let home = b.path("alice-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut child = berth_command()
+        .args(["login", &b.url(""), "--idp", "corp", "--browser"])
+        .env("HOME", &home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    while url.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "berth login ended without a URL");
+        url = line.split_whitespace().find(|w| w.starts_with("http")).map(str::to_owned);
+    }
+    let url = url.unwrap();
+    assert!(url.starts_with(&b.url("/auth/oidc/login?")) && url.contains("cli_redirect=http%3A%2F%2F127.0.0.1%3A"), "{url}");
+    // The browser: Berth -> the provider -> Berth's callback -> the CLI's loopback.
+    let r = no_redirects().get(&url).send().await.unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let back = op.browser_login(&location(&r), "alice", "alice-pw");
+    let r = no_redirects().get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let loopback = location(&r);
+    assert!(loopback.starts_with("http://127.0.0.1:") && loopback.contains("/callback?code="), "{loopback}");
+    assert!(r.headers().get("set-cookie").is_none(), "a CLI login sets no browser session");
+    let page = reqwest::get(&loopback).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Logged in"), "{page}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("as alice"));
+    let who = cli_as(&b, &home, &["whoami"]).assert_success();
+    assert!(who.stdout.contains("alice (corp"), "{}", who.stdout);
+
+    // The code was single use (a wrong verifier also burns a code: it is taken before the check).
+    let code = query_params(&loopback)["code"].clone();
+    let r = reqwest::Client::new().post(b.url("/auth/cli/exchange")).json(&json!({"code": code, "verifier": "x".repeat(43)})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Only loopback redirects.
+    let r = no_redirects()
+        .get(b.url(&format!("/auth/oidc/login?idp=corp&cli_redirect=http://evil.example:80/cb&cli_challenge={}", "a".repeat(43))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -184,6 +184,56 @@ struct WebLoginData {
     redirect_uri: String,
     /// A path on this server to go back to (never another site).
     return_to: String,
+    /// A `berth login` on this machine's loopback (RFC 8252): where the browser goes with a
+    /// one-time code instead of getting a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cli: Option<CliLoopback>,
+}
+
+/// The loopback half of a `berth login` through the browser: the CLI's listener and the S256
+/// challenge of the verifier only the CLI holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CliLoopback {
+    /// `http://127.0.0.1:<port>/...` or `http://[::1]:<port>/...` (checked by [`CliLoopback::new`]).
+    pub redirect: String,
+    pub challenge: String,
+}
+
+impl CliLoopback {
+    /// Checks the CLI's redirect (plain http on a loopback address with a port, nothing else:
+    /// a login code never leaves the machine) and challenge (43-128 base64url characters).
+    pub fn new(redirect: &str, challenge: &str) -> Result<CliLoopback> {
+        let ok_host = ["http://127.0.0.1:", "http://[::1]:", "http://localhost:"].iter().find_map(|p| redirect.strip_prefix(p));
+        let valid = ok_host.is_some_and(|rest| {
+            let (port, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            port.parse::<u16>().is_ok_and(|p| p > 0) && !path.contains(['?', '#', '@', '\\']) && path.len() <= 200
+        });
+        if !valid {
+            return Err(Error::Invalid("cli_redirect must be http://127.0.0.1:<port>/<path> (a berth login on this machine)".into()));
+        }
+        if !(43..=128).contains(&challenge.len()) || !challenge.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Error::Invalid("cli_challenge must be the base64url SHA-256 of the CLI's verifier".into()));
+        }
+        Ok(CliLoopback { redirect: redirect.to_owned(), challenge: challenge.to_owned() })
+    }
+}
+
+/// The `data` of a finished browser login waiting for the CLI to fetch its credential.
+#[derive(Debug, Serialize, Deserialize)]
+struct CliCodeData {
+    user: String,
+    challenge: String,
+    refresh_token: Option<String>,
+}
+
+/// How a finished browser login ends.
+#[derive(Debug, Clone)]
+pub enum WebLoginDone {
+    /// A browser session: set the cookie, go to `return_to`.
+    Session(WebSession),
+    /// A `berth login` through the browser: send the browser to the CLI's loopback URL (which
+    /// carries a one-time code the CLI trades with its verifier).
+    Cli { redirect: String },
 }
 
 /// The `data` of a device login waiting for the person.
@@ -489,14 +539,14 @@ impl Core {
 
     /// Starts a browser login: the URL of the identity provider's authorization request. The
     /// callback is `redirect_uri` (`<external URL>/auth/oidc/callback`).
-    pub async fn start_web_login(&self, provider: &str, redirect_uri: &str, return_to: Option<&str>, client: Option<IpAddr>) -> Result<String> {
+    pub async fn start_web_login(&self, provider: &str, redirect_uri: &str, return_to: Option<&str>, cli: Option<CliLoopback>, client: Option<IpAddr>) -> Result<String> {
         self.pending_login_allowed(client).await?;
         let lp = self.federation.login_provider(provider).await.map_err(federation_error)?;
         let state = oidc::random_text(24);
         let nonce = oidc::random_text(24);
         let (verifier, challenge) = oidc::pkce();
         let url = oidc::authorization_url(&lp.endpoints, lp.login(), redirect_uri, &state, &nonce, &challenge).map_err(|e| oidc_error(provider, e))?;
-        let data = WebLoginData { provider: provider.to_owned(), nonce, verifier, redirect_uri: redirect_uri.to_owned(), return_to: safe_return_path(return_to) };
+        let data = WebLoginData { provider: provider.to_owned(), nonce, verifier, redirect_uri: redirect_uri.to_owned(), return_to: safe_return_path(return_to), cli };
         self.put_pending(&state, "web", serde_json::to_value(&data).unwrap_or_default()).await?;
         Ok(url)
     }
@@ -534,7 +584,7 @@ impl Core {
     /// Finishes a browser login at the callback: takes the login by its `state` (single use),
     /// trades the code (with the PKCE verifier), verifies the ID token (nonce included), finds or
     /// onboards the user, and opens a session.
-    pub async fn finish_web_login(&self, state: &str, code: &str, client: Option<IpAddr>) -> Result<WebSession> {
+    pub async fn finish_web_login(&self, state: &str, code: &str, client: Option<IpAddr>) -> Result<WebLoginDone> {
         let now = now_secs();
         let pending = self.meta.take_auth_request(state, now).await?.filter(|r| r.kind == "web").ok_or_else(|| {
             Error::Unauthenticated("this login is unknown, expired or already used (its state does not match); start the login again".into())
@@ -546,10 +596,46 @@ impl Core {
             .map_err(|e| oidc_error(&data.provider, e))?;
         let person = self.person_from_tokens(&data.provider, &tokens, Some(&data.nonce), client).await?;
         let user = self.person_user(&person).await.inspect_err(|e| self.audit_person_refused(&person, e, client))?;
+        if let Some(cli) = data.cli {
+            // The CLI fetches its credential with the code and its verifier (RFC 8252 + PKCE):
+            // whoever sees the loopback URL without the verifier gets nothing.
+            let one_time = oidc::random_text(24);
+            let pending = CliCodeData { user: user.name.clone(), challenge: cli.challenge, refresh_token: tokens.refresh_token.clone() };
+            let now = now_secs();
+            let req = AuthRequest { id: one_time.clone(), kind: "cli-code".into(), data: serde_json::to_value(&pending).unwrap_or_default(), created_at: now, expires_at: now + 120 };
+            if !self.meta.put_auth_request(&req, self.config.people.max_pending_logins, now).await.map_err(|e| match e {
+                MetaError::Conflict(_) => Error::Busy { message: "too many logins are in progress right now; try again in a minute".into(), retry_after: 60 },
+                other => other.into(),
+            })? {
+                return Err(Error::internal("storing a login code", "random id collision"));
+            }
+            tracing::info!(user = %user.name, provider = %person.provider, "a person logged in through the browser for berth login");
+            let sep = if cli.redirect.contains('?') { '&' } else { '?' };
+            return Ok(WebLoginDone::Cli { redirect: format!("{}{sep}code={one_time}", cli.redirect) });
+        }
         let life = self.config.people.web_lifetime;
         let (rec, cookie) = self.issue_user_token(&user.name, TokenKind::Web, "browser session", Some(life), None, tokens.refresh_token.clone(), None).await?;
         self.audit_person_login(&user, &person, "browser", &rec, client);
-        Ok(WebSession { user: user.name, cookie, expires_at: rec.expires_at.unwrap_or_default(), return_to: data.return_to })
+        Ok(WebLoginDone::Session(WebSession { user: user.name, cookie, expires_at: rec.expires_at.unwrap_or_default(), return_to: data.return_to }))
+    }
+
+    /// The CLI's half of a `berth login` through the browser: trades the one-time code from its
+    /// loopback (single use, 2 minutes) and the PKCE verifier it kept for a `cli` credential.
+    pub async fn exchange_cli_code(&self, code: &str, verifier: &str, client: Option<IpAddr>) -> Result<LoginCredential> {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let now = now_secs();
+        let refused = || Error::Unauthenticated("this login code is unknown, expired or already used; run `berth login` again".into());
+        let pending = self.meta.take_auth_request(code, now).await?.filter(|r| r.kind == "cli-code").ok_or_else(refused)?;
+        let data: CliCodeData = serde_json::from_value(pending.data).map_err(|e| Error::internal("reading a login code", e))?;
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        if !berth_identity::secret_eq(challenge.as_bytes(), data.challenge.as_bytes()) {
+            return Err(refused());
+        }
+        let life = self.config.people.cli_lifetime;
+        let (rec, token) = self.issue_user_token(&data.user, TokenKind::Cli, "berth login", Some(life), None, data.refresh_token, None).await?;
+        self.audit.record(EventBuilder::new(AuditAction::Login, AuditResult::Ok, &data.user).client(client).message(format!("browser login for berth login ({})", rec.id)).build());
+        Ok(LoginCredential { username: data.user, token, expires_at: rfc3339(rec.expires_at.unwrap_or_default()) })
     }
 
     async fn person_from_tokens(&self, provider: &str, tokens: &oidc::TokenResponse, nonce: Option<&str>, client: Option<IpAddr>) -> Result<Person> {
@@ -894,6 +980,24 @@ mod tests {
             assert!(validate_token_name(bad).is_err(), "{bad}");
         }
         assert_eq!(safe_return_path(Some("/ui/projects?x=1")), "/ui/projects?x=1");
+        let challenge = "a".repeat(43);
+        for ok in ["http://127.0.0.1:4711/callback", "http://[::1]:80/", "http://localhost:1/cb", "http://127.0.0.1:65535"] {
+            CliLoopback::new(ok, &challenge).unwrap();
+        }
+        for bad in [
+            "https://127.0.0.1:4711/",
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:0/cb",
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1.evil.example:80/",
+            "http://127.0.0.1:80@evil.example/",
+            "http://10.0.0.1:80/",
+            "http://127.0.0.1:80/cb?x=1",
+            "javascript:alert(1)",
+        ] {
+            assert!(CliLoopback::new(bad, &challenge).is_err(), "{bad}");
+        }
+        assert!(CliLoopback::new("http://127.0.0.1:80/", "short").is_err());
         for bad in [None, Some("https://evil.example/"), Some("//evil.example"), Some("/\\evil"), Some("ui")] {
             assert_eq!(safe_return_path(bad), "/", "{bad:?}");
         }

@@ -10,7 +10,10 @@
 //! - CLI: `POST /auth/device` starts a device login (RFC 8628) at the provider, `POST
 //!   /auth/device/poll` finishes it with a Berth credential; `POST /auth/login` trades a local
 //!   user's password for one; `POST /auth/credential` gives the credential helper a short-lived
-//!   registry password for a `berth login`.
+//!   registry password for a `berth login`. Without a device flow at the provider, `berth login`
+//!   goes through the browser instead (RFC 8252): `/auth/oidc/login` with `cli_redirect` (its
+//!   loopback listener) and `cli_challenge` ends with a redirect to the loopback carrying a
+//!   one-time code, which the CLI trades with its verifier at `POST /auth/cli/exchange`.
 //! - `GET /auth/providers` lists the providers people can log in through (the login page's
 //!   buttons); `GET /auth/session` is the browser session's `whoami`.
 //!
@@ -24,7 +27,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_core::admin::types::{DeviceLoginStarted, HelperCredential, LoginCredential, WhoAmI};
-use berth_core::people::DevicePoll;
+use berth_core::people::{CliLoopback, DevicePoll, WebLoginDone};
 use berth_core::Error as CoreError;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -78,6 +81,10 @@ fn secure_cookies(state: &AppState) -> bool {
 struct LoginQuery {
     idp: Option<String>,
     return_to: Option<String>,
+    /// `berth login` through the browser (RFC 8252): the CLI's loopback URL and its PKCE
+    /// challenge.
+    cli_redirect: Option<String>,
+    cli_challenge: Option<String>,
 }
 
 /// `GET /auth/oidc/login?idp=corp`: to the identity provider.
@@ -91,7 +98,15 @@ async fn oidc_login(
         return page(StatusCode::BAD_REQUEST, "Which identity provider?", "<p>Add <code>?idp=&lt;name&gt;</code>: the identity provider to log in through (<code>GET /auth/providers</code> lists them).</p>");
     };
     let callback = format!("{}/auth/oidc/callback", auth::base_url(&s, &headers));
-    match s.core.start_web_login(&idp, &callback, q.return_to.as_deref(), client_of(&connect)).await {
+    let cli = match (&q.cli_redirect, &q.cli_challenge) {
+        (None, None) => None,
+        (Some(r), Some(c)) => match CliLoopback::new(r, c) {
+            Ok(cli) => Some(cli),
+            Err(e) => return failure_page(&e),
+        },
+        _ => return failure_page(&CoreError::Invalid("give both cli_redirect and cli_challenge (berth login does)".into())),
+    };
+    match s.core.start_web_login(&idp, &callback, q.return_to.as_deref(), cli, client_of(&connect)).await {
         Ok(url) => {
             let mut r = Redirect::to(&url).into_response();
             r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
@@ -119,7 +134,12 @@ async fn oidc_callback(State(s): State<Arc<AppState>>, connect: Option<axum::Ext
         return failure_page(&CoreError::Invalid("the identity provider's answer has no code or state; start the login again".into()));
     };
     match s.core.finish_web_login(&state, &code, client_of(&connect)).await {
-        Ok(session) => {
+        Ok(WebLoginDone::Cli { redirect }) => {
+            let mut r = Redirect::to(&redirect).into_response();
+            r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+            r
+        }
+        Ok(WebLoginDone::Session(session)) => {
             let max_age = (session.expires_at - berth_core::clock::now_secs()).max(0);
             let secure = if secure_cookies(&s) { "; Secure" } else { "" };
             let cookie = format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}", session.cookie);
@@ -245,6 +265,23 @@ async fn device_poll(
     })
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CliExchange {
+    code: String,
+    verifier: String,
+}
+
+/// `POST /auth/cli/exchange` `{"code", "verifier"}`: the end of a `berth login` through the
+/// browser.
+async fn cli_exchange(
+    State(s): State<Arc<AppState>>,
+    connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    JsonBody(req): JsonBody<CliExchange, 4096>,
+) -> AuthResult<Json<LoginCredential>> {
+    Ok(Json(s.core.exchange_cli_code(&req.code, &req.verifier, client_of(&connect)).await?))
+}
+
 /// `POST /auth/login` with Basic credentials (a local user's password): a `berth login`
 /// credential, so the CLI never stores the password.
 async fn password_login(State(s): State<Arc<AppState>>, connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>, headers: HeaderMap) -> AuthResult<Json<LoginCredential>> {
@@ -296,5 +333,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/device", post(device_start))
         .route("/device/poll", post(device_poll))
         .route("/login", post(password_login))
+        .route("/cli/exchange", post(cli_exchange))
         .route("/credential", post(helper_credential))
 }
