@@ -335,6 +335,18 @@ async fn device_login_personal_tokens_and_group_removal() {
     }
     let laptop_id = pat.strip_prefix("berth_pat_").unwrap()[..16].to_owned();
 
+    // An administrator asks why: berth token explain shows whose token it is and the roles.
+    let mut explain = berth_command();
+    explain
+        .args(["token", "explain", &pull_only])
+        .env("BERTH_SERVER", b.url(""))
+        .env("BERTH_USERNAME", "admin")
+        .env("BERTH_PASSWORD", b.admin_password())
+        .env("HOME", b.dir());
+    let out = support::run(&mut explain).assert_success();
+    assert!(out.stdout.contains("\"ci-pull\" of alice") && out.stdout.contains("restricted to projects team-demo and actions pull"), "{}", out.stdout);
+    assert!(out.stdout.contains("developer in team-demo (as group:team-demo)"), "{}", out.stdout);
+
     // The credential helper: docker's config file names it, skopeo uses it, no password anywhere.
     let helper_dir = std::path::Path::new(env!("CARGO_BIN_EXE_berth")).parent().unwrap().to_owned();
     assert!(helper_dir.join("docker-credential-berth").is_file(), "build the workspace's binaries first (cargo build --workspace --bins)");

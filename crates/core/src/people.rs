@@ -881,6 +881,101 @@ pub fn person_origin(person: &Person, token: Option<&str>) -> berth_identity::To
     berth_identity::TokenOrigin { idp: person.provider.clone(), robots: vec![], sub: Some(person.subject.clone()), jti: None, claims, token: token.map(str::to_owned) }
 }
 
+/// `berth token explain` for people's credentials.
+impl Core {
+    /// Explains a Berth token or an ID token of a login provider: whose it is, whether it is
+    /// valid, the person's groups and their role in each project (and through which
+    /// membership). None for any other token (workload tokens are explained by federation).
+    pub async fn explain_person_token(&self, token: &str) -> Option<berth_identity::federation::Explanation> {
+        let mut ex = berth_identity::federation::Explanation { now: now_secs().max(0) as u64, ..Default::default() };
+        let user = if looks_like_token(token) {
+            let Some((kind, id, secret)) = parse_token_text(token) else {
+                ex.step("decode", false, "this is not a Berth token's form (berth_<pat|cli|web|hlp>_<id>_<secret>)".into());
+                return Some(ex.finish());
+            };
+            ex.step("decode", true, format!("a Berth {} token, id {id}", kind.as_str()));
+            let stored = match self.meta.get_token(id).await {
+                Ok(t) => t,
+                Err(e) => {
+                    ex.step("token", false, format!("the store could not be read: {e}"));
+                    return Some(ex.finish());
+                }
+            };
+            let Some(t) = stored.filter(|t| t.kind == kind && berth_identity::secret_eq(t.secret_hash.as_bytes(), secret_hash(secret).as_bytes())) else {
+                ex.step("token", false, "no such token: revoked, expired and pruned, or mistyped".into());
+                return Some(ex.finish());
+            };
+            if t.expires_at.is_some_and(|e| e <= now_secs()) {
+                ex.step("token", false, format!("{:?} of {} expired at {}", t.name, t.user, rfc3339(t.expires_at.unwrap_or_default())));
+                return Some(ex.finish());
+            }
+            let scope = TokenScope::from_record(&t);
+            let limits = match (&scope.projects, &scope.actions) {
+                (None, None) => String::new(),
+                (p, a) => format!("; restricted to projects {} and actions {}", p.as_ref().map(|v| v.join(",")).unwrap_or("*".into()), a.as_ref().map(|v| v.join(",")).unwrap_or("*".into())),
+            };
+            ex.step(
+                "token",
+                true,
+                format!("{:?} of {}, valid until {}{limits}", t.name, t.user, t.expires_at.map(rfc3339).unwrap_or_else(|| "it is revoked".into())),
+            );
+            self.meta.get_user(&t.user).await.ok().flatten()
+        } else {
+            let provider = self.federation.login_provider_for_token(token).await?;
+            ex.provider = Some(provider.clone());
+            ex.step("route to identity provider", true, format!("an ID token for Berth's client at identity provider {provider:?}"));
+            let person = match self.federation.verify_id_token(&provider, token, None).await {
+                Ok(p) => p,
+                Err(e) => {
+                    ex.step("ID token", false, e.to_string());
+                    return Some(ex.finish());
+                }
+            };
+            ex.step("ID token", true, format!("{} (subject {}), groups: {}", person.username, person.subject, if person.groups.is_empty() { "none".into() } else { person.groups.join(", ") }));
+            match self.meta.get_user_by_identity(&person.issuer, &person.subject).await.ok().flatten() {
+                Some(u) => Some(u),
+                None => {
+                    let taken = self.meta.get_user(&person.username).await.ok().flatten().is_some();
+                    let detail = if taken {
+                        format!("not a user yet, and the name {:?} is taken by another user: berth user link {} --idp {provider} --subject {}", person.username, person.username, person.subject)
+                    } else {
+                        format!("not a user yet: becomes {:?} at the first login (if the provider onboards people)", person.username)
+                    };
+                    ex.step("user", !taken, detail);
+                    // The roles the person's groups would give.
+                    Some(UserRecord { name: person.username.clone(), groups: person.groups.clone(), ..Default::default() })
+                }
+            }
+        };
+        let Some(user) = user else {
+            ex.step("user", false, "the token's user no longer exists".into());
+            return Some(ex.finish());
+        };
+        if user.disabled {
+            ex.step("user", false, format!("user {} is disabled", user.name));
+            return Some(ex.finish());
+        }
+        if user.admin {
+            ex.step("roles", true, format!("{} is an administrator: everything everywhere", user.name));
+            return Some(ex.finish());
+        }
+        let mut roles: std::collections::BTreeMap<String, (berth_access::Role, Vec<String>)> = Default::default();
+        for m in self.meta.memberships(&crate::auth::member_keys(&user)).await.unwrap_or_default() {
+            let Ok(role) = berth_access::Role::parse(&m.role) else { continue };
+            let e = roles.entry(m.project.clone()).or_insert((role, vec![]));
+            e.0 = e.0.max(role);
+            e.1.push(m.member.clone());
+        }
+        let detail = if roles.is_empty() {
+            format!("{} is a member of no project: public projects only", user.name)
+        } else {
+            roles.iter().map(|(p, (r, via))| format!("{r} in {p} (as {})", via.join(", "))).collect::<Vec<_>>().join("; ")
+        };
+        ex.step("roles", true, detail);
+        Some(ex.finish())
+    }
+}
+
 /// Delegated administration: what a caller may administer in a project.
 impl Core {
     /// Checks that `who` may do `what` in `project`: system administrators everything; people

@@ -85,6 +85,10 @@ impl Core {
     /// Why an OIDC token would (not) log in: each step of routing, verification, validation and
     /// robot matching, with the details clients are never told.
     pub async fn explain_token(&self, token: &str) -> Explanation {
-        self.federation.explain(token.trim()).await
+        let token = token.trim();
+        if let Some(ex) = self.explain_person_token(token).await {
+            return ex;
+        }
+        self.federation.explain(token).await
     }
 }

@@ -766,10 +766,12 @@ pub struct RuleExplanation {
 }
 
 impl Explanation {
-    fn step(&mut self, name: &str, ok: bool, detail: String) {
+    /// Adds a step (callers explaining other credentials build the same report).
+    pub fn step(&mut self, name: &str, ok: bool, detail: String) {
         self.steps.push(Step { name: name.into(), ok, detail });
     }
-    fn finish(mut self) -> Explanation {
+    /// Sets `result` and `message` from the steps.
+    pub fn finish(mut self) -> Explanation {
         let failed = self.steps.iter().find(|s| !s.ok);
         self.result = if failed.is_none() { "accepted".into() } else { "denied".into() };
         self.message = failed.map(|s| s.detail.clone());
