@@ -155,6 +155,13 @@ async fn browser_flow(shape: Shape) {
     assert!(r.text().await.unwrap().contains("already used"));
     let r = no_redirects().get(b.url("/auth/oidc/callback?code=x&state=forged")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+    // A code the provider refuses (expired, made up): the login in progress is used up, the
+    // provider's answer named, no user made.
+    let authorize = start_login(&b, "/").await;
+    let state = query_params(&authorize)["state"].clone();
+    let r = no_redirects().get(b.url(&format!("/auth/oidc/callback?code=expired-or-made-up&state={state}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("refused the login: the identity provider refused: invalid_grant"));
     // The provider's own refusal comes back as a page.
     let r = no_redirects().get(b.url("/auth/oidc/callback?error=access_denied&error_description=the+user+said+no")).send().await.unwrap();
     assert_eq!(r.status(), 401);
