@@ -183,6 +183,10 @@ enum UserCommand {
         /// Make the user an administrator (may do everything).
         #[arg(long)]
         admin: bool,
+        /// A local group of the user (repeatable; replaces the user's groups): projects whose
+        /// member the group is apply to the user, like an identity provider's groups.
+        #[arg(long = "group")]
+        groups: Vec<String>,
     },
     /// List local users (name, admin, disabled; never their hashes). --json for JSON.
     List,
@@ -550,7 +554,7 @@ fn raise_fd_limit() {
 async fn user(cfg: &Config, cmd: UserCommand, json: bool) -> anyhow::Result<()> {
     set_hash_memory(cfg)?;
     match cmd {
-        UserCommand::Set { name, admin } => {
+        UserCommand::Set { name, admin, groups } => {
             let mut pw = String::new();
             std::io::stdin().read_line(&mut pw).context("reading the password from standard input")?;
             let pw = pw.trim_end_matches(['\r', '\n']);
@@ -560,10 +564,16 @@ async fn user(cfg: &Config, cmd: UserCommand, json: bool) -> anyhow::Result<()> 
             let (meta, _) = open_existing_stores(cfg).await?;
             let hash = berth_identity::password::hash(pw).map_err(anyhow::Error::msg)?;
             // An existing user keeps everything else (disabled, its OpenID identity, groups, times).
-            let user = match meta.get_user(&name).await? {
+            let mut user = match meta.get_user(&name).await? {
                 Some(u) => UserRecord { password_hash: hash, admin, ..u },
                 None => UserRecord { name: name.clone(), password_hash: hash, admin, created_at: berth_identity::clock::now_secs(), ..UserRecord::default() },
             };
+            if !groups.is_empty() {
+                if let Some(i) = &user.identity {
+                    anyhow::bail!("user {name} logs in through identity provider {}: their groups come from it at every login", i.provider);
+                }
+                user.groups = berth_core::admin::validate_local_groups(groups).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
             let disabled = user.disabled;
             meta.put_user(&user).await?;
             println!("user {name} saved{}{}", if admin { " (admin)" } else { "" }, if disabled { " (still disabled: berth user enable)" } else { "" });

@@ -329,6 +329,13 @@ async fn project_members_get_their_roles_access() {
     assert!(is_denied(&out.stderr), "{}", out.stderr);
     assert!(out.stderr.contains("viewer is guest in project team, which does not allow push"), "the refusal names the role: {}", out.stderr);
 
+    // A local user in a local group gets the group's role.
+    let r = b.admin(reqwest::Method::PUT, "/api/v1/users/opsy").json(&serde_json::json!({"password": "password-123", "groups": ["/ops"]})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    push(&b, "opsy:password-123", "team/ops:v1").assert_success();
+    let who: Value = b.http().get(b.url("/api/v1/whoami")).basic_auth("opsy", Some("password-123")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(who["roles"], json!([{"project": "team", "role": "maintainer", "via": ["group:/ops"]}]), "{who}");
+
     // Demoted: the next push is refused (the change moves the store's generation).
     cli(&b, &["project", "member", "add", "team", "--user", "dev", "--role", "guest"], "").assert_success();
     let out = push(&b, "dev:password-123", "team/app:v3").assert_failure();

@@ -47,7 +47,7 @@ pub use apply::{validate_document, ValidatedDocument};
 pub use audit_log::AuditFilter;
 pub use providers::IdentityProviderTest;
 pub use robots::{outside_project, robot_record, RobotFilter};
-pub use users::{user_view, validate_user_name, UserSaved};
+pub use users::{user_view, validate_local_groups, validate_user_name, UserSaved};
 
 use crate::{Core, Error, Result};
 

@@ -176,6 +176,11 @@ pub struct UserSpec {
     /// current link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<UserIdentitySpec>,
+    /// Local groups of a user without an identity provider (members of projects through
+    /// groups, like a provider's groups). Omit it to keep them. People from a provider get
+    /// theirs from it at every login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
 }
 
 /// One audit event.

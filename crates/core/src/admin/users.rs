@@ -42,6 +42,21 @@ pub fn validate_user_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Local groups: valid group names, sorted, each once, at most 256.
+pub fn validate_local_groups(groups: Vec<String>) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for g in groups {
+        super::members::member_of("group", &g)?;
+        out.push(g);
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > 256 {
+        return Err(Error::Invalid("a user is in at most 256 local groups".into()));
+    }
+    Ok(out)
+}
+
 impl Core {
     /// All users, by name (never their password hashes).
     pub async fn list_users(&self) -> Result<Vec<UserView>> {
@@ -89,10 +104,19 @@ impl Core {
             (None, None) => return Err(Error::Invalid(format!("user {name:?} does not exist yet: give it a `password` or an `identity`"))),
         };
         let now = crate::clock::now_secs();
-        let rec = match &existing {
+        let mut rec = match &existing {
             Some(e) => UserRecord { password_hash, admin: spec.admin, disabled: spec.disabled, identity, ..e.clone() },
             None => UserRecord { name: name.to_owned(), password_hash, admin: spec.admin, disabled: spec.disabled, identity, created_at: now, ..Default::default() },
         };
+        if let Some(groups) = spec.groups {
+            if let Some(i) = &rec.identity {
+                return Err(Error::Invalid(format!(
+                    "user {name:?} logs in through identity provider {:?}: their groups come from it at every login, not from Berth",
+                    i.provider
+                )));
+            }
+            rec.groups = validate_local_groups(groups)?;
+        }
         self.meta.put_user(&rec).await?;
         self.changed().await;
         Ok(UserSaved { user: user_view(&rec), created: existing.is_none() })
