@@ -257,6 +257,15 @@ pub struct WebSession {
     pub return_to: String,
 }
 
+/// A project as a caller sees it in lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibleProject {
+    pub name: String,
+    pub public: bool,
+    /// The caller's role there (None: an administrator or a public project's visitor).
+    pub role: Option<berth_access::Role>,
+}
+
 /// What a device poll found.
 #[derive(Debug, Clone)]
 pub enum DevicePoll {
@@ -379,6 +388,36 @@ impl Core {
             EventBuilder::new(AuditAction::Credential, AuditResult::Ok, user).client(client).message(format!("created personal access token {:?} ({})", rec.name, rec.id)).build(),
         );
         Ok(TokenCreated { token: token_view(&rec), secret })
+    }
+
+    /// A browser session for a user who signed in with a password (the UI's sign-in form).
+    pub async fn open_web_session(&self, user: &str, client: Option<IpAddr>) -> Result<WebSession> {
+        let life = self.config.people.web_lifetime;
+        let (rec, cookie) = self.issue_user_token(user, TokenKind::Web, "browser session", Some(life), None, None, None).await?;
+        self.audit.record(EventBuilder::new(AuditAction::Login, AuditResult::Ok, user).client(client).message(format!("browser sign-in with a password ({})", rec.id)).build());
+        Ok(WebSession { user: user.to_owned(), cookie, expires_at: rec.expires_at.unwrap_or_default(), return_to: "/".into() })
+    }
+
+    /// The projects a caller may see, with their role there: all of them for administrators,
+    /// else the public ones and those the caller (or a group of theirs) is a member of.
+    pub async fn visible_projects(&self, who: &crate::auth::Principal) -> Result<Vec<VisibleProject>> {
+        let projects = self.meta.list_projects().await?;
+        let mut roles: std::collections::BTreeMap<String, berth_access::Role> = Default::default();
+        if who.kind == berth_identity::PrincipalKind::User {
+            if let Some(user) = self.meta.get_user(&who.subject).await? {
+                for m in self.meta.memberships(&crate::auth::member_keys(&user)).await? {
+                    if let Ok(r) = berth_access::Role::parse(&m.role) {
+                        let e = roles.entry(m.project).or_insert(r);
+                        *e = (*e).max(r);
+                    }
+                }
+            }
+        }
+        Ok(projects
+            .into_iter()
+            .filter(|p| who.permissions.admin || p.public || roles.contains_key(&p.name))
+            .map(|p| VisibleProject { role: roles.get(&p.name).copied(), name: p.name, public: p.public })
+            .collect())
     }
 
     /// A user's tokens (all kinds), oldest first.

@@ -25,6 +25,7 @@ pub mod people;
 pub mod registry;
 pub mod serve;
 pub mod token;
+pub mod ui;
 
 pub use berth_core::{audit, limits, text, AnonymousAccess, Limits};
 pub use serve::{serve, serve_with, TlsFiles};
@@ -120,6 +121,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .nest("/api/v1", api::router())
         .nest("/auth", people::router())
+        .merge(ui::router())
         .route("/metrics", get(ops::metrics_for_admins))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -30,6 +30,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
+pub mod browser;
 pub mod oidc;
 
 /// The admin password every server gets unless the test asks for a generated one.

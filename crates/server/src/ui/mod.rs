@@ -1,0 +1,411 @@
+//! The web UI: server-rendered pages (maud: every interpolated value is escaped) served by the
+//! same binary at `/`, one more translation layer over the core's commands, with the same
+//! access decisions as the admin API (a page shows and allows what the signed-in person may do;
+//! every form is checked again on the server).
+//!
+//! - Sign-in: a local user's form (`POST /login`), and one button per login identity provider
+//!   (`/auth/oidc/login?idp=...`); both end with the session cookie `berth_session` (a `web`
+//!   token in the store, so any replica accepts it). Sign-out is `POST /auth/logout`.
+//! - CSRF: every form carries a token. Signed in, it is derived from the session's secret
+//!   (SHA-256 of a fixed label and the cookie's value: a page of another site can neither read
+//!   the cookie nor compute it); the sign-in form uses a double-submit cookie `berth_csrf`.
+//!   Cookies are SameSite=Lax on top.
+//! - Every page answers with a strict Content-Security-Policy (no inline scripts or styles, only
+//!   this server's own `/static/` files), `X-Frame-Options: DENY`, no-store caching and
+//!   `Referrer-Policy: same-origin`. No secret is ever put in a URL.
+//! - Authentication comes from the cookie alone, before any form body is read; form bodies are
+//!   capped at [`FORM_LIMIT`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, FromRequestParts, Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use berth_core::admin::types::TokenCreate;
+use berth_core::auth::Principal;
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+use crate::people::{session_cookie, SESSION_COOKIE};
+use crate::AppState;
+
+/// The largest form body a page accepts.
+pub const FORM_LIMIT: usize = 16 << 10;
+/// The cookie of the sign-in form's CSRF token (before there is a session).
+const CSRF_COOKIE: &str = "berth_csrf";
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+fn client_of(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The CSRF token of a session: derived from its secret cookie value.
+pub fn csrf_for(session: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(format!("berth-ui-csrf\0{session}").as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The signed-in person of a page request (from the session cookie only).
+pub struct Viewer {
+    pub principal: Arc<Principal>,
+    pub csrf: String,
+}
+
+/// A page for signed-in people: without a valid session, a redirect to the sign-in page that
+/// comes back here.
+pub struct SignedIn(pub Viewer);
+
+impl FromRequestParts<Arc<AppState>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let back = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let to_login = || Redirect::to(&format!("/login?{}", serde_urlencoded::to_string([("return_to", back.as_str())]).unwrap_or_default())).into_response();
+        let Some(cookie) = session_cookie(&parts.headers) else { return Err(to_login()) };
+        match berth_core::auth::token_login(&state.core, &cookie, client_of(parts), true).await {
+            Ok(principal) => Ok(SignedIn(Viewer { principal, csrf: csrf_for(&cookie) })),
+            Err(berth_core::auth::LoginError::Internal(e)) => Err(error_page(&e)),
+            Err(_) => Err(to_login()),
+        }
+    }
+}
+
+/// Adds the security headers every page carries.
+fn secured(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A whole page: the shell (navigation for the signed-in, the title) around `body`.
+pub fn page(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Berth" }
+                link rel="stylesheet" href="/static/berth.css";
+            }
+            body {
+                header {
+                    nav aria-label="Main" {
+                        a.brand href="/" { "Berth" }
+                        @if let Some(v) = viewer {
+                            a href="/" { "Projects" }
+                            a href="/account" { "My account" }
+                            form.inline method="post" action="/auth/logout" {
+                                span.who { (v.principal.subject) }
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    };
+    secured((status, axum::response::Html(markup.into_string())).into_response())
+}
+
+fn error_page(e: &berth_core::Error) -> Response {
+    let status = crate::error::status_of(e);
+    page(status, "Something went wrong", None, html! { p.error role="alert" { (e.to_string()) } p { a href="/" { "Back to Berth" } } })
+}
+
+fn denied(viewer: &Viewer, message: &str) -> Response {
+    page(StatusCode::FORBIDDEN, "Not allowed", Some(viewer), html! { p.error role="alert" { (message) } })
+}
+
+// ---------------------------------------------------------------- sign-in
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    return_to: Option<String>,
+    error: Option<String>,
+}
+
+fn random_csrf() -> String {
+    berth_identity::federation::login::random_text(16)
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn secure_flag(state: &AppState) -> &'static str {
+    if state.config.tls || state.config.external_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// `GET /login`: the local form and one button per login identity provider.
+async fn login_page(State(s): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<LoginQuery>) -> Response {
+    let return_to = berth_core::people::safe_return_path(q.return_to.as_deref());
+    let csrf = cookie_value(&headers, CSRF_COOKIE).filter(|c| c.len() >= 16 && c.len() <= 64).unwrap_or_else(random_csrf);
+    let providers = s.core.federation().login_providers().await.unwrap_or_default();
+    let body = html! {
+        @if let Some(e) = &q.error {
+            p.error role="alert" { (crate::text::cap(e, 300)) }
+        }
+        @if !providers.is_empty() {
+            section aria-labelledby="sso" {
+                h2 #sso { "With your organisation" }
+                ul.buttons {
+                    @for (name, label) in &providers {
+                        li { a.button href=(format!("/auth/oidc/login?{}", serde_urlencoded::to_string([("idp", name.as_str()), ("return_to", return_to.as_str())]).unwrap_or_default())) { "Log in with " (label) } }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="local" {
+            h2 #local { "With a Berth user" }
+            form method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="return_to" value=(return_to);
+                label for="username" { "User name" }
+                input #username name="username" type="text" autocomplete="username" required;
+                label for="password" { "Password" }
+                input #password name="password" type="password" autocomplete="current-password" required;
+                button type="submit" { "Sign in" }
+            }
+        }
+    };
+    let mut resp = page(StatusCode::OK, "Sign in", None, body);
+    if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict{}", secure_flag(&s))) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    resp
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    username: String,
+    password: String,
+    return_to: Option<String>,
+}
+
+/// `POST /login`: a local user signs in with a password.
+async fn login_submit(State(s): State<Arc<AppState>>, connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    let client = connect.map(|c| c.0 .0.ip());
+    let return_to = berth_core::people::safe_return_path(f.return_to.as_deref());
+    let expected = cookie_value(&headers, CSRF_COOKIE);
+    if !expected.is_some_and(|e| berth_identity::secret_eq(e.as_bytes(), f.csrf.as_bytes())) {
+        return page(StatusCode::FORBIDDEN, "Sign in", None, html! { p.error role="alert" { "The form expired or came from another site; " a href="/login" { "sign in again" } "." } });
+    }
+    let retry = |message: &str| {
+        Redirect::to(&format!("/login?{}", serde_urlencoded::to_string([("return_to", return_to.as_str()), ("error", message)]).unwrap_or_default())).into_response()
+    };
+    let principal = match berth_core::auth::login(&s.core, &f.username, &f.password, client).await {
+        Ok(p) if p.kind == berth_identity::PrincipalKind::User => p,
+        Ok(_) => return retry("robots do not sign in to the web UI"),
+        Err(e) => {
+            berth_core::auth::audit_login_failure(&s.core, Some(&f.username), &e, client);
+            return retry(&e.message());
+        }
+    };
+    match s.core.open_web_session(&principal.subject, client).await {
+        Ok(session) => {
+            let max_age = (session.expires_at - berth_core::clock::now_secs()).max(0);
+            let mut resp = Redirect::to(&return_to).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}", session.cookie, secure_flag(&s))) {
+                resp.headers_mut().append(http::header::SET_COOKIE, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}=; Path=/login; Max-Age=0{}", secure_flag(&s))) {
+                resp.headers_mut().append(http::header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+// ---------------------------------------------------------------- projects
+
+/// `GET /`: the projects the person may see.
+async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Response {
+    let list = match s.core.visible_projects(&v.principal).await {
+        Ok(l) => l,
+        Err(e) => return error_page(&e),
+    };
+    let body = html! {
+        @if list.is_empty() {
+            p { "You see no projects yet: an administrator or a project admin adds you (or one of your groups) as a member." }
+        } @else {
+            table {
+                caption { "Projects you can see" }
+                thead { tr { th scope="col" { "Project" } th scope="col" { "Visibility" } th scope="col" { "Your role" } } }
+                tbody {
+                    @for p in &list {
+                        tr {
+                            td { (p.name) }
+                            td { @if p.public { "public" } @else { "private" } }
+                            td { @match p.role { Some(r) => (r.as_str()), None => @if v.principal.permissions.admin { "administrator" } @else { "visitor" } } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, "Projects", Some(&v), body)
+}
+
+// ---------------------------------------------------------------- my account
+
+/// `GET /account`: who I am, my groups and roles, my personal access tokens.
+async fn account(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Response {
+    account_page(&s, &v, None).await
+}
+
+async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)>) -> Response {
+    let who = match s.core.whoami(&v.principal).await {
+        Ok(w) => w,
+        Err(e) => return error_page(&e),
+    };
+    let tokens = match s.core.list_user_tokens(&v.principal.subject).await {
+        Ok(t) => t,
+        Err(e) => return error_page(&e),
+    };
+    let registry = crate::auth::base_url(s, &HeaderMap::new());
+    let host = registry.split_once("://").map(|(_, h)| h).unwrap_or(&registry).to_owned();
+    let body = html! {
+        section aria-labelledby="me" {
+            h2 #me { "Who I am" }
+            dl {
+                dt { "Name" } dd { (who.name) @if who.admin { " (administrator)" } }
+                @if let (Some(p), Some(sub)) = (&who.provider, &who.subject) { dt { "Identity provider" } dd { (p) ", subject " code { (sub) } } }
+                @if let Some(e) = &who.email { dt { "Email" } dd { (e) } }
+                dt { "Groups" } dd { @if who.groups.is_empty() { "none" } @else { (who.groups.join(", ")) } }
+            }
+            @if !who.roles.is_empty() {
+                table {
+                    caption { "My roles" }
+                    thead { tr { th scope="col" { "Project" } th scope="col" { "Role" } th scope="col" { "Through" } } }
+                    tbody { @for r in &who.roles { tr { td { (r.project) } td { (r.role) } td { (r.via.join(", ")) } } } }
+                }
+            }
+        }
+        section aria-labelledby="tokens" {
+            h2 #tokens { "Personal access tokens" }
+            @if let Some((name, secret)) = &created {
+                div.notice role="status" {
+                    p { "Token " strong { (name) } " created. Copy it now: it is shown only once." }
+                    pre { code #new-token { (secret) } }
+                    p { "Use it as a password: " }
+                    pre { code { "echo \"$TOKEN\" | docker login -u " (who.name) " --password-stdin " (host) } }
+                }
+            }
+            table {
+                caption { "My tokens" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Expires" } th scope="col" { "Last used" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                tbody {
+                    @for t in &tokens {
+                        tr {
+                            td { (t.name) }
+                            td { (t.kind) }
+                            td { (t.expires_at.as_deref().unwrap_or("never")) }
+                            td { (t.last_used_at.as_deref().unwrap_or("never")) }
+                            td {
+                                form.inline method="post" action=(format!("/account/tokens/{}/revoke", t.id)) {
+                                    input type="hidden" name="csrf" value=(v.csrf);
+                                    button type="submit" aria-label=(format!("Revoke {}", t.name)) { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            form method="post" action="/account/tokens" {
+                input type="hidden" name="csrf" value=(v.csrf);
+                label for="token-name" { "Name" }
+                input #token-name name="name" type="text" required maxlength="64";
+                label for="token-expires" { "Expires after" }
+                input #token-expires name="expires" type="text" placeholder="30d";
+                button type="submit" { "Create token" }
+            }
+        }
+    };
+    page(StatusCode::OK, "My account", Some(v), body)
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    csrf: String,
+    name: String,
+    expires: Option<String>,
+}
+
+fn csrf_ok(v: &Viewer, given: &str) -> bool {
+    berth_identity::secret_eq(v.csrf.as_bytes(), given.as_bytes())
+}
+
+/// `POST /account/tokens`.
+async fn create_token(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>, Form(f): Form<TokenForm>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let req = TokenCreate { name: f.name, expires: f.expires.filter(|e| !e.trim().is_empty()), projects: None, actions: None };
+    match s.core.create_personal_token(&v.principal.subject, &req, connect.map(|c| c.0 .0.ip())).await {
+        Ok(created) => account_page(&s, &v, Some((created.token.name, created.secret))).await,
+        Err(e) => page(crate::error::status_of(&e), "My account", Some(&v), html! { p.error role="alert" { (e.to_string()) } p { a href="/account" { "Back" } } }),
+    }
+}
+
+/// `POST /account/tokens/{id}/revoke`.
+async fn revoke_token(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, connect: Option<axum::Extension<ConnectInfo<SocketAddr>>>, Path(id): Path<String>, Form(f): Form<CsrfForm>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let user = v.principal.subject.clone();
+    match s.core.revoke_user_token(&user, &id, &user, connect.map(|c| c.0 .0.ip())).await {
+        Ok(()) => secured(Redirect::to("/account").into_response()),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `GET /static/berth.css`.
+async fn stylesheet() -> Response {
+    let mut r = ([(http::header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("berth.css")).into_response();
+    r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
+/// The UI's routes (merged at the root of the application).
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(projects))
+        .route("/login", get(login_page).post(login_submit))
+        .route("/account", get(account))
+        .route("/account/tokens", post(create_token))
+        .route("/account/tokens/{id}/revoke", post(revoke_token))
+        .route("/static/berth.css", get(stylesheet))
+        .layer(DefaultBodyLimit::max(FORM_LIMIT))
+}

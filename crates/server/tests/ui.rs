@@ -1,0 +1,168 @@
+//! The web UI rendered in-process: sign-in with the CSRF double-submit cookie, the security
+//! headers of every page, the access checks behind pages and forms (no session: to the sign-in
+//! page; a session's forms need its CSRF token), and escaping of hostile values (a group named
+//! `<script>` shows as text).
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use axum::body::Body;
+use axum::Router;
+use berth_meta::MetadataStore as _;
+use berth_server::AnonymousAccess;
+use common::{open_app, Resp, PW};
+use http::{Method, Request};
+use tower::ServiceExt as _;
+
+struct Ui {
+    app: Router,
+    meta: std::sync::Arc<berth_meta::SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Ui {
+    async fn new() -> Ui {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, meta) = open_app(dir.path(), AnonymousAccess::Off).await;
+        Ui { app, meta, _dir: dir }
+    }
+    async fn send(&self, method: Method, uri: &str, cookies: &str, form: Option<&str>) -> Resp {
+        let mut b = Request::builder().method(method).uri(uri).header("host", "registry.test");
+        if !cookies.is_empty() {
+            b = b.header("cookie", cookies);
+        }
+        let body = match form {
+            Some(f) => {
+                b = b.header("content-type", "application/x-www-form-urlencoded");
+                Body::from(f.to_owned())
+            }
+            None => Body::empty(),
+        };
+        Resp::read(self.app.clone().oneshot(b.body(body).unwrap()).await.unwrap()).await
+    }
+    /// Signs `user` in through the form: the session cookie.
+    async fn sign_in(&self, user: &str, password: &str) -> String {
+        let page = self.send(Method::GET, "/login", "", None).await;
+        let csrf = cookie_of(&page, "berth_csrf");
+        let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("username", user), ("password", password), ("return_to", "/account")]).unwrap();
+        let r = self.send(Method::POST, "/login", &format!("berth_csrf={csrf}"), Some(&form)).await;
+        assert_eq!(r.status, 303, "{}", r.text());
+        assert_eq!(r.header("location"), "/account");
+        cookie_of(&r, "berth_session")
+    }
+}
+
+fn cookie_of(r: &Resp, name: &str) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.split(';').next().and_then(|kv| kv.strip_prefix(&format!("{name}="))).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {name} cookie in {:?}", r.headers))
+}
+
+/// The value of the first `name="csrf"` hidden input of a page.
+fn csrf_in(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[i..].split('"').next().unwrap().to_owned()
+}
+
+fn assert_secured(r: &Resp) {
+    let csp = r.header("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.header("x-frame-options"), "DENY");
+    assert_eq!(r.header("cache-control"), "no-store");
+}
+
+#[tokio::test]
+async fn sign_in_pages_and_csrf() {
+    let ui = Ui::new().await;
+    // No session: every page sends the browser to sign in, and back afterwards.
+    let r = ui.send(Method::GET, "/account", "", None).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), "/login?return_to=%2Faccount");
+    let r = ui.send(Method::GET, "/", "berth_session=berth_web_aaaaaaaaaaaaaaaa_forged-forged-forged-forged-forged-forg", None).await;
+    assert_eq!(r.status, 303, "a forged session");
+
+    let page = ui.send(Method::GET, "/login?return_to=https://evil.example/", "", None).await;
+    assert_eq!(page.status, 200);
+    assert_secured(&page);
+    let html = page.text();
+    assert!(html.contains("<form method=\"post\" action=\"/login\">") && html.contains("autocomplete=\"current-password\""), "{html}");
+    assert!(html.contains("name=\"return_to\" value=\"/\""), "another site is never a place to return to: {html}");
+    let csrf = cookie_of(&page, "berth_csrf");
+    assert!(page.headers.get_all("set-cookie").iter().any(|c| c.to_str().unwrap().contains("HttpOnly")));
+
+    // A sign-in without the cookie's token (another site's form): refused before the password.
+    let form = serde_urlencoded::to_string([("csrf", "guess"), ("username", "admin"), ("password", PW)]).unwrap();
+    let r = ui.send(Method::POST, "/login", &format!("berth_csrf={csrf}"), Some(&form)).await;
+    assert_eq!(r.status, 403);
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("username", "admin"), ("password", PW)]).unwrap();
+    let r = ui.send(Method::POST, "/login", "", Some(&form)).await;
+    assert_eq!(r.status, 403, "no cookie: no sign-in");
+    // A wrong password: back to the form with the same words as everywhere.
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("username", "admin"), ("password", "wrong")]).unwrap();
+    let r = ui.send(Method::POST, "/login", &format!("berth_csrf={csrf}"), Some(&form)).await;
+    assert_eq!(r.status, 303);
+    assert!(r.header("location").starts_with("/login?") && r.header("location").contains("invalid+username+or+password"), "{}", r.header("location"));
+
+    // Signed in: the session works on every page, and its forms need its token.
+    let session = ui.sign_in("admin", PW).await;
+    let cookie = format!("berth_session={session}");
+    let r = ui.send(Method::GET, "/", &cookie, None).await;
+    assert_eq!(r.status, 200);
+    assert_secured(&r);
+    assert!(r.text().contains("Sign out"));
+    let account = ui.send(Method::GET, "/account", &cookie, None).await;
+    assert_eq!(account.status, 200);
+    let token_csrf = csrf_in(&account.text());
+    let r = ui.send(Method::POST, "/account/tokens", &cookie, Some("csrf=forged&name=laptop")).await;
+    assert_eq!(r.status, 403, "a form of another site");
+    let r = ui.send(Method::POST, "/account/tokens", &cookie, Some(&format!("csrf={token_csrf}&name=laptop&expires=7d"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("shown only once") && html.contains("berth_pat_"), "{html}");
+    let tokens = ui.meta.list_tokens("admin", &[berth_meta::TokenKind::Personal]).await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    let r = ui.send(Method::POST, &format!("/account/tokens/{}/revoke", tokens[0].id), &cookie, Some("csrf=forged")).await;
+    assert_eq!(r.status, 403);
+    let r = ui.send(Method::POST, &format!("/account/tokens/{}/revoke", tokens[0].id), &cookie, Some(&format!("csrf={token_csrf}"))).await;
+    assert_eq!(r.status, 303);
+    assert!(ui.meta.list_tokens("admin", &[berth_meta::TokenKind::Personal]).await.unwrap().is_empty());
+    // A session's token does not work for another session.
+    let other = ui.sign_in("admin", PW).await;
+    let r = ui.send(Method::POST, "/account/tokens", &format!("berth_session={other}"), Some(&format!("csrf={token_csrf}&name=x"))).await;
+    assert_eq!(r.status, 403);
+    // Robots' secrets do not open sessions, and a session is not a registry password.
+    let r = ui.send(Method::GET, "/v2/", &format!("authorization=x; {cookie}"), None).await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
+async fn hostile_values_show_as_text_and_people_see_only_their_projects() {
+    let ui = Ui::new().await;
+    for (name, public) in [("team", false), ("open", true), ("secret", false)] {
+        ui.meta.create_project(&berth_meta::ProjectRecord { name: name.into(), public, created_at: 1 }).await.unwrap();
+    }
+    let hostile = "<script>alert(1)</script>";
+    let mut plain = ui.meta.get_user("plain").await.unwrap().unwrap();
+    plain.groups = vec![hostile.to_owned(), "devs".into()];
+    ui.meta.put_user(&plain).await.unwrap();
+    ui.meta
+        .put_member(&berth_meta::MemberRecord { project: "team".into(), member: "group:devs".into(), role: "developer".into(), created_at: 1, updated_at: 1 })
+        .await
+        .unwrap();
+    let session = ui.sign_in("plain", PW).await;
+    let cookie = format!("berth_session={session}");
+    let account = ui.send(Method::GET, "/account", &cookie, None).await.text();
+    assert!(!account.contains("<script>"), "{account}");
+    assert!(account.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{account}");
+    let projects = ui.send(Method::GET, "/", &cookie, None).await.text();
+    assert!(projects.contains("<td>team</td>") && projects.contains("<td>open</td>") && !projects.contains("secret"), "{projects}");
+    assert!(projects.contains("developer"), "{projects}");
+    // An administrator sees every project.
+    let admin = ui.sign_in("admin", PW).await;
+    let projects = ui.send(Method::GET, "/", &format!("berth_session={admin}"), None).await.text();
+    assert!(projects.contains("<td>secret</td>"), "{projects}");
+}
