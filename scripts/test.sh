@@ -103,6 +103,7 @@ log "S3 test server at $TEST_S3_ENDPOINT"
 "$ROOT/scripts/postgres.sh" || die "could not start the PostgreSQL test server (scripts/postgres.sh)"
 # --- end of the PostgreSQL block ---------------------------------------------------------------
 "$ROOT/scripts/oidc.sh" || die "could not install the OpenID test provider (scripts/oidc.sh: nodejs, npm ci in scripts/oidc)"
+"$ROOT/scripts/browser.sh" || die "could not install the browser of the UI tests (scripts/browser.sh: chromium, nodejs, npm ci in scripts/browser)"
 
 # --- The tests -------------------------------------------------------------------------------
 # The e2e tests run other packages' binaries (the kubelet plugin) from target/debug: build them

@@ -420,6 +420,38 @@ impl Core {
             .collect())
     }
 
+    /// The repositories of a project, in name order: at most `n` after `last` (and whether
+    /// there are more), for a caller who may pull there. Reads only the project's range of the
+    /// sorted names.
+    pub async fn project_repositories(&self, who: &crate::auth::Principal, project: &str, n: usize, last: Option<&str>) -> Result<(Vec<String>, bool)> {
+        let prefix = format!("{project}/");
+        if !who.permissions.on(&format!("{prefix}x")).contains(berth_access::Action::Pull) {
+            return Err(Error::Denied(format!("{} may not see the repositories of project {project}", who.subject)));
+        }
+        // Just below the prefix: `<project>.~` sorts after every name below `<project>/` (the
+        // byte before '/' is '.').
+        let start = format!("{project}.~");
+        let mut after = last.filter(|l| l.starts_with(&prefix)).map(str::to_owned).unwrap_or(start);
+        let mut out = Vec::new();
+        loop {
+            let page = self.meta.list_repositories(berth_meta::Page { last: Some(&after), n: Some(200) }).await?;
+            let full = page.len() == 200;
+            for name in page {
+                if !name.starts_with(&prefix) {
+                    return Ok((out, false));
+                }
+                if out.len() == n {
+                    return Ok((out, true));
+                }
+                after = name.clone();
+                out.push(name);
+            }
+            if !full {
+                return Ok((out, false));
+            }
+        }
+    }
+
     /// A user's tokens (all kinds), oldest first.
     pub async fn list_user_tokens(&self, user: &str) -> Result<Vec<TokenView>> {
         Ok(self.meta.list_tokens(user, &[]).await?.iter().filter(|t| t.kind != TokenKind::Helper).map(token_view).collect())

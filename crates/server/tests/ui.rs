@@ -159,10 +159,59 @@ async fn hostile_values_show_as_text_and_people_see_only_their_projects() {
     assert!(!account.contains("<script>"), "{account}");
     assert!(account.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{account}");
     let projects = ui.send(Method::GET, "/", &cookie, None).await.text();
-    assert!(projects.contains("<td>team</td>") && projects.contains("<td>open</td>") && !projects.contains("secret"), "{projects}");
+    assert!(projects.contains(">team</a></td>") && projects.contains(">open</a></td>") && !projects.contains("secret"), "{projects}");
     assert!(projects.contains("developer"), "{projects}");
     // An administrator sees every project.
     let admin = ui.sign_in("admin", PW).await;
     let projects = ui.send(Method::GET, "/", &format!("berth_session={admin}"), None).await.text();
-    assert!(projects.contains("<td>secret</td>"), "{projects}");
+    assert!(projects.contains(">secret</a></td>"), "{projects}");
+}
+
+#[tokio::test]
+async fn project_pages_show_and_allow_by_role() {
+    let ui = Ui::new().await;
+    for name in ["team", "team.evil", "secret"] {
+        ui.meta.create_project(&berth_meta::ProjectRecord { name: name.into(), public: false, created_at: 1 }).await.unwrap();
+    }
+    for (i, repo) in ["team/app", "team/b/c", "team.evil/x", "teamx/y", "secret/z"].iter().enumerate() {
+        let r: berth_oci::RepoName = repo.parse().unwrap();
+        let d = berth_oci::Digest::compute(berth_oci::Algorithm::Sha256, repo.as_bytes());
+        ui.meta.commit_blob(&r, &d, 1, &format!("key/{i}"), 1).await.unwrap();
+    }
+    let mut plain = ui.meta.get_user("plain").await.unwrap().unwrap();
+    plain.groups = vec!["devs".into()];
+    ui.meta.put_user(&plain).await.unwrap();
+    let member = |project: &str, key: &str, role: &str| berth_meta::MemberRecord { project: project.into(), member: key.into(), role: role.into(), created_at: 1, updated_at: 1 };
+    ui.meta.put_member(&member("team", "group:devs", "developer")).await.unwrap();
+
+    // A developer sees the repositories (of this project only) and the members, not the controls.
+    let plain_cookie = format!("berth_session={}", ui.sign_in("plain", PW).await);
+    let r = ui.send(Method::GET, "/projects/team", &plain_cookie, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains("<li>team/app</li>") && html.contains("<li>team/b/c</li>"), "{html}");
+    assert!(!html.contains("team.evil/x") && !html.contains("teamx/y"), "another project's repositories: {html}");
+    assert!(html.contains("<td>devs</td>") && !html.contains("Add member") && !html.contains(">Remove<"), "{html}");
+    // Another project: refused. Its forms: refused too, whatever the page showed.
+    assert_eq!(ui.send(Method::GET, "/projects/secret", &plain_cookie, None).await.status, 403);
+    let account = ui.send(Method::GET, "/account", &plain_cookie, None).await;
+    let csrf = csrf_in(&account.text());
+    let r = ui.send(Method::POST, "/projects/team/members", &plain_cookie, Some(&format!("csrf={csrf}&kind=user&name=plain&role=project-admin"))).await;
+    assert_eq!(r.status, 403, "a developer promoting themselves");
+    assert!(r.text().contains("plain is developer in project team"), "{}", r.text());
+
+    // A project admin gets the controls and uses them; a forged form does nothing.
+    ui.meta.put_member(&member("team", "user:plain", "project-admin")).await.unwrap();
+    let html = ui.send(Method::GET, "/projects/team", &plain_cookie, None).await.text();
+    assert!(html.contains("Add member") && html.contains("aria-label=\"Remove group devs\""), "{html}");
+    let r = ui.send(Method::POST, "/projects/team/members", &plain_cookie, Some("csrf=forged&kind=user&name=bob&role=guest")).await;
+    assert_eq!(r.status, 403);
+    let r = ui.send(Method::POST, "/projects/team/members", &plain_cookie, Some(&format!("csrf={csrf}&kind=user&name=bob&role=guest"))).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("user bob is guest in team"), "{}", r.text());
+    let r = ui.send(Method::POST, "/projects/team/members/remove", &plain_cookie, Some(&format!("csrf={csrf}&kind=user&name=bob"))).await;
+    assert!(r.text().contains("user bob removed from team"), "{}", r.text());
+    assert_eq!(ui.meta.list_members("team").await.unwrap().len(), 2);
+    let r = ui.send(Method::POST, "/projects/secret/members", &plain_cookie, Some(&format!("csrf={csrf}&kind=user&name=plain&role=guest"))).await;
+    assert_eq!(r.status, 403, "not their project");
 }

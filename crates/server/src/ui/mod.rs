@@ -261,7 +261,7 @@ async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Resp
                 tbody {
                     @for p in &list {
                         tr {
-                            td { (p.name) }
+                            td { a href=(format!("/projects/{}", p.name)) { (p.name) } }
                             td { @if p.public { "public" } @else { "private" } }
                             td { @match p.role { Some(r) => (r.as_str()), None => @if v.principal.permissions.admin { "administrator" } @else { "visitor" } } }
                         }
@@ -271,6 +271,141 @@ async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Resp
         }
     };
     page(StatusCode::OK, "Projects", Some(&v), body)
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<String>,
+}
+
+/// `GET /projects/{name}`: its repositories; its members for those who may see them, with the
+/// controls to change them for those who may manage them.
+async fn project(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Query(q): Query<PageQuery>) -> Response {
+    project_page(&s, &v, &name, q.after.as_deref(), None).await
+}
+
+async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>, notice: Option<String>) -> Response {
+    use berth_access::Capability;
+    if s.core.require_in_project(&v.principal, name, Capability::Read).await.is_err()
+        && !s.core.visible_projects(&v.principal).await.unwrap_or_default().iter().any(|p| p.name == name)
+    {
+        return denied(v, &format!("{} may not see project {name}", v.principal.subject));
+    }
+    let project = match s.core.get_project(name).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e),
+    };
+    let (repos, more) = match s.core.project_repositories(&v.principal, name, 100, after).await {
+        Ok(r) => r,
+        Err(e) => return error_page(&e),
+    };
+    let members = if s.core.require_in_project(&v.principal, name, Capability::ListMembers).await.is_ok() {
+        s.core.list_members(name).await.ok()
+    } else {
+        None
+    };
+    let manage = s.core.require_in_project(&v.principal, name, Capability::ManageMembers).await.is_ok();
+    let body = html! {
+        p { @if project.public { "Public: everyone may pull." } @else { "Private: members only." } }
+        @if let Some(n) = &notice { p.notice role="status" { (n) } }
+        section aria-labelledby="repos" {
+            h2 #repos { "Repositories" }
+            @if repos.is_empty() {
+                p { "No repositories yet. Push one:" }
+                pre { code { "docker push " (host_of(s)) "/" (name) "/app:v1" } }
+            } @else {
+                ul { @for r in &repos { li { (r) } } }
+                @if more { @if let Some(last) = repos.last() { a href=(format!("/projects/{name}?{}", serde_urlencoded::to_string([("after", last.as_str())]).unwrap_or_default())) { "More repositories" } } }
+            }
+        }
+        @if let Some(members) = &members {
+            section aria-labelledby="members" {
+                h2 #members { "Members" }
+                table {
+                    caption { "Members of " (name) }
+                    thead { tr { th scope="col" { "Kind" } th scope="col" { "Name" } th scope="col" { "Role" } @if manage { th scope="col" { span.visually-hidden { "Actions" } } } } }
+                    tbody {
+                        @for m in members {
+                            tr {
+                                td { (m.kind) } td { (m.name) } td { (m.role) }
+                                @if manage {
+                                    td {
+                                        form.inline method="post" action=(format!("/projects/{name}/members/remove")) {
+                                            input type="hidden" name="csrf" value=(v.csrf);
+                                            input type="hidden" name="kind" value=(m.kind);
+                                            input type="hidden" name="name" value=(m.name);
+                                            button type="submit" aria-label=(format!("Remove {} {}", m.kind, m.name)) { "Remove" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if manage {
+                    form #add-member method="post" action=(format!("/projects/{name}/members")) {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        label for="member-kind" { "Kind" }
+                        select #member-kind name="kind" { option value="group" { "group" } option value="user" { "user" } }
+                        label for="member-name" { "Name" }
+                        input #member-name name="name" type="text" required maxlength="256";
+                        label for="member-role" { "Role" }
+                        select #member-role name="role" {
+                            @for r in berth_access::Role::ALL { option value=(r.as_str()) selected[r == berth_access::Role::Developer] { (r.as_str()) } }
+                        }
+                        button type="submit" { "Add member" }
+                    }
+                }
+            }
+        }
+    };
+    page(StatusCode::OK, &format!("Project {name}"), Some(v), body)
+}
+
+fn host_of(s: &AppState) -> String {
+    let base = crate::auth::base_url(s, &HeaderMap::new());
+    base.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or(base)
+}
+
+#[derive(Deserialize)]
+struct MemberForm {
+    csrf: String,
+    kind: String,
+    name: String,
+    role: Option<String>,
+}
+
+/// `POST /projects/{name}/members`: add a member or change its role.
+async fn add_member(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<MemberForm>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageMembers).await {
+        return denied(&v, &e.to_string());
+    }
+    let spec = berth_core::admin::types::MemberSpec {
+        user: (f.kind == "user").then(|| f.name.clone()),
+        group: (f.kind == "group").then(|| f.name.clone()),
+        role: f.role.unwrap_or_default(),
+    };
+    match s.core.put_member(&name, &spec).await {
+        Ok(m) => project_page(&s, &v, &name, None, Some(format!("{} {} is {} in {name}", m.kind, m.name, m.role))).await,
+        Err(e) => project_page(&s, &v, &name, None, Some(e.to_string())).await,
+    }
+}
+
+/// `POST /projects/{name}/members/remove`.
+async fn remove_member(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<MemberForm>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageMembers).await {
+        return denied(&v, &e.to_string());
+    }
+    match s.core.delete_member(&name, &f.kind, &f.name).await {
+        Ok(()) => project_page(&s, &v, &name, None, Some(format!("{} {} removed from {name}", f.kind, f.name))).await,
+        Err(e) => project_page(&s, &v, &name, None, Some(e.to_string())).await,
+    }
 }
 
 // ---------------------------------------------------------------- my account
@@ -403,6 +538,9 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(projects))
         .route("/login", get(login_page).post(login_submit))
+        .route("/projects/{name}", get(project))
+        .route("/projects/{name}/members", post(add_member))
+        .route("/projects/{name}/members/remove", post(remove_member))
         .route("/account", get(account))
         .route("/account/tokens", post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
