@@ -189,7 +189,7 @@ async fn project_pages_show_and_allow_by_role() {
     let r = ui.send(Method::GET, "/projects/team", &plain_cookie, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let html = r.text();
-    assert!(html.contains("<li>team/app</li>") && html.contains("<li>team/b/c</li>"), "{html}");
+    assert!(html.contains(">team/app</a></li>") && html.contains(">team/b/c</a></li>"), "{html}");
     assert!(!html.contains("team.evil/x") && !html.contains("teamx/y"), "another project's repositories: {html}");
     assert!(html.contains("<td>devs</td>") && !html.contains("Add member") && !html.contains(">Remove<"), "{html}");
     // Another project: refused. Its forms: refused too, whatever the page showed.
@@ -214,4 +214,74 @@ async fn project_pages_show_and_allow_by_role() {
     assert_eq!(ui.meta.list_members("team").await.unwrap().len(), 2);
     let r = ui.send(Method::POST, "/projects/secret/members", &plain_cookie, Some(&format!("csrf={csrf}&kind=user&name=plain&role=guest"))).await;
     assert_eq!(r.status, 403, "not their project");
+}
+
+/// Pushes a one-layer image to `repo:tag` through `/v2` as admin, with `annotations` in its
+/// manifest; returns the manifest's digest.
+async fn push_image(ui: &Ui, repo: &str, tag: &str, annotations: serde_json::Value) -> String {
+    let auth = common::basic("admin", PW);
+    let put_blob = |bytes: &'static [u8]| {
+        let digest = common::sha256(bytes);
+        let uri = format!("/v2/{repo}/blobs/uploads/?digest={digest}");
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("host", "registry.test")
+            .header("authorization", auth.clone())
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(bytes))
+            .unwrap();
+        let app = ui.app.clone();
+        async move {
+            let r = Resp::read(app.oneshot(req).await.unwrap()).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            (digest, bytes.len())
+        }
+    };
+    let (config, config_len) = put_blob(b"{\"architecture\":\"amd64\",\"os\":\"linux\"}").await;
+    let (layer, layer_len) = put_blob(b"layer bytes of the test image").await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_len},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}],
+        "annotations": annotations,
+    })
+    .to_string();
+    let digest = common::sha256(manifest.as_bytes());
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/v2/{repo}/manifests/{tag}"))
+        .header("host", "registry.test")
+        .header("authorization", auth)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(Body::from(manifest))
+        .unwrap();
+    let r = Resp::read(ui.app.clone().oneshot(req).await.unwrap()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    digest
+}
+
+#[tokio::test]
+async fn repository_and_artifact_pages() {
+    let ui = Ui::new().await;
+    ui.meta.create_project(&berth_meta::ProjectRecord { name: "team".into(), public: false, created_at: 1 }).await.unwrap();
+    let digest = push_image(&ui, "team/app", "v1", serde_json::json!({"org.opencontainers.image.title": "<img src=x onerror=alert(1)>"})).await;
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let r = ui.send(Method::GET, "/repository?name=team/app", &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("href=\"/artifact?repo=team%2Fapp&amp;ref=v1\""), "{}", r.text());
+    let r = ui.send(Method::GET, "/artifact?repo=team/app&ref=v1", &admin, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let html = r.text();
+    assert!(html.contains(&digest) && html.contains("application/vnd.oci.image.layer.v1.tar") && html.contains("Layers"), "{html}");
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;") && !html.contains("<img src=x"), "an annotation shows as text: {html}");
+    assert!(html.contains(&format!("data-copy=\"docker pull registry.test/team/app@{digest}\"")), "{html}");
+    // Someone who may not pull there sees nothing of it.
+    let plain = format!("berth_session={}", ui.sign_in("plain", PW).await);
+    assert_eq!(ui.send(Method::GET, "/repository?name=team/app", &plain, None).await.status, 403);
+    assert_eq!(ui.send(Method::GET, "/artifact?repo=team/app&ref=v1", &plain, None).await.status, 403);
+    // The one script is served from this server (no inline scripts).
+    let js = ui.send(Method::GET, "/static/berth.js", "", None).await;
+    assert_eq!((js.status.as_u16(), js.header("content-type")), (200, "text/javascript; charset=utf-8"));
 }

@@ -54,6 +54,9 @@ pub fn csrf_for(session: &str) -> String {
 pub struct Viewer {
     pub principal: Arc<Principal>,
     pub csrf: String,
+    /// `host[:port]` as clients reach this registry (the external URL, else the Host header),
+    /// for the commands the pages show.
+    pub host: String,
 }
 
 /// A page for signed-in people: without a valid session, a redirect to the sign-in page that
@@ -68,7 +71,11 @@ impl FromRequestParts<Arc<AppState>> for SignedIn {
         let to_login = || Redirect::to(&format!("/login?{}", serde_urlencoded::to_string([("return_to", back.as_str())]).unwrap_or_default())).into_response();
         let Some(cookie) = session_cookie(&parts.headers) else { return Err(to_login()) };
         match berth_core::auth::token_login(&state.core, &cookie, client_of(parts), true).await {
-            Ok(principal) => Ok(SignedIn(Viewer { principal, csrf: csrf_for(&cookie) })),
+            Ok(principal) => {
+                let base = crate::auth::base_url(state, &parts.headers);
+                let host = base.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or(base);
+                Ok(SignedIn(Viewer { principal, csrf: csrf_for(&cookie), host }))
+            }
             Err(berth_core::auth::LoginError::Internal(e)) => Err(error_page(&e)),
             Err(_) => Err(to_login()),
         }
@@ -96,6 +103,7 @@ pub fn page(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: Mark
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Berth" }
                 link rel="stylesheet" href="/static/berth.css";
+                script src="/static/berth.js" defer {}
             }
             body {
                 header {
@@ -312,9 +320,9 @@ async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>,
             h2 #repos { "Repositories" }
             @if repos.is_empty() {
                 p { "No repositories yet. Push one:" }
-                pre { code { "docker push " (host_of(s)) "/" (name) "/app:v1" } }
+                pre { code { "docker push " (v.host) "/" (name) "/app:v1" } }
             } @else {
-                ul { @for r in &repos { li { (r) } } }
+                ul { @for r in &repos { li { a href=(format!("/repository?{}", serde_urlencoded::to_string([("name", r.as_str())]).unwrap_or_default())) { (r) } } } }
                 @if more { @if let Some(last) = repos.last() { a href=(format!("/projects/{name}?{}", serde_urlencoded::to_string([("after", last.as_str())]).unwrap_or_default())) { "More repositories" } } }
             }
         }
@@ -362,11 +370,6 @@ async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>,
     page(StatusCode::OK, &format!("Project {name}"), Some(v), body)
 }
 
-fn host_of(s: &AppState) -> String {
-    let base = crate::auth::base_url(s, &HeaderMap::new());
-    base.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or(base)
-}
-
 #[derive(Deserialize)]
 struct MemberForm {
     csrf: String,
@@ -408,6 +411,165 @@ async fn remove_member(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Pa
     }
 }
 
+// ---------------------------------------------------------------- repositories and artifacts
+
+/// A repository name from a query, if the viewer may pull it.
+fn pullable(v: &Viewer, name: &str) -> Result<berth_oci::RepoName, Response> {
+    let repo: berth_oci::RepoName = name.parse().map_err(|_| denied(v, "not a repository name"))?;
+    if !v.principal.permissions.on(repo.as_str()).contains(berth_access::Action::Pull) {
+        return Err(denied(v, &format!("{} may not pull {repo}", v.principal.subject)));
+    }
+    Ok(repo)
+}
+
+fn q(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
+}
+
+/// A code line with a copy button (the button works through /static/berth.js).
+fn copyable(text: &str) -> Markup {
+    html! { div.copy { pre { code { (text) } } button type="button" data-copy=(text) { "Copy" } } }
+}
+
+#[derive(Deserialize)]
+struct RepoQuery {
+    name: String,
+    after: Option<String>,
+}
+
+/// `GET /repository?name=team/app`: its tags.
+async fn repository(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(rq): Query<RepoQuery>) -> Response {
+    let repo = match pullable(&v, &rq.name) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let listing = match s.core.list_tags(&repo, Some(100), rq.after.as_deref()).await {
+        Ok(l) => l,
+        Err(e) => return error_page(&e),
+    };
+    let host = v.host.clone();
+    let body = html! {
+        p { a href=(format!("/projects/{}", repo.as_str().split('/').next().unwrap_or_default())) { "Project " (repo.as_str().split('/').next().unwrap_or_default()) } }
+        h2 { "Tags" }
+        @if listing.names.is_empty() { p { "No tags." } }
+        ul { @for t in &listing.names { li { a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", t.as_str())]))) { (t) } } } }
+        @if listing.more { @if let Some(last) = listing.names.last() { a href=(format!("/repository?{}", q(&[("name", repo.as_str()), ("after", last.as_str())]))) { "More tags" } } }
+        h2 { "Pull" }
+        (copyable(&format!("docker pull {host}/{repo}:{}", listing.names.first().map(String::as_str).unwrap_or("latest"))))
+    };
+    page(StatusCode::OK, &format!("Repository {repo}"), Some(&v), body)
+}
+
+#[derive(Deserialize)]
+struct ArtifactQuery {
+    repo: String,
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+/// `GET /artifact?repo=team/app&ref=v1`: a manifest: its digest, media type, size, the
+/// platforms of an index, the config and layers of an image, annotations, referrers, and pull
+/// commands.
+async fn artifact(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(aq): Query<ArtifactQuery>) -> Response {
+    let repo = match pullable(&v, &aq.repo) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let Ok(reference) = aq.reference.parse::<berth_oci::Reference>() else {
+        return denied(&v, "not a tag or digest");
+    };
+    let m = match s.core.get_manifest(&repo, &reference).await {
+        Ok(m) => m,
+        Err(e) => return error_page(&e),
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
+    let referrers = s.core.referrers(&repo, &m.digest, None).await.unwrap_or_default();
+    let host = v.host.clone();
+    let digest = m.digest.to_string();
+    let descriptors = |key: &str| doc.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let size = |v: &serde_json::Value| v.get("size").and_then(|x| x.as_u64()).map(|n| n.to_string()).unwrap_or_default();
+    let annotations: Vec<(String, String)> = doc
+        .get("annotations")
+        .and_then(|a| a.as_object())
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))).collect())
+        .unwrap_or_default();
+    let body = html! {
+        p { a href=(format!("/repository?{}", q(&[("name", repo.as_str())]))) { "Repository " (repo) } }
+        dl {
+            dt { "Digest" } dd { code { (digest) } }
+            dt { "Media type" } dd { (m.media_type) }
+            dt { "Size" } dd { (m.bytes.len()) " bytes (manifest)" }
+            @if let Some(at) = doc.get("artifactType").and_then(|x| x.as_str()) { dt { "Artifact type" } dd { (at) } }
+            @if let Some(sub) = &m.subject { dt { "Subject" } dd { a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", sub.as_str())]))) { code { (sub) } } } }
+        }
+        @let manifests = descriptors("manifests");
+        @if !manifests.is_empty() {
+            table {
+                caption { "Platforms" }
+                thead { tr { th scope="col" { "Platform" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
+                tbody {
+                    @for d in &manifests {
+                        tr {
+                            td { (text(d.get("platform").unwrap_or(&serde_json::Value::Null), "os")) "/" (text(d.get("platform").unwrap_or(&serde_json::Value::Null), "architecture")) }
+                            td { a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", &text(d, "digest"))]))) { code { (text(d, "digest")) } } }
+                            td { (size(d)) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(config) = doc.get("config") {
+            table {
+                caption { "Config" }
+                tbody { tr { th scope="row" { "Media type" } td { (text(config, "mediaType")) } } tr { th scope="row" { "Digest" } td { code { (text(config, "digest")) } } } tr { th scope="row" { "Size" } td { (size(config)) } } }
+            }
+        }
+        @let layers = descriptors("layers");
+        @if !layers.is_empty() {
+            table {
+                caption { "Layers" }
+                thead { tr { th scope="col" { "Digest" } th scope="col" { "Media type" } th scope="col" { "Size" } } }
+                tbody { @for l in &layers { tr { td { code { (text(l, "digest")) } } td { (text(l, "mediaType")) } td { (size(l)) } } } }
+            }
+        }
+        @if !annotations.is_empty() {
+            table {
+                caption { "Annotations" }
+                tbody { @for (k, val) in &annotations { tr { th scope="row" { (k) } td { (val) } } } }
+            }
+        }
+        table {
+            caption { "Referrers (signatures, SBOMs, attestations)" }
+            @if referrers.is_empty() { tbody { tr { td { "None." } } } }
+            @else {
+                thead { tr { th scope="col" { "Artifact type" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
+                tbody {
+                    @for r in &referrers {
+                        tr {
+                            td { (r.artifact_type.as_deref().unwrap_or(&r.media_type)) }
+                            td { a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", r.digest.as_str())]))) { code { (r.digest) } } }
+                            td { (r.size) }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Pull" }
+        (copyable(&format!("docker pull {host}/{repo}@{digest}")))
+        (copyable(&format!("podman pull {host}/{repo}@{digest}")))
+        (copyable(&format!("crane pull {host}/{repo}@{digest} image.tar")))
+    };
+    page(StatusCode::OK, &format!("{repo}:{}", aq.reference), Some(&v), body)
+}
+
+/// `GET /static/berth.js`: copy buttons (the only script; no inline scripts anywhere).
+async fn script() -> Response {
+    let mut r = ([(http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("berth.js")).into_response();
+    r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    r
+}
+
 // ---------------------------------------------------------------- my account
 
 /// `GET /account`: who I am, my groups and roles, my personal access tokens.
@@ -424,8 +586,7 @@ async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)
         Ok(t) => t,
         Err(e) => return error_page(&e),
     };
-    let registry = crate::auth::base_url(s, &HeaderMap::new());
-    let host = registry.split_once("://").map(|(_, h)| h).unwrap_or(&registry).to_owned();
+    let host = v.host.clone();
     let body = html! {
         section aria-labelledby="me" {
             h2 #me { "Who I am" }
@@ -545,5 +706,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/account/tokens", post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
         .route("/static/berth.css", get(stylesheet))
+        .route("/static/berth.js", get(script))
+        .route("/repository", get(repository))
+        .route("/artifact", get(artifact))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
 }
