@@ -102,6 +102,7 @@ pub fn page(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: Mark
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Berth" }
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/static/berth.css";
                 script src="/static/berth.js" defer {}
             }
@@ -320,7 +321,7 @@ async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>,
             h2 #repos { "Repositories" }
             @if repos.is_empty() {
                 p { "No repositories yet. Push one:" }
-                pre { code { "docker push " (v.host) "/" (name) "/app:v1" } }
+                pre tabindex="0" { code { "docker push " (v.host) "/" (name) "/app:v1" } }
             } @else {
                 ul { @for r in &repos { li { a href=(format!("/repository?{}", serde_urlencoded::to_string([("name", r.as_str())]).unwrap_or_default())) { (r) } } } }
                 @if more { @if let Some(last) = repos.last() { a href=(format!("/projects/{name}?{}", serde_urlencoded::to_string([("after", last.as_str())]).unwrap_or_default())) { "More repositories" } } }
@@ -414,6 +415,7 @@ async fn remove_member(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Pa
 // ---------------------------------------------------------------- repositories and artifacts
 
 /// A repository name from a query, if the viewer may pull it.
+#[allow(clippy::result_large_err)] // the Err is the page to answer with, built once per refused request
 fn pullable(v: &Viewer, name: &str) -> Result<berth_oci::RepoName, Response> {
     let repo: berth_oci::RepoName = name.parse().map_err(|_| denied(v, "not a repository name"))?;
     if !v.principal.permissions.on(repo.as_str()).contains(berth_access::Action::Pull) {
@@ -428,7 +430,7 @@ fn q(pairs: &[(&str, &str)]) -> String {
 
 /// A code line with a copy button (the button works through /static/berth.js).
 fn copyable(text: &str) -> Markup {
-    html! { div.copy { pre { code { (text) } } button type="button" data-copy=(text) { "Copy" } } }
+    html! { div.copy { pre tabindex="0" { code { (text) } } button type="button" data-copy=(text) { "Copy" } } }
 }
 
 #[derive(Deserialize)]
@@ -609,9 +611,9 @@ async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)
             @if let Some((name, secret)) = &created {
                 div.notice role="status" {
                     p { "Token " strong { (name) } " created. Copy it now: it is shown only once." }
-                    pre { code #new-token { (secret) } }
+                    pre tabindex="0" { code #new-token { (secret) } }
                     p { "Use it as a password: " }
-                    pre { code { "echo \"$TOKEN\" | docker login -u " (who.name) " --password-stdin " (host) } }
+                    pre tabindex="0" { code { "echo \"$TOKEN\" | docker login -u " (who.name) " --password-stdin " (host) } }
                 }
             }
             table {
