@@ -98,6 +98,15 @@ pub struct PermissionSpec {
     pub actions: Vec<String>,
 }
 
+impl PermissionSpec {
+    /// The short form people type (the CLI's `--allow`, the UI's permission lines):
+    /// `REPOSITORY-GLOB:ACTIONS`, like `library/*:pull,push`.
+    pub fn parse_short(s: &str) -> Result<PermissionSpec, String> {
+        let (glob, actions) = s.trim().rsplit_once(':').ok_or_else(|| format!("permission {s:?}: use REPOSITORY-GLOB:ACTIONS, like 'library/*:pull,push'"))?;
+        Ok(PermissionSpec { project: None, repositories: glob.to_owned(), actions: actions.split(',').map(|a| a.trim().to_owned()).collect() })
+    }
+}
+
 fn default_repositories() -> String {
     "*".into()
 }

@@ -824,17 +824,7 @@ pub enum RobotCommand {
 
 /// Parses `CLAIM=VALUE`, `CLAIM~GLOB` or `CLAIM:in=A,B`.
 pub fn parse_rule(s: &str) -> anyhow::Result<RuleSpec> {
-    let rule = |claim: &str| RuleSpec { claim: Some(claim.to_owned()), ..RuleSpec::default() };
-    if let Some((claim, values)) = s.split_once(":in=") {
-        return Ok(RuleSpec { one_of: Some(values.split(',').map(str::to_owned).collect()), ..rule(claim) });
-    }
-    let eq = s.find('=');
-    let glob = s.find('~');
-    match (eq, glob) {
-        (Some(i), g) if g.is_none_or(|g| i < g) => Ok(RuleSpec { equals: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
-        (_, Some(i)) => Ok(RuleSpec { glob: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
-        _ => bail!("rule {s:?}: use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"),
-    }
+    RuleSpec::parse_short(s).map_err(anyhow::Error::msg)
 }
 
 /// A CEL rule of `--rule-expression`.
@@ -851,8 +841,7 @@ fn parse_rules(rules: &[String], expressions: &[String]) -> anyhow::Result<Vec<R
 
 /// Parses `GLOB:ACTIONS`.
 pub fn parse_allow(s: &str) -> anyhow::Result<PermissionSpec> {
-    let (glob, actions) = s.rsplit_once(':').with_context(|| format!("permission {s:?}: use REPOSITORY-GLOB:ACTIONS, like 'library/*:pull,push'"))?;
-    Ok(PermissionSpec { project: None, repositories: glob.to_owned(), actions: actions.split(',').map(str::to_owned).collect() })
+    PermissionSpec::parse_short(s).map_err(anyhow::Error::msg)
 }
 
 fn parse_allows(allow: &[String]) -> anyhow::Result<Vec<PermissionSpec>> {

@@ -6,6 +6,8 @@
 //! naming what it waited for, the page's console log and a screenshot.
 //! Needs scripts/browser.sh (chromium, node, playwright-core, axe-core).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};

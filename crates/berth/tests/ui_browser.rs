@@ -37,6 +37,21 @@ export default async function ({ page, args, shot, axe }) {
   await check('artifact');
   const layers = await page.locator('table:has(caption:text("Layers")) tbody tr').count();
 
+  // A federated robot with claim rules, checked as they are typed.
+  await page.goto(args.base + '/projects/team');
+  await page.getByRole('link', { name: 'Robots of team' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('ci-app');
+  await page.getByLabel('Identity provider (empty: a static secret)').selectOption('github');
+  await page.getByLabel(/^Claim rules/).fill('repository=myorg/app\nref~refs/heads/*\nnot a rule');
+  await page.locator('#rules-check .error').waitFor();
+  const verdicts = await page.locator('#rules-check span').allTextContents();
+  await page.getByLabel(/^Claim rules/).fill('repository=myorg/app\nref~refs/heads/*');
+  await page.getByLabel(/^Permissions/).fill('team/*:pull,push');
+  await page.getByRole('button', { name: 'Create robot' }).click();
+  await page.getByRole('heading', { name: 'robot$team+ci-app' }).waitFor();
+  const robotText = await page.locator('section.robot').innerText();
+  await check('robots');
+
   await page.getByRole('link', { name: 'My account' }).click();
   await page.getByLabel('Name', { exact: true }).fill('laptop');
   await page.getByLabel('Expires after').fill('7d');
@@ -50,7 +65,7 @@ export default async function ({ page, args, shot, axe }) {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.goto(args.base + '/account');
   const signedOut = page.url().includes('/login');
-  return { repoLinks, layers, secret, left, signedOut, violations, dialogs };
+  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText };
 }
 "#;
 
@@ -104,6 +119,7 @@ fn evil_site(target: String) -> String {
 async fn the_ui_in_a_real_browser() {
     let mut b = Berth::start();
     for (path, body) in [
+        ("/api/v1/identity-providers", json!({"name": "github", "preset": "github", "audiences": ["registry.example.com"]})),
         ("/api/v1/projects", json!({"name": "team"})),
         ("/api/v1/projects/team/members", json!({"user": "guest", "role": "guest"})),
     ] {
@@ -120,6 +136,13 @@ async fn the_ui_in_a_real_browser() {
 
     let r = run_script(ADMIN_SCRIPT, json!({"base": base, "password": b.admin_password()}));
     assert_eq!(r["repoLinks"], json!(1), "{r:#}");
+    assert_eq!(
+        r["verdicts"],
+        json!(["✓ repository equals \"myorg/app\"", "✓ ref glob \"refs/heads/*\"", "✗ rule \"not a rule\": use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"]),
+        "{r:#}"
+    );
+    let robot = r["robotText"].as_str().unwrap();
+    assert!(robot.contains("identity provider github") && robot.contains("repository equals \"myorg/app\"") && robot.contains("team/*: pull, push"), "{robot}");
     assert_eq!(r["layers"], json!(1), "{r:#}");
     assert!(r["secret"].as_str().unwrap().starts_with("berth_pat_"), "{r:#}");
     assert_eq!(r["left"], json!(0), "the token was not revoked: {r:#}");

@@ -58,6 +58,25 @@ pub struct RuleSpec {
     pub expression: Option<String>,
 }
 
+impl RuleSpec {
+    /// The short form people type (the CLI's `--rule`, the UI's rule lines): `CLAIM=VALUE`
+    /// (equals), `CLAIM~GLOB` (glob), `CLAIM:in=A,B` (oneOf). The rule is compiled later.
+    pub fn parse_short(s: &str) -> Result<RuleSpec, String> {
+        let s = s.trim();
+        let rule = |claim: &str| RuleSpec { claim: Some(claim.trim().to_owned()), ..RuleSpec::default() };
+        if let Some((claim, values)) = s.split_once(":in=") {
+            return Ok(RuleSpec { one_of: Some(values.split(',').map(|v| v.trim().to_owned()).collect()), ..rule(claim) });
+        }
+        let eq = s.find('=');
+        let glob = s.find('~');
+        match (eq, glob) {
+            (Some(i), g) if g.is_none_or(|g| i < g) => Ok(RuleSpec { equals: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
+            (_, Some(i)) => Ok(RuleSpec { glob: Some(s[i + 1..].to_owned()), ..rule(&s[..i]) }),
+            _ => Err(format!("rule {s:?}: use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B")),
+        }
+    }
+}
+
 /// The derived reading of [`RuleSpec`], fed only from a map.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

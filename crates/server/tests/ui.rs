@@ -285,3 +285,38 @@ async fn repository_and_artifact_pages() {
     let js = ui.send(Method::GET, "/static/berth.js", "", None).await;
     assert_eq!((js.status.as_u16(), js.header("content-type")), (200, "text/javascript; charset=utf-8"));
 }
+
+#[tokio::test]
+async fn robots_page_creates_rules_in_plain_words() {
+    let ui = Ui::new().await;
+    ui.meta.create_project(&berth_meta::ProjectRecord { name: "team".into(), public: false, created_at: 1 }).await.unwrap();
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let page = ui.send(Method::GET, "/projects/team/robots", &admin, None).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let csrf = csrf_in(&page.text());
+    // The check as you type: a rule line in plain words, or why not; hostile text stays data.
+    let r = ui.send(Method::GET, "/rules/check?line=repository%3Dmyorg%2Fapp", &admin, None).await;
+    assert_eq!(r.json(), serde_json::json!({"ok": true, "text": "repository equals \"myorg/app\""}));
+    let r = ui.send(Method::GET, "/rules/check?line=nonsense", &admin, None).await;
+    assert_eq!(r.json()["ok"], false);
+    assert_eq!(ui.send(Method::GET, "/rules/check?line=a%3Db", "", None).await.status, 303, "signed-in only");
+    // A static robot: its secret once; its permissions listed.
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("name", "ci"), ("idp", ""), ("rules", ""), ("permissions", "team/*:pull,push")]).unwrap();
+    let r = ui.send(Method::POST, "/projects/team/robots", &admin, Some(&form)).await;
+    let html = r.text();
+    assert!(html.contains("robot$team+ci") && html.contains("id=\"robot-secret\"") && html.contains("team/*: pull, push"), "{html}");
+    // A bad rule line: refused with the reason, nothing created.
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("name", "bad"), ("idp", ""), ("rules", "no rule here"), ("permissions", "team/*:pull")]).unwrap();
+    let html = ui.send(Method::POST, "/projects/team/robots", &admin, Some(&form)).await.text();
+    assert!(html.contains("use CLAIM=VALUE"), "{html}");
+    assert!(ui.meta.get_robot("robot$team+bad").await.unwrap().is_none());
+    // Deleting: only with the token, only this project's robots.
+    let form = serde_urlencoded::to_string([("csrf", "forged"), ("robot", "robot$team+ci")]).unwrap();
+    assert_eq!(ui.send(Method::POST, "/projects/team/robots/delete", &admin, Some(&form)).await.status, 403);
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("robot", "robot$team+ci")]).unwrap();
+    assert!(ui.send(Method::POST, "/projects/team/robots/delete", &admin, Some(&form)).await.text().contains("deleted"));
+    assert!(ui.meta.get_robot("robot$team+ci").await.unwrap().is_none());
+    // Not a project admin: no robots page.
+    let plain = format!("berth_session={}", ui.sign_in("plain", PW).await);
+    assert_eq!(ui.send(Method::GET, "/projects/team/robots", &plain, None).await.status, 403);
+}

@@ -115,6 +115,7 @@ pub fn run_script(script: &str, args: Value) -> Value {
 
 /// [`run_script`], returning the failure instead of panicking. A missing chromium, node or
 /// `node_modules` still panics: that is the machine's fault, not the script's.
+#[allow(clippy::result_large_err)] // a test's failure report, built once
 pub fn try_run_script(script: &str, args: Value) -> Result<Value, ScriptFailure> {
     let dir = driver_dir();
     let driver = dir.join("run.mjs");

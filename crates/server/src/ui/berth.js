@@ -8,3 +8,27 @@ document.addEventListener("click", (event) => {
     () => { button.textContent = "Select and copy"; }
   );
 });
+
+// Robot forms: every rule line is checked by the server as it is typed
+// (<textarea data-check-rules aria-describedby="...">), the verdict shown in the described element.
+let ruleTimer = null;
+document.addEventListener("input", (event) => {
+  const area = event.target.closest("textarea[data-check-rules]");
+  if (!area) return;
+  clearTimeout(ruleTimer);
+  ruleTimer = setTimeout(async () => {
+    const out = document.getElementById(area.getAttribute("aria-describedby"));
+    if (!out) return;
+    const lines = area.value.split("\n").map((l) => l.trim()).filter((l) => l.length > 0);
+    const verdicts = await Promise.all(lines.map(async (line) => {
+      const response = await fetch("/rules/check?" + new URLSearchParams({ line }), { credentials: "same-origin" });
+      return response.ok ? response.json() : { ok: false, text: "could not check" };
+    }));
+    out.replaceChildren(...verdicts.map((v) => {
+      const item = document.createElement("span");
+      item.className = v.ok ? "rule-ok" : "error";
+      item.textContent = (v.ok ? "✓ " : "✗ ") + v.text;
+      return item;
+    }));
+  }, 250);
+});

@@ -314,8 +314,10 @@ async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>,
         None
     };
     let manage = s.core.require_in_project(&v.principal, name, Capability::ManageMembers).await.is_ok();
+    let robots = s.core.require_in_project(&v.principal, name, Capability::ManageRobots).await.is_ok();
     let body = html! {
         p { @if project.public { "Public: everyone may pull." } @else { "Private: members only." } }
+        @if robots { p { a href=(format!("/projects/{name}/robots")) { "Robots of " (name) } } }
         @if let Some(n) = &notice { p.notice role="status" { (n) } }
         section aria-labelledby="repos" {
             h2 #repos { "Repositories" }
@@ -410,6 +412,179 @@ async fn remove_member(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Pa
         Ok(()) => project_page(&s, &v, &name, None, Some(format!("{} {} removed from {name}", f.kind, f.name))).await,
         Err(e) => project_page(&s, &v, &name, None, Some(e.to_string())).await,
     }
+}
+
+// ---------------------------------------------------------------- robots
+
+/// A rule line of the robot form: the short form (`claim=value`, `claim~glob`,
+/// `claim:in=a,b`) or `expression: <CEL>`.
+fn rule_line(line: &str) -> Result<berth_claims::RuleSpec, String> {
+    match line.trim().strip_prefix("expression:") {
+        Some(e) => Ok(berth_claims::RuleSpec { expression: Some(e.trim().to_owned()), ..Default::default() }),
+        None => berth_claims::RuleSpec::parse_short(line),
+    }
+}
+
+/// A rule in plain words, or why it does not compile.
+fn describe_rule(spec: &berth_claims::RuleSpec) -> Result<String, String> {
+    berth_claims::Rule::compile(spec).map(|r| r.describe()).map_err(|e| e.to_string())
+}
+
+fn robot_rules_text(r: &berth_core::admin::types::RobotView) -> Vec<String> {
+    let specs: Vec<berth_claims::RuleSpec> = serde_json::from_value(r.rules.clone()).unwrap_or_default();
+    specs.iter().map(|s| describe_rule(s).unwrap_or_else(|e| format!("invalid: {e}"))).collect()
+}
+
+fn robot_permissions_text(r: &berth_core::admin::types::RobotView) -> Vec<String> {
+    let specs: Vec<berth_access::PermissionSpec> = serde_json::from_value(r.permissions.clone()).unwrap_or_default();
+    specs.iter().map(|p| format!("{}: {}", p.repositories, p.actions.join(", "))).collect()
+}
+
+/// `GET /projects/{name}/robots`: the project's robots, their rules in plain words and their
+/// permissions, and the form to create one (for those who may manage robots there).
+async fn robots(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>) -> Response {
+    robots_page(&s, &v, &name, None).await
+}
+
+async fn robots_page(s: &AppState, v: &Viewer, name: &str, notice: Option<Markup>) -> Response {
+    if let Err(e) = s.core.require_in_project(&v.principal, name, berth_access::Capability::ManageRobots).await {
+        return denied(v, &e.to_string());
+    }
+    let robots = match s.core.list_robots(&berth_core::admin::RobotFilter { project: Some(name.to_owned()) }).await {
+        Ok(r) => r,
+        Err(e) => return error_page(&e),
+    };
+    let providers: Vec<String> = s.core.list_identity_providers().await.unwrap_or_default().into_iter().filter(|p| !p.spec.audiences.is_empty()).map(|p| p.name).collect();
+    let body = html! {
+        p { a href=(format!("/projects/{name}")) { "Project " (name) } }
+        @if let Some(n) = notice { div.notice role="status" { (n) } }
+        @if robots.is_empty() { p { "No robots yet." } }
+        @for r in &robots {
+            section.robot aria-label=(r.name) {
+                h2 { (r.name) }
+                p { (r.kind) @if let Some(p) = &r.identity_provider { ", identity provider " (p) } @if r.disabled { ", disabled" } @if let Some(e) = &r.expires_at { ", expires " (e) } }
+                @if !r.description.is_empty() { p { (r.description) } }
+                @let rules = robot_rules_text(r);
+                @if !rules.is_empty() { h3 { "Its token must have" } ul { @for t in &rules { li { (t) } } } }
+                h3 { "It may" }
+                ul { @for t in robot_permissions_text(r) { li { (t) } } }
+                form.inline method="post" action=(format!("/projects/{name}/robots/delete")) {
+                    input type="hidden" name="csrf" value=(v.csrf);
+                    input type="hidden" name="robot" value=(r.name);
+                    button type="submit" aria-label=(format!("Delete {}", r.name)) { "Delete" }
+                }
+            }
+        }
+        h2 { "New robot" }
+        form #new-robot method="post" action=(format!("/projects/{name}/robots")) {
+            input type="hidden" name="csrf" value=(v.csrf);
+            label for="robot-name" { "Name" }
+            input #robot-name name="name" type="text" required maxlength="64" placeholder="ci-myrepo";
+            label for="robot-idp" { "Identity provider (empty: a static secret)" }
+            select #robot-idp name="idp" { option value="" { "(none: static secret)" } @for p in &providers { option value=(p) { (p) } } }
+            label for="robot-rules" { "Claim rules, one per line (claim=value, claim~glob, claim:in=a,b, expression: CEL)" }
+            textarea #robot-rules name="rules" rows="4" data-check-rules="" aria-describedby="rules-check" {}
+            p #rules-check aria-live="polite" {}
+            label for="robot-perms" { "Permissions, one per line (repositories:actions)" }
+            textarea #robot-perms name="permissions" rows="2" required { (name) "/*:pull" }
+            label for="robot-description" { "Description" }
+            input #robot-description name="description" type="text" maxlength="200";
+            button type="submit" { "Create robot" }
+        }
+    };
+    page(StatusCode::OK, &format!("Robots of {name}"), Some(v), body)
+}
+
+#[derive(Deserialize)]
+struct RobotForm {
+    csrf: String,
+    name: String,
+    idp: Option<String>,
+    rules: Option<String>,
+    permissions: Option<String>,
+    description: Option<String>,
+}
+
+/// `POST /projects/{name}/robots`.
+async fn create_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<RobotForm>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageRobots).await {
+        return denied(&v, &e.to_string());
+    }
+    let lines = |t: &Option<String>| t.as_deref().unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let rules: Result<Vec<_>, String> = lines(&f.rules).iter().map(|l| rule_line(l)).collect();
+    let permissions: Result<Vec<_>, String> = lines(&f.permissions).iter().map(|l| berth_access::PermissionSpec::parse_short(l)).collect();
+    let (rules, permissions) = match (rules, permissions) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(e), _) | (_, Err(e)) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
+    };
+    let spec = berth_core::admin::types::RobotSpec {
+        name: f.name,
+        project: Some(name.clone()),
+        description: f.description.filter(|d| !d.is_empty()),
+        disabled: false,
+        expires_at: None,
+        identity_provider: f.idp.filter(|i| !i.is_empty()),
+        rules,
+        permissions,
+    };
+    match s.core.create_robot(&spec).await {
+        Ok(created) => {
+            let notice = html! {
+                p { "Robot " strong { (created.robot.name) } " created." }
+                @if let Some(secret) = &created.secret {
+                    p { "Its secret, shown only now:" }
+                    pre tabindex="0" { code #robot-secret { (secret) } }
+                }
+            };
+            robots_page(&s, &v, &name, Some(notice)).await
+        }
+        Err(e) => robots_page(&s, &v, &name, Some(html! { p.error { (e.to_string()) } })).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct RobotDelete {
+    csrf: String,
+    robot: String,
+}
+
+/// `POST /projects/{name}/robots/delete`.
+async fn delete_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<RobotDelete>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    // The robot must be this project's, and the viewer must manage its robots.
+    let robot = match s.core.get_robot(&f.robot).await {
+        Ok(r) if r.project.as_deref() == Some(name.as_str()) => r,
+        Ok(_) => return denied(&v, &format!("robot {} is not a robot of project {name}", f.robot)),
+        Err(e) => return error_page(&e),
+    };
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageRobots).await {
+        return denied(&v, &e.to_string());
+    }
+    match s.core.delete_robot(&robot.name).await {
+        Ok(()) => robots_page(&s, &v, &name, Some(html! { p { "Robot " (robot.name) " deleted." } })).await,
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RuleCheck {
+    line: String,
+}
+
+/// `GET /rules/check?line=...`: a rule line in plain words, or why it is not one (the robot
+/// form checks each line as it is typed). JSON `{"ok": bool, "text": "..."}`.
+async fn check_rule(SignedIn(_v): SignedIn, Query(q): Query<RuleCheck>) -> Response {
+    let line = crate::text::cap(&q.line, 2000).into_owned();
+    let (ok, text) = match rule_line(&line).and_then(|spec| describe_rule(&spec)) {
+        Ok(t) => (true, t),
+        Err(e) => (false, e),
+    };
+    secured(axum::Json(serde_json::json!({"ok": ok, "text": text})).into_response())
 }
 
 // ---------------------------------------------------------------- repositories and artifacts
@@ -704,6 +879,9 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/projects/{name}", get(project))
         .route("/projects/{name}/members", post(add_member))
         .route("/projects/{name}/members/remove", post(remove_member))
+        .route("/projects/{name}/robots", get(robots).post(create_robot))
+        .route("/projects/{name}/robots/delete", post(delete_robot))
+        .route("/rules/check", get(check_rule))
         .route("/account", get(account))
         .route("/account/tokens", post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
