@@ -320,3 +320,76 @@ async fn robots_page_creates_rules_in_plain_words() {
     let plain = format!("berth_session={}", ui.sign_in("plain", PW).await);
     assert_eq!(ui.send(Method::GET, "/projects/team/robots", &plain, None).await.status, 403);
 }
+
+#[tokio::test]
+async fn administrators_pages() {
+    let ui = Ui::new().await;
+    ui.meta.create_project(&berth_meta::ProjectRecord { name: "team".into(), public: false, created_at: 1 }).await.unwrap();
+    push_image(&ui, "team/app", "v1", serde_json::json!({})).await;
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let plain = format!("berth_session={}", ui.sign_in("plain", PW).await);
+    for path in ["/tester", "/audit", "/audit.json", "/identity-providers", "/system"] {
+        assert_eq!(ui.send(Method::GET, path, &plain, None).await.status, 403, "{path} for a non-administrator");
+        let r = ui.send(Method::GET, path, &admin, None).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    // Admins get the links; others do not.
+    assert!(ui.send(Method::GET, "/", &admin, None).await.text().contains("href=\"/tester\""));
+    assert!(!ui.send(Method::GET, "/", &plain, None).await.text().contains("href=\"/tester\""));
+
+    // The tester: a provider, sample claims with a hostile value, a robot whose rule it fails.
+    let r = ui.send(Method::GET, "/api/v1/identity-providers", &admin, None).await;
+    assert_eq!(r.status, 401, "the admin API does not take the session cookie");
+    ui.meta
+        .put_identity_provider(&berth_meta::IdentityProviderRecord {
+            name: "gh".into(),
+            config: serde_json::json!({"name": "gh", "preset": "github", "audiences": ["registry.test"]}),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .unwrap();
+    ui.meta
+        .put_robot(&berth_meta::RobotRecord {
+            name: "robot$team+ci".into(),
+            project: Some("team".into()),
+            description: String::new(),
+            disabled: false,
+            expires_at: None,
+            secret_hash: None,
+            identity_provider: Some("gh".into()),
+            rules: serde_json::json!([{"claim": "repository", "equals": "myorg/app"}]),
+            permissions: serde_json::json!([{"repositories": "*", "actions": ["pull"]}]),
+            created_at: 1,
+            updated_at: 1,
+        })
+        .await
+        .unwrap();
+    // Written past the core: the federation snapshot follows the store's generation within
+    // its poll (about a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let page = ui.send(Method::GET, "/tester", &admin, None).await.text();
+    let csrf = csrf_in(&page);
+    let claims = serde_json::json!({"repository": "<script>alert(1)</script>"}).to_string();
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("provider", "gh"), ("claims", claims.as_str())]).unwrap();
+    let html = ui.send(Method::POST, "/tester", &admin, Some(&form)).await.text();
+    assert!(html.contains("does not match: robot$team+ci") && html.contains("Result: denied"), "{html}");
+    assert!(!html.contains("<script>alert(1)") && html.contains("&lt;script&gt;"), "{html}");
+    let form = serde_urlencoded::to_string([("csrf", "forged"), ("token", "x")]).unwrap();
+    assert_eq!(ui.send(Method::POST, "/tester", &admin, Some(&form)).await.status, 403);
+
+    // The audit log finds the push by who did it; the JSON is the admin API's shape.
+    let html = ui.send(Method::GET, "/audit?who=admin&action=push", &admin, None).await.text();
+    assert!(html.contains("<td>push</td>") && html.contains("team/app"), "{html}");
+    let json = ui.send(Method::GET, "/audit.json?who=admin&action=push", &admin, None).await.json();
+    assert!(json.as_array().unwrap().iter().all(|e| e["action"] == "push" && e["principal"] == "admin"), "{json}");
+    let r = ui.send(Method::GET, "/audit?since=yesterday", &admin, None).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("not an RFC 3339 time"));
+
+    // Providers (the test of one without network keys reports its error, no crash) and system.
+    let html = ui.send(Method::GET, "/identity-providers?test=gh", &admin, None).await.text();
+    assert!(html.contains("Test of gh") && html.contains("token.actions.githubusercontent.com"), "{html}");
+    let html = ui.send(Method::GET, "/system", &admin, None).await.text();
+    assert!(html.contains("<dt>Metadata store</dt><dd>ok</dd>") && html.contains("<td>plain</td>"), "{html}");
+}

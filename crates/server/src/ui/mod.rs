@@ -113,6 +113,12 @@ pub fn page(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: Mark
                         @if let Some(v) = viewer {
                             a href="/" { "Projects" }
                             a href="/account" { "My account" }
+                            @if v.principal.permissions.admin {
+                                a href="/identity-providers" { "Identity providers" }
+                                a href="/tester" { "Token tester" }
+                                a href="/audit" { "Audit log" }
+                                a href="/system" { "System" }
+                            }
                             form.inline method="post" action="/auth/logout" {
                                 span.who { (v.principal.subject) }
                                 button type="submit" { "Sign out" }
@@ -587,6 +593,299 @@ async fn check_rule(SignedIn(_v): SignedIn, Query(q): Query<RuleCheck>) -> Respo
     secured(axum::Json(serde_json::json!({"ok": ok, "text": text})).into_response())
 }
 
+// ---------------------------------------------------------------- administrators' pages
+
+/// The viewer, if a system administrator; else the page that says no.
+#[allow(clippy::result_large_err)] // the Err is the page to answer with
+fn admin_only(v: &Viewer) -> Result<(), Response> {
+    if v.principal.permissions.admin {
+        Ok(())
+    } else {
+        Err(denied(v, &format!("{} is not an administrator: this page is for administrators", v.principal.subject)))
+    }
+}
+
+fn step_list(ex: &berth_identity::federation::Explanation) -> Markup {
+    html! {
+        ol.steps {
+            @for st in &ex.steps {
+                li { span class=(if st.ok { "rule-ok" } else { "error" }) { @if st.ok { "✓ " } @else { "✗ " } (st.name) } ": " (st.detail) }
+            }
+        }
+        @if !ex.robots.is_empty() {
+            h3 { "Robots of this provider" }
+            @for r in &ex.robots {
+                section.robot aria-label=(r.robot) {
+                    h4 { @if r.matched { "✓ matches: " } @else { "✗ does not match: " } (r.robot) }
+                    @if let Some(n) = &r.note { p { (n) } }
+                    ul { @for rule in &r.rules { li { span class=(if rule.matched { "rule-ok" } else { "error" }) { @if rule.matched { "✓ " } @else { "✗ " } } (rule.rule) ": " (rule.reason) } } }
+                }
+            }
+        }
+        p { strong { "Result: " (ex.result) } @if let Some(m) = &ex.message { " (" (m) ")" } }
+    }
+}
+
+#[derive(Deserialize)]
+struct TesterForm {
+    csrf: String,
+    token: Option<String>,
+    provider: Option<String>,
+    claims: Option<String>,
+}
+
+/// `GET /tester`: paste a token (or write sample claims for a provider) and see what
+/// `berth token explain` says. Nothing pasted is stored or logged.
+async fn tester(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    tester_page(&s, &v, None).await
+}
+
+async fn tester_page(s: &AppState, v: &Viewer, result: Option<Markup>) -> Response {
+    let providers: Vec<String> = s.core.list_identity_providers().await.unwrap_or_default().into_iter().map(|p| p.name).collect();
+    let body = html! {
+        p { "Nothing pasted here is stored or logged." }
+        form method="post" action="/tester" {
+            input type="hidden" name="csrf" value=(v.csrf);
+            label for="tester-token" { "A token (JWT, or a Berth token)" }
+            textarea #tester-token name="token" rows="4" spellcheck="false" autocomplete="off" {}
+            button type="submit" { "Explain the token" }
+        }
+        form method="post" action="/tester" {
+            input type="hidden" name="csrf" value=(v.csrf);
+            label for="tester-provider" { "Or sample claims for a provider" }
+            select #tester-provider name="provider" { @for p in &providers { option value=(p) { (p) } } }
+            label for="tester-claims" { "Claims (JSON)" }
+            textarea #tester-claims name="claims" rows="6" spellcheck="false" { "{\"repository\": \"myorg/app\", \"ref\": \"refs/heads/main\"}" }
+            button type="submit" { "Match the claims" }
+        }
+        @if let Some(r) = result { section aria-labelledby="verdict" { h2 #verdict { "Verdict" } (r) } }
+    };
+    page(StatusCode::OK, "Token tester", Some(v), body)
+}
+
+/// A token with `claims` for `provider` and a signature that cannot verify (its issuer and audience filled in when
+/// missing): explain shows every rule's outcome "for information" (the signature step fails).
+async fn sample_token(s: &AppState, provider: &str, claims: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let mut claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(claims).map_err(|e| format!("the claims are not a JSON object: {e}"))?;
+    let p = s.core.get_identity_provider(provider).await.map_err(|e| e.to_string())?;
+    claims.entry("iss").or_insert(serde_json::Value::String(p.issuer.clone()));
+    if let Some(aud) = p.spec.audiences.first() {
+        claims.entry("aud").or_insert(serde_json::Value::String(aud.clone()));
+    }
+    let now = berth_core::clock::now_secs();
+    claims.entry("iat").or_insert(now.into());
+    claims.entry("exp").or_insert((now + 300).into());
+    let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    Ok(format!("{}.{}.{}", b64(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "berth-sample-claims"})), b64(&serde_json::Value::Object(claims)), "c2FtcGxl"))
+}
+
+/// `POST /tester`.
+async fn tester_submit(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Form(f): Form<TesterForm>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let token = match (f.token.as_deref().map(str::trim).filter(|t| !t.is_empty()), f.provider, f.claims) {
+        (Some(t), _, _) => t.to_owned(),
+        (None, Some(p), Some(c)) => match sample_token(&s, &p, &c).await {
+            Ok(t) => t,
+            Err(e) => return tester_page(&s, &v, Some(html! { p.error { (e) } })).await,
+        },
+        _ => return tester_page(&s, &v, Some(html! { p.error { "Paste a token, or write claims for a provider." } })).await,
+    };
+    let ex = s.core.explain_token(&token).await;
+    tester_page(&s, &v, Some(step_list(&ex))).await
+}
+
+#[derive(Deserialize, Default)]
+struct AuditForm {
+    who: Option<String>,
+    repository: Option<String>,
+    action: Option<String>,
+    result: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    before: Option<i64>,
+}
+
+impl AuditForm {
+    fn filter(&self) -> berth_core::admin::AuditFilter {
+        let some = |v: &Option<String>| v.clone().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        berth_core::admin::AuditFilter {
+            since: some(&self.since),
+            until: some(&self.until),
+            robot: some(&self.who),
+            repository: some(&self.repository),
+            provider: None,
+            result: some(&self.result),
+            action: some(&self.action),
+            before: self.before,
+            limit: Some(100),
+        }
+    }
+}
+
+/// `GET /audit`: the audit log with filters (who: a person or robot; repository; action;
+/// result; time range), the workload identity of each event, and the same as JSON.
+async fn audit(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(f): Query<AuditForm>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    let events = match s.core.query_audit(&f.filter()).await {
+        Ok(e) => e,
+        Err(e) => return page(crate::error::status_of(&e), "Audit log", Some(&v), html! { p.error role="alert" { (e.to_string()) } p { a href="/audit" { "Clear the filters" } } }),
+    };
+    let json_query = serde_urlencoded::to_string(&[
+        ("who", f.who.clone().unwrap_or_default()),
+        ("repository", f.repository.clone().unwrap_or_default()),
+        ("action", f.action.clone().unwrap_or_default()),
+        ("result", f.result.clone().unwrap_or_default()),
+        ("since", f.since.clone().unwrap_or_default()),
+        ("until", f.until.clone().unwrap_or_default()),
+    ])
+    .unwrap_or_default();
+    let body = html! {
+        form.filters method="get" action="/audit" {
+            label for="f-who" { "Person or robot" } input #f-who name="who" type="text" value=(f.who.clone().unwrap_or_default());
+            label for="f-repo" { "Repository" } input #f-repo name="repository" type="text" value=(f.repository.clone().unwrap_or_default());
+            label for="f-action" { "Action" }
+            select #f-action name="action" { option value="" { "any" } @for a in ["login", "token", "pull", "push", "delete", "credential"] { option value=(a) selected[f.action.as_deref() == Some(a)] { (a) } } }
+            label for="f-result" { "Result" }
+            select #f-result name="result" { option value="" { "any" } @for r in ["ok", "denied", "error"] { option value=(r) selected[f.result.as_deref() == Some(r)] { (r) } } }
+            label for="f-since" { "Since (RFC 3339)" } input #f-since name="since" type="text" value=(f.since.clone().unwrap_or_default());
+            label for="f-until" { "Until (RFC 3339)" } input #f-until name="until" type="text" value=(f.until.clone().unwrap_or_default());
+            button type="submit" { "Filter" }
+        }
+        p { a href=(format!("/audit.json?{json_query}")) { "These events as JSON" } }
+        table {
+            caption { "Audit events, newest first" }
+            thead { tr { th scope="col" { "Time" } th scope="col" { "Action" } th scope="col" { "Result" } th scope="col" { "Who" } th scope="col" { "Identity" } th scope="col" { "Repository" } th scope="col" { "Message" } } }
+            tbody {
+                @for e in &events {
+                    tr {
+                        td { (e.time) } td { (e.action) } td { (e.result) } td { (e.principal) }
+                        td {
+                            @if let Some(p) = &e.provider { (p) }
+                            @if let Some(sub) = &e.subject { " " code { (sub) } }
+                            @if let Some(c) = &e.claims { @if let Some(o) = c.as_object() { ul.claims { @for (k, val) in o { li { (k) "=" (val.as_str().map(str::to_owned).unwrap_or_else(|| val.to_string())) } } } } }
+                        }
+                        td { (e.repository.as_deref().unwrap_or("")) @if let Some(r) = &e.reference { ":" (r) } }
+                        td { (e.message.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        @if events.len() == 100 { @if let Some(last) = events.last() { a href=(format!("/audit?{json_query}&before={}", last.id)) { "Older events" } } }
+    };
+    page(StatusCode::OK, "Audit log", Some(&v), body)
+}
+
+/// `GET /audit.json`: the filtered events as JSON (the admin API's shape).
+async fn audit_json(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(f): Query<AuditForm>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    match s.core.query_audit(&AuditForm { before: f.before, ..f }.filter()).await {
+        Ok(events) => secured(axum::Json(events).into_response()),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `GET /identity-providers`: every provider, what it is for, and its keys when tested.
+async fn providers(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(q): Query<ProviderQuery>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    let list = s.core.list_identity_providers().await.unwrap_or_default();
+    let tested = match &q.test {
+        Some(name) => Some((name.clone(), s.core.test_identity_provider(name).await)),
+        None => None,
+    };
+    let body = html! {
+        table {
+            caption { "Identity providers" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Issuer" } th scope="col" { "Workloads (audiences)" } th scope="col" { "People (client id)" } th scope="col" { span.visually-hidden { "Actions" } } } }
+            tbody {
+                @for p in &list {
+                    tr {
+                        td { (p.name) } td { code { (p.issuer) } }
+                        td { (p.spec.audiences.join(", ")) }
+                        td { @if let Some(l) = &p.spec.login { (l.client_id) } }
+                        td { a href=(format!("/identity-providers?{}", q_test(&p.name))) aria-label=(format!("Test {}", p.name)) { "Test" } }
+                    }
+                }
+            }
+        }
+        @if let Some((name, t)) = &tested {
+            section aria-labelledby="test" {
+                h2 #test { "Test of " (name) }
+                @match t {
+                    Ok(t) if t.ok => @if let Some(r) = &t.result {
+                        dl {
+                            dt { "Issuer" } dd { (r.issuer) }
+                            dt { "Keys from" } dd { (r.source) }
+                            dt { "Keys" } dd { ul { @for k in &r.keys { li { (k) } } } }
+                            dt { "Algorithms" } dd { (r.algorithms.join(", ")) }
+                        }
+                    },
+                    Ok(t) => p.error role="alert" { (t.error.clone().unwrap_or_default()) },
+                    Err(e) => p.error role="alert" { (e.to_string()) },
+                }
+            }
+        }
+        p { "Add or change providers with " code { "berth idp add" } ", the admin API or " code { "berth apply" } " (see docs/people.md and docs/federation.md)." }
+    };
+    page(StatusCode::OK, "Identity providers", Some(&v), body)
+}
+
+fn q_test(name: &str) -> String {
+    serde_urlencoded::to_string([("test", name)]).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct ProviderQuery {
+    test: Option<String>,
+}
+
+/// `GET /system`: users, the health of the backends, the version.
+async fn system(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    let users = s.core.list_users().await.unwrap_or_default();
+    let ready = s.core.ready(std::time::Duration::from_secs(2)).await;
+    let body = html! {
+        dl {
+            dt { "Version" } dd { (env!("CARGO_PKG_VERSION")) }
+            dt { "Metadata store" } dd { @match &ready.metadata { Ok(()) => "ok", Err(e) => span.error { (e) } } }
+            dt { "Blob storage" } dd { @match &ready.storage { Ok(()) => "ok", Err(e) => span.error { (e) } } }
+        }
+        table {
+            caption { "Users" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Administrator" } th scope="col" { "Identity" } th scope="col" { "Groups" } th scope="col" { "Last login" } } }
+            tbody {
+                @for u in &users {
+                    tr {
+                        td { (u.name) @if u.disabled { " (disabled)" } }
+                        td { @if u.admin { "yes" } }
+                        td { @if let Some(i) = &u.identity { (i.provider) " " code { (i.subject) } } @else { "local" } }
+                        td { (u.groups.join(", ")) }
+                        td { (u.last_login_at.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+        p { "Garbage collection runs with " code { "berth gc" } " or on the schedule " code { "gc.interval" } "." }
+    };
+    page(StatusCode::OK, "System", Some(&v), body)
+}
+
 // ---------------------------------------------------------------- repositories and artifacts
 
 /// A repository name from a query, if the viewer may pull it.
@@ -882,6 +1181,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/projects/{name}/robots", get(robots).post(create_robot))
         .route("/projects/{name}/robots/delete", post(delete_robot))
         .route("/rules/check", get(check_rule))
+        .route("/tester", get(tester).post(tester_submit))
+        .route("/audit", get(audit))
+        .route("/audit.json", get(audit_json))
+        .route("/identity-providers", get(providers))
+        .route("/system", get(system))
         .route("/account", get(account))
         .route("/account/tokens", post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
