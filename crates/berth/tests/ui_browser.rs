@@ -52,6 +52,24 @@ export default async function ({ page, args, shot, axe }) {
   const robotText = await page.locator('section.robot').innerText();
   await check('robots');
 
+  // The administrators' pages.
+  await page.getByRole('link', { name: 'Token tester' }).click();
+  await page.getByLabel('Claims (JSON)').fill('{"repository": "myorg/app", "ref": "refs/heads/main"}');
+  await page.getByRole('button', { name: 'Match the claims' }).click();
+  await page.getByRole('heading', { name: 'Verdict' }).waitFor();
+  const verdict = await page.locator('section[aria-labelledby=verdict]').innerText();
+  await check('tester');
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByLabel('Action').selectOption('push');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL('**/audit?**');
+  const pushes = await page.locator('table tbody tr:has(td:text-is("push"))').count();
+  await check('audit');
+  await page.getByRole('link', { name: 'Identity providers' }).click();
+  await check('identity-providers');
+  await page.getByRole('link', { name: 'System' }).click();
+  await check('system');
+
   await page.getByRole('link', { name: 'My account' }).click();
   await page.getByLabel('Name', { exact: true }).fill('laptop');
   await page.getByLabel('Expires after').fill('7d');
@@ -65,7 +83,7 @@ export default async function ({ page, args, shot, axe }) {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.goto(args.base + '/account');
   const signedOut = page.url().includes('/login');
-  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText };
+  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText, verdict, pushes };
 }
 "#;
 
@@ -119,7 +137,13 @@ fn evil_site(target: String) -> String {
 async fn the_ui_in_a_real_browser() {
     let mut b = Berth::start();
     for (path, body) in [
-        ("/api/v1/identity-providers", json!({"name": "github", "preset": "github", "audiences": ["registry.example.com"]})),
+        // Static keys: the tests talk to loopback only (a sample claim set never verifies).
+        (
+            "/api/v1/identity-providers",
+            json!({"name": "github", "issuer": "https://ci.example.test", "audiences": ["registry.example.com"],
+                "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}),
+        ),
         ("/api/v1/projects", json!({"name": "team"})),
         ("/api/v1/projects/team/members", json!({"user": "guest", "role": "guest"})),
     ] {
@@ -141,6 +165,12 @@ async fn the_ui_in_a_real_browser() {
         json!(["✓ repository equals \"myorg/app\"", "✓ ref glob \"refs/heads/*\"", "✗ rule \"not a rule\": use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"]),
         "{r:#}"
     );
+    let verdict = r["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains("robot$team+ci-app") && verdict.contains("its rules hold, but the token did not verify") && verdict.contains("✓ repository equals \"myorg/app\""),
+        "{verdict}"
+    );
+    assert!(r["pushes"].as_u64().unwrap() >= 1, "the push is in the audit log: {r:#}");
     let robot = r["robotText"].as_str().unwrap();
     assert!(robot.contains("identity provider github") && robot.contains("repository equals \"myorg/app\"") && robot.contains("team/*: pull, push"), "{robot}");
     assert_eq!(r["layers"], json!(1), "{r:#}");
@@ -159,4 +189,42 @@ async fn the_ui_in_a_real_browser() {
     assert_eq!(r["members"], json!(1), "{r:#}");
     let tokens: Value = b.admin(reqwest::Method::GET, "/api/v1/users/guest/tokens").send().await.unwrap().json().await.unwrap();
     assert!(tokens.as_array().unwrap().iter().all(|t| t["name"] != "stolen"), "another site created a token: {tokens:#}; browser: {r:#}");
+}
+
+const OIDC_SCRIPT: &str = r#"
+export default async function ({ page, args, shot, axe }) {
+  await page.goto(args.base + '/account');
+  await page.getByRole('link', { name: 'Log in with Corp' }).click();
+  await page.locator('#login').waitFor();
+  await shot('ui-provider-login');
+  await page.getByLabel('Username').fill('alice');
+  await page.getByLabel('Password').fill('alice-pw');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(args.base + '/account');
+  const account = await page.locator('main').innerText();
+  await shot('ui-account-person');
+  const violations = (await axe()).map((v) => v.id);
+  return { account, violations };
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_in_through_the_openid_provider_in_a_real_browser() {
+    let op = support::oidc::OidcProvider::start(support::oidc::Shape::Keycloak);
+    let mut b = Berth::start();
+    let client = op.register_client(&[b.url("/auth/oidc/callback")]);
+    let provider = json!({"name": "corp", "preset": "keycloak", "issuer": op.issuer(), "login": {"clientId": client.id, "clientSecret": client.secret, "displayName": "Corp"}});
+    for (path, body) in [
+        ("/api/v1/identity-providers", provider),
+        ("/api/v1/projects", json!({"name": "team-demo"})),
+        ("/api/v1/projects/team-demo/members", json!({"group": "team-demo", "role": "developer"})),
+    ] {
+        let r = b.admin(reqwest::Method::POST, path).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap());
+    }
+    let r = run_script(OIDC_SCRIPT, json!({"base": b.url("")}));
+    let account = r["account"].as_str().unwrap();
+    assert!(account.contains("alice") && account.contains("corp") && account.contains("team-demo"), "{account}");
+    assert!(account.contains("developer"), "{account}");
+    assert_eq!(r["violations"], json!([]), "{r:#}");
 }

@@ -343,7 +343,10 @@ async fn administrators_pages() {
     ui.meta
         .put_identity_provider(&berth_meta::IdentityProviderRecord {
             name: "gh".into(),
-            config: serde_json::json!({"name": "gh", "preset": "github", "audiences": ["registry.test"]}),
+            // Static keys: no network (tests talk to loopback only).
+            config: serde_json::json!({"name": "gh", "issuer": "https://ci.example.test", "audiences": ["registry.test"],
+                "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k",
+                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}}),
             created_at: 1,
             updated_at: 1,
         })
@@ -389,7 +392,7 @@ async fn administrators_pages() {
 
     // Providers (the test of one without network keys reports its error, no crash) and system.
     let html = ui.send(Method::GET, "/identity-providers?test=gh", &admin, None).await.text();
-    assert!(html.contains("Test of gh") && html.contains("token.actions.githubusercontent.com"), "{html}");
+    assert!(html.contains("Test of gh") && html.contains("https://ci.example.test") && html.contains("static jwks") && html.contains("ES256"), "{html}");
     let html = ui.send(Method::GET, "/system", &admin, None).await.text();
     assert!(html.contains("<dt>Metadata store</dt><dd>ok</dd>") && html.contains("<td>plain</td>"), "{html}");
 }
