@@ -396,3 +396,39 @@ async fn administrators_pages() {
     let html = ui.send(Method::GET, "/system", &admin, None).await.text();
     assert!(html.contains("<dt>Metadata store</dt><dd>ok</dd>") && html.contains("<td>plain</td>"), "{html}");
 }
+
+#[tokio::test]
+async fn projects_are_found_created_changed_and_deleted_with_confirmation() {
+    let ui = Ui::new().await;
+    for name in ["alpha", "beta", "gamma"] {
+        ui.meta.create_project(&berth_meta::ProjectRecord { name: name.into(), public: false, created_at: 1 }).await.unwrap();
+    }
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let html = ui.send(Method::GET, "/?q=ET", &admin, None).await.text();
+    assert!(html.contains(">beta</a>") && !html.contains(">alpha</a>") && !html.contains(">gamma</a>"), "a server-side search: {html}");
+    let csrf = csrf_in(&html);
+    let html = ui.send(Method::POST, "/projects", &admin, Some(&format!("csrf={csrf}&name=delta&public=true"))).await.text();
+    assert!(html.contains("Project delta created."), "{html}");
+    assert!(ui.meta.get_project("delta").await.unwrap().unwrap().public);
+    let html = ui.send(Method::POST, "/projects", &admin, Some(&format!("csrf={csrf}&name=Bad%20Name"))).await.text();
+    assert!(html.contains("invalid project name") || html.contains("project name"), "{html}");
+    // Visibility: a project admin's setting.
+    let html = ui.send(Method::POST, "/projects/delta/settings", &admin, Some(&format!("csrf={csrf}"))).await.text();
+    assert!(html.contains("delta is now private."), "{html}");
+    // Deleting asks first, naming what goes.
+    let html = ui.send(Method::GET, "/projects/delta/delete", &admin, None).await.text();
+    assert!(html.contains("Delete project delta?") && html.contains("removes its 0 members"), "{html}");
+    assert_eq!(ui.send(Method::POST, "/projects/delta/delete", &admin, Some("csrf=forged")).await.status, 403);
+    let html = ui.send(Method::POST, "/projects/delta/delete", &admin, Some(&format!("csrf={csrf}"))).await.text();
+    assert!(html.contains("Project delta deleted."), "{html}");
+    assert!(ui.meta.get_project("delta").await.unwrap().is_none());
+    // Not for others.
+    let plain = format!("berth_session={}", ui.sign_in("plain", PW).await);
+    let pcsrf = csrf_in(&ui.send(Method::GET, "/account", &plain, None).await.text());
+    assert_eq!(ui.send(Method::POST, "/projects", &plain, Some(&format!("csrf={pcsrf}&name=mine"))).await.status, 403);
+    assert_eq!(ui.send(Method::POST, "/projects/alpha/settings", &plain, Some(&format!("csrf={pcsrf}&public=true"))).await.status, 403);
+    assert_eq!(ui.send(Method::GET, "/projects/alpha/delete", &plain, None).await.status, 403);
+    // My account shows how to use this registry, with its real host.
+    let html = ui.send(Method::GET, "/account", &plain, None).await.text();
+    assert!(html.contains("docker login -u plain --password-stdin registry.test") && html.contains("credHelpers"), "{html}");
+}

@@ -57,6 +57,8 @@ pub struct Viewer {
     /// `host[:port]` as clients reach this registry (the external URL, else the Host header),
     /// for the commands the pages show.
     pub host: String,
+    /// The URL clients reach this registry at.
+    pub base: String,
 }
 
 /// A page for signed-in people: without a valid session, a redirect to the sign-in page that
@@ -73,8 +75,8 @@ impl FromRequestParts<Arc<AppState>> for SignedIn {
         match berth_core::auth::token_login(&state.core, &cookie, client_of(parts), true).await {
             Ok(principal) => {
                 let base = crate::auth::base_url(state, &parts.headers);
-                let host = base.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or(base);
-                Ok(SignedIn(Viewer { principal, csrf: csrf_for(&cookie), host }))
+                let host = base.split_once("://").map(|(_, h)| h.to_owned()).unwrap_or_else(|| base.clone());
+                Ok(SignedIn(Viewer { principal, csrf: csrf_for(&cookie), host, base }))
             }
             Err(berth_core::auth::LoginError::Internal(e)) => Err(error_page(&e)),
             Err(_) => Err(to_login()),
@@ -260,13 +262,38 @@ async fn login_submit(State(s): State<Arc<AppState>>, connect: Option<axum::Exte
 
 // ---------------------------------------------------------------- projects
 
-/// `GET /`: the projects the person may see.
-async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Response {
-    let list = match s.core.visible_projects(&v.principal).await {
+#[derive(Deserialize, Default)]
+struct ProjectsQuery {
+    q: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /`: the projects the person may see (filtered by name on the server, 100 a page);
+/// administrators create projects here.
+async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(pq): Query<ProjectsQuery>) -> Response {
+    projects_page(&s, &v, pq, None).await
+}
+
+async fn projects_page(s: &AppState, v: &Viewer, pq: ProjectsQuery, notice: Option<String>) -> Response {
+    let all = match s.core.visible_projects(&v.principal).await {
         Ok(l) => l,
         Err(e) => return error_page(&e),
     };
+    let needle = pq.q.clone().unwrap_or_default().trim().to_lowercase();
+    let mut list: Vec<_> = all
+        .into_iter()
+        .filter(|p| needle.is_empty() || p.name.contains(&needle))
+        .filter(|p| pq.after.as_deref().is_none_or(|a| p.name.as_str() > a))
+        .collect();
+    let more = list.len() > 100;
+    list.truncate(100);
     let body = html! {
+        @if let Some(n) = &notice { p.notice role="status" { (n) } }
+        form.filters method="get" action="/" role="search" {
+            label for="project-search" { "Find a project" }
+            input #project-search name="q" type="search" value=(pq.q.clone().unwrap_or_default());
+            button type="submit" { "Search" }
+        }
         @if list.is_empty() {
             p { "You see no projects yet: an administrator or a project admin adds you (or one of your groups) as a member." }
         } @else {
@@ -283,9 +310,100 @@ async fn projects(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Resp
                     }
                 }
             }
+            @if more { @if let Some(last) = list.last() { a href=(format!("/?{}", q(&[("q", pq.q.as_deref().unwrap_or("")), ("after", last.name.as_str())]))) { "More projects" } } }
+        }
+        @if v.principal.permissions.admin {
+            h2 { "New project" }
+            form #new-project method="post" action="/projects" {
+                input type="hidden" name="csrf" value=(v.csrf);
+                label for="project-name" { "Name" }
+                input #project-name name="name" type="text" required maxlength="64" pattern="[a-z0-9][a-z0-9._-]*";
+                label { input name="public" type="checkbox" value="true"; " Public (everyone may pull)" }
+                button type="submit" { "Create project" }
+            }
         }
     };
-    page(StatusCode::OK, "Projects", Some(&v), body)
+    page(StatusCode::OK, "Projects", Some(v), body)
+}
+
+#[derive(Deserialize)]
+struct NewProject {
+    csrf: String,
+    name: String,
+    public: Option<String>,
+}
+
+/// `POST /projects` (administrators).
+async fn create_project(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Form(f): Form<NewProject>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let spec = berth_core::admin::types::ProjectSpec { name: f.name.trim().to_owned(), public: f.public.is_some() };
+    let notice = match s.core.create_project(&spec).await {
+        Ok(p) => format!("Project {} created.", p.name),
+        Err(e) => e.to_string(),
+    };
+    projects_page(&s, &v, ProjectsQuery::default(), Some(notice)).await
+}
+
+#[derive(Deserialize)]
+struct ProjectSettings {
+    csrf: String,
+    public: Option<String>,
+}
+
+/// `POST /projects/{name}/settings`: visibility (project admins).
+async fn project_settings(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<ProjectSettings>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::EditProject).await {
+        return denied(&v, &e.to_string());
+    }
+    let spec = berth_core::admin::types::ProjectSpec { name: name.clone(), public: f.public.is_some() };
+    match s.core.put_project(&name, &spec).await {
+        Ok(p) => project_page(&s, &v, &name, None, Some(format!("{name} is now {}.", if p.public { "public" } else { "private" }))).await,
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `GET /projects/{name}/delete`: what deleting the project takes with it, to confirm
+/// (administrators).
+async fn delete_project_page(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    let members = s.core.list_members(&name).await.map(|m| m.len()).unwrap_or(0);
+    let robots = s.core.list_robots(&berth_core::admin::RobotFilter { project: Some(name.clone()) }).await.map(|r| r.len()).unwrap_or(0);
+    let (repos, more) = s.core.project_repositories(&v.principal, &name, 1000, None).await.unwrap_or_default();
+    let body = html! {
+        p { "Deleting project " strong { (name) } " removes its " (members) " members. Its " (repos.len()) @if more { "+" } " repositories stay, no longer in a project (delete or garbage-collect them separately)." }
+        @if robots > 0 { p.error { "It still has " (robots) " robots: delete them first." } }
+        form method="post" action=(format!("/projects/{name}/delete")) {
+            input type="hidden" name="csrf" value=(v.csrf);
+            button type="submit" { "Delete project " (name) }
+        }
+        p { a href=(format!("/projects/{name}")) { "Keep it" } }
+    };
+    page(StatusCode::OK, &format!("Delete project {name}?"), Some(&v), body)
+}
+
+/// `POST /projects/{name}/delete` (administrators, after the confirmation page).
+async fn delete_project(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<CsrfForm>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let notice = match s.core.delete_project(&name).await {
+        Ok(()) => format!("Project {name} deleted."),
+        Err(e) => e.to_string(),
+    };
+    projects_page(&s, &v, ProjectsQuery::default(), Some(notice)).await
 }
 
 #[derive(Deserialize)]
@@ -324,6 +442,14 @@ async fn project_page(s: &AppState, v: &Viewer, name: &str, after: Option<&str>,
     let body = html! {
         p { @if project.public { "Public: everyone may pull." } @else { "Private: members only." } }
         @if robots { p { a href=(format!("/projects/{name}/robots")) { "Robots of " (name) } } }
+        @if s.core.require_in_project(&v.principal, name, Capability::EditProject).await.is_ok() {
+            form #project-settings method="post" action=(format!("/projects/{name}/settings")) {
+                input type="hidden" name="csrf" value=(v.csrf);
+                label { input name="public" type="checkbox" value="true" checked[project.public]; " Public (everyone may pull)" }
+                button type="submit" { "Save settings" }
+            }
+        }
+        @if v.principal.permissions.admin { p { a href=(format!("/projects/{name}/delete")) { "Delete project " (name) "…" } } }
         @if let Some(n) = &notice { p.notice role="status" { (n) } }
         section aria-labelledby="repos" {
             h2 #repos { "Repositories" }
@@ -1110,6 +1236,19 @@ async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)
                     }
                 }
             }
+            section aria-labelledby="setup" {
+                h2 #setup { "Use this registry" }
+                h3 { "docker, podman, skopeo (with a personal access token)" }
+                (copyable(&format!("echo \"$TOKEN\" | docker login -u {} --password-stdin {host}", who.name)))
+                h3 { "The credential helper (after berth login)" }
+                (copyable(&format!("berth login {} --idp <provider>", v.base)))
+                p { "and in " code { "~/.docker/config.json" } ":" }
+                (copyable(&format!("{{\"credHelpers\": {{\"{host}\": \"berth\"}}}}")))
+                h3 { "GitHub Actions (no stored secret: the job's OIDC token)" }
+                (copyable(&format!("echo \"$OIDC_TOKEN\" | docker login -u jwt --password-stdin {host}")))
+                h3 { "Kubernetes" }
+                p { "The kubelet plugin " code { "berth-credential-provider" } " pulls with the pod's service-account token: see docs/platforms/kubernetes.md." }
+            }
             form method="post" action="/account/tokens" {
                 input type="hidden" name="csrf" value=(v.csrf);
                 label for="token-name" { "Name" }
@@ -1175,7 +1314,10 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(projects))
         .route("/login", get(login_page).post(login_submit))
+        .route("/projects", post(create_project))
         .route("/projects/{name}", get(project))
+        .route("/projects/{name}/settings", post(project_settings))
+        .route("/projects/{name}/delete", get(delete_project_page).post(delete_project))
         .route("/projects/{name}/members", post(add_member))
         .route("/projects/{name}/members/remove", post(remove_member))
         .route("/projects/{name}/robots", get(robots).post(create_robot))
