@@ -432,3 +432,41 @@ async fn projects_are_found_created_changed_and_deleted_with_confirmation() {
     let html = ui.send(Method::GET, "/account", &plain, None).await.text();
     assert!(html.contains("docker login -u plain --password-stdin registry.test") && html.contains("credHelpers"), "{html}");
 }
+
+/// 10,000 repositories: pages read only what they show (a project's range, 100 names a page), so
+/// they render fast whatever the registry holds. Prints the server-side time of each page (the
+/// figure docs/ui.md quotes); asserts what they show.
+#[tokio::test]
+async fn pages_stay_fast_with_ten_thousand_repositories() {
+    let ui = Ui::new().await;
+    ui.meta.create_project(&berth_meta::ProjectRecord { name: "team".into(), public: false, created_at: 1 }).await.unwrap();
+    // The rows as `berth migrate` writes them: one transaction for all.
+    let digest = berth_oci::Digest::compute(berth_oci::Algorithm::Sha256, b"shared layer");
+    let mut rows = vec![berth_meta::ExportRow::Blob(berth_meta::BlobExport { digest: digest.clone(), size: 12, storage_key: "key/shared".into(), last_used: 1 })];
+    for i in 0..10_000 {
+        let project = if i % 2 == 0 { "team" } else { "other" };
+        rows.push(berth_meta::ExportRow::BlobLink(berth_meta::BlobLinkExport { repo: format!("{project}/app-{i:05}").parse().unwrap(), digest: digest.clone(), last_used: 1 }));
+    }
+    let outcome = ui.meta.import(&rows).await.unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let mut report = Vec::new();
+    for path in ["/", "/projects/team", "/projects/team?after=team%2Fapp-05000", "/account", "/audit"] {
+        let mut times = Vec::new();
+        let mut html = String::new();
+        for _ in 0..5 {
+            let started = std::time::Instant::now();
+            let r = ui.send(Method::GET, path, &admin, None).await;
+            times.push(started.elapsed());
+            assert_eq!(r.status, 200, "{path}");
+            html = r.text();
+        }
+        times.sort();
+        report.push(format!("{path}: median {:?}", times[2]));
+        if path.starts_with("/projects/team") {
+            assert_eq!(html.matches("<li><a href=\"/repository?").count(), 100, "{path}: a page of 100");
+            assert!(html.contains("More repositories") && !html.contains("other/app"), "{path}");
+        }
+    }
+    eprintln!("server-side page times with 10,000 repositories ({} build): {}", if cfg!(debug_assertions) { "debug" } else { "release" }, report.join(", "));
+}
