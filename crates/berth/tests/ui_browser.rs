@@ -29,6 +29,13 @@ export default async function ({ page, args, shot, axe }) {
   await check('projects');
   await page.getByRole('link', { name: 'team', exact: true }).click();
   await page.waitForURL('**/projects/team');
+  // A member added in the page.
+  await page.getByLabel('Kind').selectOption('group');
+  await page.getByLabel('Name', { exact: true }).fill('platform-team');
+  await page.getByLabel('Role').selectOption('maintainer');
+  await page.getByRole('button', { name: 'Add member' }).click();
+  await page.getByText('group platform-team is maintainer in team').waitFor();
+  const memberRows = await page.locator('table:has(caption:text("Members of team")) tbody tr').count();
   await check('project');
   const repoLinks = await page.getByRole('link', { name: 'team/app' }).count();
   await page.getByRole('link', { name: 'team/app' }).click();
@@ -83,7 +90,7 @@ export default async function ({ page, args, shot, axe }) {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.goto(args.base + '/account');
   const signedOut = page.url().includes('/login');
-  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText, verdict, pushes };
+  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText, verdict, pushes, memberRows };
 }
 "#;
 
@@ -160,6 +167,7 @@ async fn the_ui_in_a_real_browser() {
 
     let r = run_script(ADMIN_SCRIPT, json!({"base": base, "password": b.admin_password()}));
     assert_eq!(r["repoLinks"], json!(1), "{r:#}");
+    assert_eq!(r["memberRows"], json!(2), "the guest and the group added in the page: {r:#}");
     assert_eq!(
         r["verdicts"],
         json!(["✓ repository equals \"myorg/app\"", "✓ ref glob \"refs/heads/*\"", "✗ rule \"not a rule\": use CLAIM=VALUE, CLAIM~GLOB or CLAIM:in=A,B"]),
@@ -186,7 +194,10 @@ async fn the_ui_in_a_real_browser() {
     let evil = evil_site(base.clone());
     let r = run_script(GUEST_SCRIPT, json!({"base": base, "evil": evil}));
     assert_eq!((r["addForm"].clone(), r["removeButtons"].clone()), (json!(0), json!(0)), "a guest sees a project admin's controls: {r:#}");
-    assert_eq!(r["members"], json!(1), "{r:#}");
+    assert_eq!(r["members"], json!(2), "a guest sees the members (guest and the group added): {r:#}");
+    // 127.0.0.1 on another port is the same site for SameSite, so the cookie went along: the
+    // CSRF token is what refused it.
+    assert!(r["body"].as_str().unwrap().contains("came from another site"), "{r:#}");
     let tokens: Value = b.admin(reqwest::Method::GET, "/api/v1/users/guest/tokens").send().await.unwrap().json().await.unwrap();
     assert!(tokens.as_array().unwrap().iter().all(|t| t["name"] != "stolen"), "another site created a token: {tokens:#}; browser: {r:#}");
 }
