@@ -390,6 +390,24 @@ async fn administrators_pages() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("not an RFC 3339 time"));
 
+    // Adding a provider from a preset: for people here (a client), its secret never shown.
+    let pcsrf = csrf_in(&ui.send(Method::GET, "/identity-providers", &admin, None).await.text());
+    let form = serde_urlencoded::to_string([
+        ("csrf", pcsrf.as_str()), ("preset", "keycloak"), ("name", "corp"), ("instance", "https://kc.example.test"), ("realm", "acme"),
+        ("client_id", "berth"), ("client_secret", "s3cret-value"), ("admin_group", "registry-admins"), ("audiences", ""),
+    ])
+    .unwrap();
+    let r = ui.send(Method::POST, "/identity-providers", &admin, Some(&form)).await;
+    assert_eq!(r.status, 303);
+    let html = ui.send(Method::GET, r.header("location"), &admin, None).await.text();
+    assert!(html.contains("Identity provider corp added (issuer https://kc.example.test/realms/acme)."), "{html}");
+    assert!(html.contains("<td>berth</td>") && !html.contains("s3cret-value"), "{html}");
+    let form = serde_urlencoded::to_string([("csrf", pcsrf.as_str()), ("preset", "keycloak"), ("name", "half"), ("audiences", "")]).unwrap();
+    let r = ui.send(Method::POST, "/identity-providers", &admin, Some(&form)).await;
+    let html = ui.send(Method::GET, r.header("location"), &admin, None).await.text();
+    assert!(html.contains("the keycloak preset needs"), "the reason shows: {html}");
+    assert_eq!(ui.send(Method::POST, "/identity-providers", &plain, Some(&form)).await.status, 403);
+
     // Providers (the test of one without network keys reports its error, no crash) and system.
     let html = ui.send(Method::GET, "/identity-providers?test=gh", &admin, None).await.text();
     assert!(html.contains("Test of gh") && html.contains("https://ci.example.test") && html.contains("static jwks") && html.contains("ES256"), "{html}");

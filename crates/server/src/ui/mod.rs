@@ -965,9 +965,88 @@ async fn providers(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(
                 }
             }
         }
-        p { "Add or change providers with " code { "berth idp add" } ", the admin API or " code { "berth apply" } " (see docs/people.md and docs/federation.md)." }
+        h2 { "Add an identity provider" }
+        form #new-provider method="post" action="/identity-providers" {
+            input type="hidden" name="csrf" value=(v.csrf);
+            label for="idp-preset" { "Preset" }
+            select #idp-preset name="preset" {
+                @for p in ["github", "gitlab", "forgejo", "kubernetes", "keycloak", "authentik", "google", "generic"] { option value=(p) { (p) } }
+            }
+            label for="idp-name" { "Name" } input #idp-name name="name" type="text" required maxlength="64";
+            label for="idp-issuer" { "Issuer (when the preset does not set it)" } input #idp-issuer name="issuer" type="text";
+            label for="idp-instance" { "Instance URL (GitLab, Forgejo, Keycloak, authentik)" } input #idp-instance name="instance" type="text";
+            label for="idp-realm" { "Keycloak realm" } input #idp-realm name="realm" type="text";
+            label for="idp-slug" { "authentik application slug" } input #idp-slug name="slug" type="text";
+            label for="idp-audiences" { "Workloads: audiences, comma separated" } input #idp-audiences name="audiences" type="text";
+            label for="idp-client" { "People: client id" } input #idp-client name="client_id" type="text";
+            label for="idp-secret" { "People: client secret" } input #idp-secret name="client_secret" type="password" autocomplete="off";
+            label for="idp-admins" { "People: administrators' group" } input #idp-admins name="admin_group" type="text";
+            button type="submit" { "Add identity provider" }
+        }
+        p { "Also with " code { "berth idp add" } ", the admin API or " code { "berth apply" } " (see docs/people.md and docs/federation.md)." }
     };
+    let body = match &q.notice { Some(n) => html! { p.notice role="status" { (n) } (body) }, None => body };
     page(StatusCode::OK, "Identity providers", Some(&v), body)
+}
+
+#[derive(Deserialize)]
+struct NewProvider {
+    csrf: String,
+    preset: String,
+    name: String,
+    issuer: Option<String>,
+    instance: Option<String>,
+    realm: Option<String>,
+    slug: Option<String>,
+    audiences: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    admin_group: Option<String>,
+}
+
+/// `POST /identity-providers` (administrators): a provider from a preset, for workloads
+/// (audiences), people (a client), or both.
+async fn create_provider(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Form(f): Form<NewProvider>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let some = |x: Option<String>| x.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let preset = match f.preset.as_str() {
+        "generic" => None,
+        other => match other.parse::<berth_identity::federation::Preset>() {
+            Ok(p) => Some(p),
+            Err(e) => return redirect_with_notice("/identity-providers", &e),
+        },
+    };
+    let login = some(f.client_id).map(|client_id| berth_identity::federation::provider::LoginSpec {
+        client_id,
+        client_secret: some(f.client_secret),
+        admin_group: some(f.admin_group),
+        ..Default::default()
+    });
+    let spec = berth_identity::federation::ProviderSpec {
+        name: f.name.trim().to_owned(),
+        preset,
+        issuer: some(f.issuer),
+        instance: some(f.instance),
+        realm: some(f.realm),
+        slug: some(f.slug),
+        audiences: f.audiences.unwrap_or_default().split(',').map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect(),
+        login,
+        ..Default::default()
+    };
+    match s.core.create_identity_provider(&spec).await {
+        Ok(p) => redirect_with_notice("/identity-providers", &format!("Identity provider {} added (issuer {}).", p.name, p.issuer)),
+        Err(e) => redirect_with_notice("/identity-providers", &e.to_string()),
+    }
+}
+
+/// A redirect to a page of this UI that shows `notice` (a GET after a POST).
+fn redirect_with_notice(path: &str, notice: &str) -> Response {
+    secured(Redirect::to(&format!("{path}?{}", q(&[("notice", crate::text::cap(notice, 500).as_ref())]))).into_response())
 }
 
 fn q_test(name: &str) -> String {
@@ -977,6 +1056,7 @@ fn q_test(name: &str) -> String {
 #[derive(Deserialize)]
 struct ProviderQuery {
     test: Option<String>,
+    notice: Option<String>,
 }
 
 /// `GET /system`: users, the health of the backends, the version.
@@ -1326,7 +1406,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/tester", get(tester).post(tester_submit))
         .route("/audit", get(audit))
         .route("/audit.json", get(audit_json))
-        .route("/identity-providers", get(providers))
+        .route("/identity-providers", get(providers).post(create_provider))
         .route("/system", get(system))
         .route("/account", get(account))
         .route("/account/tokens", post(create_token))
