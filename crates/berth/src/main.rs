@@ -445,6 +445,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             limits: cfg.limits.clone(),
             blob_redirect: cfg.storage.redirect.then_some(cfg.storage.redirect_ttl),
             people: cfg.tokens.people(),
+            gc: gc::GcSettings { grace: cfg.gc.grace, upload_ttl: cfg.gc.upload_ttl, audit_retention: cfg.gc.audit_retention },
         },
     );
     let audit = state.audit().clone();

@@ -45,7 +45,7 @@ impl Progress for Quiet {
 }
 
 /// How long unreferenced content and idle uploads are kept, and how long the audit log is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcSettings {
     /// Unreferenced blobs and objects younger than this stay (a push may be about to use them).
     pub grace: Duration,
@@ -53,6 +53,20 @@ pub struct GcSettings {
     pub upload_ttl: Duration,
     /// Audit events older than this are removed.
     pub audit_retention: Duration,
+}
+
+impl Default for GcSettings {
+    /// The defaults of `[gc]`: 1 hour of grace, uploads idle for a day, 90 days of audit log.
+    fn default() -> Self {
+        GcSettings { grace: Duration::from_secs(3600), upload_ttl: Duration::from_secs(24 * 3600), audit_retention: Duration::from_secs(90 * 24 * 3600) }
+    }
+}
+
+impl crate::Core {
+    /// One garbage collection over this core's stores (the web UI's "run now").
+    pub async fn collect_garbage(&self, settings: GcSettings) -> Result<GcSummary> {
+        collect(&*self.meta, &*self.blobs, settings, &Quiet).await
+    }
 }
 
 /// Runs one collection.

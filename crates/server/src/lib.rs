@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub blob_redirect: Option<std::time::Duration>,
     /// People's credentials: lifetimes and bounds (`[tokens]`).
     pub people: berth_core::people::PeopleConfig,
+    /// Garbage collection's settings (`[gc]`), for the web UI's "run now".
+    pub gc: berth_core::gc::GcSettings,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             blob_redirect: None,
             people: berth_core::people::PeopleConfig::default(),
+            gc: berth_core::gc::GcSettings::default(),
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct AppState {
     pub core: Arc<Core>,
     pub config: ServerConfig,
     pub(crate) metrics: ops::Metrics,
+    /// The last garbage collection run from the web UI by this process (time, outcome).
+    pub(crate) last_gc: std::sync::Mutex<Option<(String, Result<berth_core::gc::GcSummary, String>)>>,
 }
 
 impl AppState {
@@ -85,7 +90,7 @@ impl AppState {
                 people: config.people.clone(),
             },
         );
-        Arc::new(AppState { core, config, metrics: ops::Metrics::get() })
+        Arc::new(AppState { core, config, metrics: ops::Metrics::get(), last_gc: std::sync::Mutex::new(None) })
     }
 
     /// The audit writer.

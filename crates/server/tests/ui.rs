@@ -413,6 +413,13 @@ async fn administrators_pages() {
     assert!(html.contains("Test of gh") && html.contains("https://ci.example.test") && html.contains("static jwks") && html.contains("ES256"), "{html}");
     let html = ui.send(Method::GET, "/system", &admin, None).await.text();
     assert!(html.contains("<dt>Metadata store</dt><dd>ok</dd>") && html.contains("<td>plain</td>"), "{html}");
+    // Garbage collection, run from the page: its report shows.
+    assert_eq!(ui.send(Method::POST, "/system/gc", &admin, Some("csrf=forged")).await.status, 403);
+    assert_eq!(ui.send(Method::POST, "/system/gc", &plain, Some(&format!("csrf={pcsrf}"))).await.status, 403);
+    let r = ui.send(Method::POST, "/system/gc", &admin, Some(&format!("csrf={pcsrf}"))).await;
+    assert_eq!((r.status.as_u16(), r.header("location")), (303, "/system"));
+    let html = ui.send(Method::GET, "/system", &admin, None).await.text();
+    assert!(html.contains("Last run here") && html.contains("blobs,"), "{html}");
 }
 
 #[tokio::test]

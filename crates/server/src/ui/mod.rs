@@ -1087,9 +1087,41 @@ async fn system(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn) -> Respon
                 }
             }
         }
-        p { "Garbage collection runs with " code { "berth gc" } " or on the schedule " code { "gc.interval" } "." }
+        h2 { "Garbage collection" }
+        p { "Removes blobs no manifest uses (older than " (humantime_secs(s.config.gc.grace.as_secs())) "), stale uploads and old audit events; safe while pushes run. Also " code { "berth gc" } " and the schedule " code { "gc.interval" } "." }
+        @if let Some((at, outcome)) = s.last_gc.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            @match outcome {
+                Ok(sum) => p.notice role="status" { "Last run here " (at) ": " (sum.blobs_removed) " blobs, " (sum.repository_links_removed) " repository links, " (sum.stale_uploads_removed) " stale uploads, " (sum.audit_events_removed) " audit events removed." },
+                Err(e) => p.error role="alert" { "Last run here " (at) " failed: " (e) },
+            }
+        }
+        form method="post" action="/system/gc" {
+            input type="hidden" name="csrf" value=(v.csrf);
+            button type="submit" { "Run garbage collection now" }
+        }
     };
     page(StatusCode::OK, "System", Some(&v), body)
+}
+
+fn humantime_secs(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s if s % 3600 == 0 => format!("{} hours", s / 3600),
+        s => format!("{s} s"),
+    }
+}
+
+/// `POST /system/gc` (administrators): runs a garbage collection now, then shows the system page.
+async fn run_gc(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Form(f): Form<CsrfForm>) -> Response {
+    if let Err(r) = admin_only(&v) {
+        return r;
+    }
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    let outcome = s.core.collect_garbage(s.config.gc).await.map_err(|e| e.to_string());
+    *s.last_gc.lock().unwrap_or_else(|p| p.into_inner()) = Some((berth_core::admin::rfc3339(berth_core::clock::now_secs()), outcome));
+    secured(Redirect::to("/system").into_response())
 }
 
 // ---------------------------------------------------------------- repositories and artifacts
@@ -1408,6 +1440,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/audit.json", get(audit_json))
         .route("/identity-providers", get(providers).post(create_provider))
         .route("/system", get(system))
+        .route("/system/gc", post(run_gc))
         .route("/account", get(account))
         .route("/account/tokens", post(create_token))
         .route("/account/tokens/{id}/revoke", post(revoke_token))
