@@ -495,3 +495,56 @@ async fn pages_stay_fast_with_ten_thousand_repositories() {
     }
     eprintln!("server-side page times with 10,000 repositories ({} build): {}", if cfg!(debug_assertions) { "debug" } else { "release" }, report.join(", "));
 }
+
+async fn put_manifest(ui: &Ui, repo: &str, reference: &str, manifest: &serde_json::Value) -> String {
+    let body = manifest.to_string();
+    let digest = common::sha256(body.as_bytes());
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/v2/{repo}/manifests/{reference}"))
+        .header("host", "registry.test")
+        .header("authorization", common::basic("admin", PW))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(Body::from(body))
+        .unwrap();
+    let r = Resp::read(ui.app.clone().oneshot(req).await.unwrap()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    digest
+}
+
+#[tokio::test]
+async fn referrers_show_as_a_tree() {
+    let ui = Ui::new().await;
+    ui.meta.create_project(&berth_meta::ProjectRecord { name: "team".into(), public: false, created_at: 1 }).await.unwrap();
+    let image = push_image(&ui, "team/app", "v1", serde_json::json!({})).await;
+    // The empty config of artifacts.
+    let empty = common::sha256(b"{}");
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/v2/team/app/blobs/uploads/?digest={empty}"))
+        .header("host", "registry.test")
+        .header("authorization", common::basic("admin", PW))
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(Resp::read(ui.app.clone().oneshot(req).await.unwrap()).await.status, 201);
+    let artifact = |subject: &str, kind: &str| {
+        serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": kind,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1}
+        })
+    };
+    let sbom = artifact(&image, "application/vnd.example.sbom+json");
+    let sbom_digest = common::sha256(sbom.to_string().as_bytes());
+    put_manifest(&ui, "team/app", &sbom_digest, &sbom).await;
+    let sig = artifact(&sbom_digest, "application/vnd.example.signature");
+    let sig_digest = common::sha256(sig.to_string().as_bytes());
+    put_manifest(&ui, "team/app", &sig_digest, &sig).await;
+
+    let admin = format!("berth_session={}", ui.sign_in("admin", PW).await);
+    let html = ui.send(Method::GET, "/artifact?repo=team/app&ref=v1", &admin, None).await.text();
+    let sbom_at = html.find(&format!("<li class=\"depth-0\">application/vnd.example.sbom+json <a href=\"/artifact?repo=team%2Fapp&amp;ref={}", sbom_digest.replace(':', "%3A")));
+    let sig_at = html.find("<li class=\"depth-1\">application/vnd.example.signature");
+    assert!(sbom_at.is_some() && sig_at.is_some() && sbom_at < sig_at, "the signature of the SBOM under it: {html}");
+}

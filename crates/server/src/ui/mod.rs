@@ -1197,7 +1197,22 @@ async fn artifact(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(a
         Err(e) => return error_page(&e),
     };
     let doc: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
-    let referrers = s.core.referrers(&repo, &m.digest, None).await.unwrap_or_default();
+    // Referrers as a tree: their own referrers (a signature of an SBOM) up to 3 levels, at most
+    // 50 nodes, so a page stays bounded whatever was attached.
+    let mut tree: Vec<(usize, berth_meta::Referrer)> = Vec::new();
+    let mut frontier = vec![(0usize, m.digest.clone())];
+    while let Some((depth, subject)) = frontier.pop() {
+        if depth >= 3 || tree.len() >= 50 {
+            continue;
+        }
+        let found = s.core.referrers(&repo, &subject, None).await.unwrap_or_default();
+        // Depth first, in the store's order: children follow their parent.
+        let at = tree.iter().position(|(_, r)| r.digest == subject).map(|i| i + 1).unwrap_or(tree.len());
+        for (k, r) in found.into_iter().take(50 - tree.len()).enumerate() {
+            frontier.push((depth + 1, r.digest.clone()));
+            tree.insert(at + k, (depth, r));
+        }
+    }
     let host = v.host.clone();
     let digest = m.digest.to_string();
     let descriptors = |key: &str| doc.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
@@ -1253,17 +1268,16 @@ async fn artifact(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Query(a
                 tbody { @for (k, val) in &annotations { tr { th scope="row" { (k) } td { (val) } } } }
             }
         }
-        table {
-            caption { "Referrers (signatures, SBOMs, attestations)" }
-            @if referrers.is_empty() { tbody { tr { td { "None." } } } }
+        section aria-labelledby="referrers" {
+            h2 #referrers { "Referrers (signatures, SBOMs, attestations)" }
+            @if tree.is_empty() { p { "None." } }
             @else {
-                thead { tr { th scope="col" { "Artifact type" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
-                tbody {
-                    @for r in &referrers {
-                        tr {
-                            td { (r.artifact_type.as_deref().unwrap_or(&r.media_type)) }
-                            td { a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", r.digest.as_str())]))) { code { (r.digest) } } }
-                            td { (r.size) }
+                ul.tree {
+                    @for (depth, r) in &tree {
+                        li class=(format!("depth-{depth}")) {
+                            (r.artifact_type.as_deref().unwrap_or(&r.media_type)) " "
+                            a href=(format!("/artifact?{}", q(&[("repo", repo.as_str()), ("ref", r.digest.as_str())]))) { code { (r.digest) } }
+                            " (" (r.size) " bytes)"
                         }
                     }
                 }
