@@ -305,6 +305,15 @@ async fn robots_page_creates_rules_in_plain_words() {
     let r = ui.send(Method::POST, "/projects/team/robots", &admin, Some(&form)).await;
     let html = r.text();
     assert!(html.contains("robot$team+ci") && html.contains("id=\"robot-secret\"") && html.contains("team/*: pull, push"), "{html}");
+    // Editing: new permissions and a rule; the static secret stays.
+    let hash = ui.meta.get_robot("robot$team+ci").await.unwrap().unwrap().secret_hash;
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("robot", "robot$team+ci"), ("rules", ""), ("permissions", "team/app:pull"), ("disabled", "true")]).unwrap();
+    let html = ui.send(Method::POST, "/projects/team/robots/edit", &admin, Some(&form)).await.text();
+    assert!(html.contains("Robot robot$team+ci saved.") && html.contains("team/app: pull") && html.contains("disabled"), "{html}");
+    let stored = ui.meta.get_robot("robot$team+ci").await.unwrap().unwrap();
+    assert!(stored.disabled && stored.secret_hash == hash, "{stored:?}");
+    let form = serde_urlencoded::to_string([("csrf", "forged"), ("robot", "robot$team+ci"), ("permissions", "*:pull")]).unwrap();
+    assert_eq!(ui.send(Method::POST, "/projects/team/robots/edit", &admin, Some(&form)).await.status, 403);
     // A bad rule line: refused with the reason, nothing created.
     let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("name", "bad"), ("idp", ""), ("rules", "no rule here"), ("permissions", "team/*:pull")]).unwrap();
     let html = ui.send(Method::POST, "/projects/team/robots", &admin, Some(&form)).await.text();

@@ -567,6 +567,18 @@ fn robot_rules_text(r: &berth_core::admin::types::RobotView) -> Vec<String> {
     specs.iter().map(|s| describe_rule(s).unwrap_or_else(|e| format!("invalid: {e}"))).collect()
 }
 
+/// A stored rule in the form's short syntax (what `rule_line` reads back).
+fn rule_short(spec: &berth_claims::RuleSpec) -> String {
+    let claim = spec.claim.clone().unwrap_or_default();
+    match (&spec.equals, &spec.glob, &spec.one_of, &spec.expression) {
+        (Some(v), _, _, _) => format!("{claim}={v}"),
+        (_, Some(g), _, _) => format!("{claim}~{g}"),
+        (_, _, Some(list), _) => format!("{claim}:in={}", list.join(",")),
+        (_, _, _, Some(e)) => format!("expression: {e}"),
+        _ => String::new(),
+    }
+}
+
 fn robot_permissions_text(r: &berth_core::admin::types::RobotView) -> Vec<String> {
     let specs: Vec<berth_access::PermissionSpec> = serde_json::from_value(r.permissions.clone()).unwrap_or_default();
     specs.iter().map(|p| format!("{}: {}", p.repositories, p.actions.join(", "))).collect()
@@ -600,6 +612,25 @@ async fn robots_page(s: &AppState, v: &Viewer, name: &str, notice: Option<Markup
                 @if !rules.is_empty() { h3 { "Its token must have" } ul { @for t in &rules { li { (t) } } } }
                 h3 { "It may" }
                 ul { @for t in robot_permissions_text(r) { li { (t) } } }
+                details {
+                    summary { "Edit " (r.name) }
+                    @let id = r.name.replace(['$', '+'], "-");
+                    form method="post" action=(format!("/projects/{name}/robots/edit")) {
+                        input type="hidden" name="csrf" value=(v.csrf);
+                        input type="hidden" name="robot" value=(r.name);
+                        label for=(format!("{id}-rules")) { "Claim rules, one per line" }
+                        textarea id=(format!("{id}-rules")) name="rules" rows="3" data-check-rules="" aria-describedby=(format!("{id}-check")) {
+                            (serde_json::from_value::<Vec<berth_claims::RuleSpec>>(r.rules.clone()).unwrap_or_default().iter().map(rule_short).collect::<Vec<_>>().join("\n"))
+                        }
+                        p id=(format!("{id}-check")) aria-live="polite" {}
+                        label for=(format!("{id}-perms")) { "Permissions, one per line" }
+                        textarea id=(format!("{id}-perms")) name="permissions" rows="2" {
+                            (serde_json::from_value::<Vec<berth_access::PermissionSpec>>(r.permissions.clone()).unwrap_or_default().iter().map(|p| format!("{}:{}", p.repositories, p.actions.join(","))).collect::<Vec<_>>().join("\n"))
+                        }
+                        label { input name="disabled" type="checkbox" value="true" checked[r.disabled]; " Disabled" }
+                        button type="submit" { "Save " (r.name) }
+                    }
+                }
                 form.inline method="post" action=(format!("/projects/{name}/robots/delete")) {
                     input type="hidden" name="csrf" value=(v.csrf);
                     input type="hidden" name="robot" value=(r.name);
@@ -673,6 +704,52 @@ async fn create_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Pat
             };
             robots_page(&s, &v, &name, Some(notice)).await
         }
+        Err(e) => robots_page(&s, &v, &name, Some(html! { p.error { (e.to_string()) } })).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct RobotEdit {
+    csrf: String,
+    robot: String,
+    rules: Option<String>,
+    permissions: Option<String>,
+    disabled: Option<String>,
+}
+
+/// `POST /projects/{name}/robots/edit`: new rules, permissions or the disabled flag of one of
+/// the project's robots (its other settings and its secret stay).
+async fn edit_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(name): Path<String>, Form(f): Form<RobotEdit>) -> Response {
+    if !csrf_ok(&v, &f.csrf) {
+        return denied(&v, "The form expired or came from another site; reload the page and try again.");
+    }
+    if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageRobots).await {
+        return denied(&v, &e.to_string());
+    }
+    let robot = match s.core.get_robot(&f.robot).await {
+        Ok(r) if r.project.as_deref() == Some(name.as_str()) => r,
+        Ok(_) => return denied(&v, &format!("robot {} is not a robot of project {name}", f.robot)),
+        Err(e) => return error_page(&e),
+    };
+    let lines = |t: &Option<String>| t.as_deref().unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let rules: Result<Vec<_>, String> = lines(&f.rules).iter().map(|l| rule_line(l)).collect();
+    let permissions: Result<Vec<_>, String> = lines(&f.permissions).iter().map(|l| berth_access::PermissionSpec::parse_short(l)).collect();
+    let (rules, permissions) = match (rules, permissions) {
+        (Ok(r), Ok(p)) => (r, p),
+        (Err(e), _) | (_, Err(e)) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
+    };
+    let spec = berth_core::admin::types::RobotSpec {
+        name: robot.name.clone(),
+        project: robot.project.clone(),
+        description: Some(robot.description.clone()).filter(|d| !d.is_empty()),
+        disabled: f.disabled.is_some(),
+        expires_at: robot.expires_at.clone(),
+        identity_provider: robot.identity_provider.clone(),
+        rules,
+        permissions,
+    };
+    match s.core.put_robot(&robot.name, &spec).await {
+        Ok(saved) => robots_page(&s, &v, &name, Some(html! { p { "Robot " (saved.robot.name) " saved." } })).await,
         Err(e) => robots_page(&s, &v, &name, Some(html! { p.error { (e.to_string()) } })).await,
     }
 }
@@ -1448,6 +1525,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/projects/{name}/members/remove", post(remove_member))
         .route("/projects/{name}/robots", get(robots).post(create_robot))
         .route("/projects/{name}/robots/delete", post(delete_robot))
+        .route("/projects/{name}/robots/edit", post(edit_robot))
         .route("/rules/check", get(check_rule))
         .route("/tester", get(tester).post(tester_submit))
         .route("/audit", get(audit))
