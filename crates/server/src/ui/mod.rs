@@ -1439,19 +1439,6 @@ async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)
                     }
                 }
             }
-            section aria-labelledby="setup" {
-                h2 #setup { "Use this registry" }
-                h3 { "docker, podman, skopeo (with a personal access token)" }
-                (copyable(&format!("echo \"$TOKEN\" | docker login -u {} --password-stdin {host}", who.name)))
-                h3 { "The credential helper (after berth login)" }
-                (copyable(&format!("berth login {} --idp <provider>", v.base)))
-                p { "and in " code { "~/.docker/config.json" } ":" }
-                (copyable(&format!("{{\"credHelpers\": {{\"{host}\": \"berth\"}}}}")))
-                h3 { "GitHub Actions (no stored secret: the job's OIDC token)" }
-                (copyable(&format!("echo \"$OIDC_TOKEN\" | docker login -u jwt --password-stdin {host}")))
-                h3 { "Kubernetes" }
-                p { "The kubelet plugin " code { "berth-credential-provider" } " pulls with the pod's service-account token: see docs/platforms/kubernetes.md." }
-            }
             form method="post" action="/account/tokens" {
                 input type="hidden" name="csrf" value=(v.csrf);
                 label for="token-name" { "Name" }
@@ -1460,6 +1447,19 @@ async fn account_page(s: &AppState, v: &Viewer, created: Option<(String, String)
                 input #token-expires name="expires" type="text" placeholder="30d";
                 button type="submit" { "Create token" }
             }
+        }
+        section aria-labelledby="setup" {
+            h2 #setup { "Use this registry" }
+            h3 { "docker, podman, skopeo (with a personal access token)" }
+            (copyable(&format!("echo \"$TOKEN\" | docker login -u {} --password-stdin {host}", who.name)))
+            h3 { "The credential helper (after berth login)" }
+            (copyable(&format!("berth login {} --idp <provider>", v.base)))
+            p { "and in " code { "~/.docker/config.json" } ":" }
+            (copyable(&format!("{{\"credHelpers\": {{\"{host}\": \"berth\"}}}}")))
+            h3 { "GitHub Actions (no stored secret: the job's OIDC token)" }
+            (copyable(&format!("echo \"$OIDC_TOKEN\" | docker login -u jwt --password-stdin {host}")))
+            h3 { "Kubernetes" }
+            p { "The kubelet plugin " code { "berth-credential-provider" } " pulls with the pod's service-account token: see docs/platforms/kubernetes.md." }
         }
     };
     page(StatusCode::OK, "My account", Some(v), body)
