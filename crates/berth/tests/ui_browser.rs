@@ -95,7 +95,7 @@ export default async function ({ page, args, shot, axe }) {
 "#;
 
 const GUEST_SCRIPT: &str = r#"
-export default async function ({ page, args, shot }) {
+export default async function ({ page, args, shot, axe }) {
   await page.goto(args.base + '/login');
   await page.getByLabel('User name').fill('guest');
   await page.getByLabel('Password').fill('guest-password');
@@ -105,6 +105,13 @@ export default async function ({ page, args, shot }) {
   const addForm = await page.locator('#add-member').count();
   const removeButtons = await page.getByRole('button', { name: /^Remove/ }).count();
   const members = await page.locator('table:has(caption:text("Members of team")) tbody tr').count();
+  // On a phone.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.reload();
+  await shot('ui-project-phone');
+  const phoneViolations = (await axe()).map((v) => v.id);
+  const phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  await page.setViewportSize({ width: 1280, height: 800 });
 
   // Another site's page posts a form to Berth with the session's cookie in the browser: the
   // cookie is SameSite=Lax and the form has no token, so nothing is created.
@@ -113,7 +120,7 @@ export default async function ({ page, args, shot }) {
   await page.waitForTimeout(500);
   const landed = page.url();
   const body = await page.locator('body').innerText();
-  return { addForm, removeButtons, members, landed, body };
+  return { addForm, removeButtons, members, landed, body, phoneViolations, phoneOverflow };
 }
 "#;
 
@@ -194,6 +201,8 @@ async fn the_ui_in_a_real_browser() {
     let evil = evil_site(base.clone());
     let r = run_script(GUEST_SCRIPT, json!({"base": base, "evil": evil}));
     assert_eq!((r["addForm"].clone(), r["removeButtons"].clone()), (json!(0), json!(0)), "a guest sees a project admin's controls: {r:#}");
+    assert_eq!(r["phoneViolations"], json!([]), "{r:#}");
+    assert_eq!(r["phoneOverflow"], json!(false), "the project page scrolls sideways on a phone: {r:#}");
     assert_eq!(r["members"], json!(2), "a guest sees the members (guest and the group added): {r:#}");
     // 127.0.0.1 on another port is the same site for SameSite, so the cookie went along: the
     // CSRF token is what refused it.

@@ -389,6 +389,10 @@ async fn administrators_pages() {
     assert!(!html.contains("<script>alert(1)") && html.contains("&lt;script&gt;"), "{html}");
     let form = serde_urlencoded::to_string([("csrf", "forged"), ("token", "x")]).unwrap();
     assert_eq!(ui.send(Method::POST, "/tester", &admin, Some(&form)).await.status, 403);
+    // A platform's sample claim set: the robot's rule holds on it (the sample never verifies).
+    let form = serde_urlencoded::to_string([("csrf", csrf.as_str()), ("provider", "gh"), ("sample", "github"), ("claims", "")]).unwrap();
+    let html = ui.send(Method::POST, "/tester", &admin, Some(&form)).await.text();
+    assert!(html.contains("its rules hold, but the token did not verify") && html.contains("✓ </span>repository equals"), "{html}");
 
     // The audit log finds the push by who did it; the JSON is the admin API's shape.
     let html = ui.send(Method::GET, "/audit?who=admin&action=push", &admin, None).await.text();

@@ -835,7 +835,28 @@ struct TesterForm {
     token: Option<String>,
     provider: Option<String>,
     claims: Option<String>,
+    sample: Option<String>,
 }
+
+/// Sample claim sets of the platforms, as their tokens carry them (shared/seeds): what a rule
+/// can be tried against before a real job runs.
+const SAMPLES: [(&str, &str, &str); 3] = [
+    (
+        "github",
+        "GitHub Actions",
+        r#"{"sub": "repo:myorg/app:ref:refs/heads/main", "repository": "myorg/app", "repository_owner": "myorg", "ref": "refs/heads/main", "ref_type": "branch", "workflow": "release", "event_name": "push", "actor": "octocat", "environment": "production", "job_workflow_ref": "myorg/app/.github/workflows/release.yml@refs/heads/main"}"#,
+    ),
+    (
+        "gitlab",
+        "GitLab CI",
+        r#"{"sub": "project_path:mygroup/app:ref_type:branch:ref:main", "project_path": "mygroup/app", "namespace_path": "mygroup", "ref": "main", "ref_type": "branch", "ref_protected": "true", "pipeline_source": "push", "user_login": "alice", "environment": "production"}"#,
+    ),
+    (
+        "kubernetes",
+        "Kubernetes service account",
+        r#"{"sub": "system:serviceaccount:builds:builder", "kubernetes.io": {"namespace": "builds", "serviceaccount": {"name": "builder", "uid": "0d2f"}, "pod": {"name": "builder-7c9d", "uid": "a1b2"}}}"#,
+    ),
+];
 
 /// `GET /tester`: paste a token (or write sample claims for a provider) and see what
 /// `berth token explain` says. Nothing pasted is stored or logged.
@@ -860,6 +881,11 @@ async fn tester_page(s: &AppState, v: &Viewer, result: Option<Markup>) -> Respon
             input type="hidden" name="csrf" value=(v.csrf);
             label for="tester-provider" { "Or sample claims for a provider" }
             select #tester-provider name="provider" { @for p in &providers { option value=(p) { (p) } } }
+            label for="tester-sample" { "Start from a sample of" }
+            select #tester-sample name="sample" {
+                option value="" { "(the claims below)" }
+                @for (key, label, _) in SAMPLES { option value=(key) { (label) } }
+            }
             label for="tester-claims" { "Claims (JSON)" }
             textarea #tester-claims name="claims" rows="6" spellcheck="false" { "{\"repository\": \"myorg/app\", \"ref\": \"refs/heads/main\"}" }
             button type="submit" { "Match the claims" }
@@ -896,7 +922,7 @@ async fn tester_submit(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Fo
     }
     let token = match (f.token.as_deref().map(str::trim).filter(|t| !t.is_empty()), f.provider, f.claims) {
         (Some(t), _, _) => t.to_owned(),
-        (None, Some(p), Some(c)) => match sample_token(&s, &p, &c).await {
+        (None, Some(p), Some(c)) => match sample_token(&s, &p, SAMPLES.iter().find(|(k, _, _)| Some(*k) == f.sample.as_deref()).map(|(_, _, json)| *json).unwrap_or(&c)).await {
             Ok(t) => t,
             Err(e) => return tester_page(&s, &v, Some(html! { p.error { (e) } })).await,
         },
