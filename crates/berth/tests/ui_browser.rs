@@ -83,6 +83,13 @@ export default async function ({ page, args, shot, axe }) {
   await page.getByRole('button', { name: 'Create token' }).click();
   const secret = (await page.locator('#new-token').textContent()).trim();
   await check('account');
+  // The token pasted into the tester: whose it is and what it may do.
+  await page.getByRole('link', { name: 'Token tester' }).click();
+  await page.getByLabel('A token (JWT, or a Berth token)').fill(secret);
+  await page.getByRole('button', { name: 'Explain the token' }).click();
+  await page.getByRole('heading', { name: 'Verdict' }).waitFor();
+  const pasted = await page.locator('section[aria-labelledby=verdict]').innerText();
+  await page.getByRole('link', { name: 'My account' }).click();
   await page.getByRole('button', { name: 'Revoke laptop' }).click();
   await page.waitForURL('**/account');
   const left = await page.getByRole('button', { name: 'Revoke laptop' }).count();
@@ -90,7 +97,7 @@ export default async function ({ page, args, shot, axe }) {
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.goto(args.base + '/account');
   const signedOut = page.url().includes('/login');
-  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText, verdict, pushes, memberRows };
+  return { repoLinks, layers, secret, left, signedOut, violations, dialogs, verdicts, robotText, verdict, pushes, memberRows, pasted };
 }
 "#;
 
@@ -186,6 +193,8 @@ async fn the_ui_in_a_real_browser() {
         "{verdict}"
     );
     assert!(r["pushes"].as_u64().unwrap() >= 1, "the push is in the audit log: {r:#}");
+    let pasted = r["pasted"].as_str().unwrap();
+    assert!(pasted.contains("\"laptop\" of admin") && pasted.contains("administrator") && pasted.contains("Result: accepted"), "{pasted}");
     let robot = r["robotText"].as_str().unwrap();
     assert!(robot.contains("identity provider github") && robot.contains("repository equals \"myorg/app\"") && robot.contains("team/*: pull, push"), "{robot}");
     assert_eq!(r["layers"], json!(1), "{r:#}");
