@@ -402,21 +402,16 @@ impl Core {
     /// else the public ones and those the caller (or a group of theirs) is a member of.
     pub async fn visible_projects(&self, who: &crate::auth::Principal) -> Result<Vec<VisibleProject>> {
         let projects = self.meta.list_projects().await?;
-        let mut roles: std::collections::BTreeMap<String, berth_access::Role> = Default::default();
+        let mut roles = ProjectRoles::new();
         if who.kind == berth_identity::PrincipalKind::User {
             if let Some(user) = self.meta.get_user(&who.subject).await? {
-                for m in self.meta.memberships(&crate::auth::member_keys(&user)).await? {
-                    if let Ok(r) = berth_access::Role::parse(&m.role) {
-                        let e = roles.entry(m.project).or_insert(r);
-                        *e = (*e).max(r);
-                    }
-                }
+                roles = self.project_roles(&user).await?;
             }
         }
         Ok(projects
             .into_iter()
             .filter(|p| who.permissions.admin || p.public || roles.contains_key(&p.name))
-            .map(|p| VisibleProject { role: roles.get(&p.name).copied(), name: p.name, public: p.public })
+            .map(|p| VisibleProject { role: roles.get(&p.name).map(|(r, _)| *r), name: p.name, public: p.public })
             .collect())
     }
 
@@ -524,13 +519,7 @@ impl Core {
         who.issuer = user.identity.as_ref().map(|i| i.issuer.clone());
         who.email = user.email.clone();
         who.groups = user.groups.clone();
-        let mut roles: std::collections::BTreeMap<String, (berth_access::Role, Vec<String>)> = Default::default();
-        for m in self.meta.memberships(&crate::auth::member_keys(&user)).await? {
-            let Ok(role) = berth_access::Role::parse(&m.role) else { continue };
-            let e = roles.entry(m.project.clone()).or_insert((role, vec![]));
-            e.0 = e.0.max(role);
-            e.1.push(m.member.clone());
-        }
+        let roles = self.project_roles(&user).await?;
         who.roles = roles.into_iter().map(|(project, (role, via))| ProjectRole { project, role: role.as_str().to_owned(), via }).collect();
         if let Some(id) = p.origin.as_ref().and_then(|o| o.token.as_deref()) {
             who.token = self.meta.get_token(id).await?.map(|t| token_view(&t));
@@ -952,6 +941,24 @@ pub fn person_origin(person: &Person, token: Option<&str>) -> berth_identity::To
     berth_identity::TokenOrigin { idp: person.provider.clone(), robots: vec![], sub: Some(person.subject.clone()), jti: None, claims, token: token.map(str::to_owned) }
 }
 
+/// A user's role in each project (the highest of their own and their groups' memberships),
+/// with the member entries that give it, by project.
+pub(crate) type ProjectRoles = std::collections::BTreeMap<String, (berth_access::Role, Vec<String>)>;
+
+impl Core {
+    /// [`ProjectRoles`] of a user: one store query for the user's and their groups' keys.
+    pub(crate) async fn project_roles(&self, user: &UserRecord) -> Result<ProjectRoles> {
+        let mut roles = ProjectRoles::new();
+        for m in self.meta.memberships(&crate::auth::member_keys(user)).await? {
+            let Ok(role) = berth_access::Role::parse(&m.role) else { continue };
+            let e = roles.entry(m.project).or_insert((role, vec![]));
+            e.0 = e.0.max(role);
+            e.1.push(m.member);
+        }
+        Ok(roles)
+    }
+}
+
 /// `berth token explain` for people's credentials.
 impl Core {
     /// Explains a Berth token or an ID token of a login provider: whose it is, whether it is
@@ -1030,13 +1037,7 @@ impl Core {
             ex.step("roles", true, format!("{} is an administrator: everything everywhere", user.name));
             return Some(ex.finish());
         }
-        let mut roles: std::collections::BTreeMap<String, (berth_access::Role, Vec<String>)> = Default::default();
-        for m in self.meta.memberships(&crate::auth::member_keys(&user)).await.unwrap_or_default() {
-            let Ok(role) = berth_access::Role::parse(&m.role) else { continue };
-            let e = roles.entry(m.project.clone()).or_insert((role, vec![]));
-            e.0 = e.0.max(role);
-            e.1.push(m.member.clone());
-        }
+        let roles = self.project_roles(&user).await.unwrap_or_default();
         let detail = if roles.is_empty() {
             format!("{} is a member of no project: public projects only", user.name)
         } else {
@@ -1069,14 +1070,7 @@ impl Core {
         let Some(user) = self.meta.get_user(&who.subject).await? else {
             return Err(Error::Unauthenticated("the user no longer exists".into()));
         };
-        let role = self
-            .meta
-            .memberships(&crate::auth::member_keys(&user))
-            .await?
-            .into_iter()
-            .filter(|m| m.project == project)
-            .filter_map(|m| berth_access::Role::parse(&m.role).ok())
-            .max();
+        let role = self.project_roles(&user).await?.get(project).map(|(r, _)| *r);
         if role.is_some_and(|r| r.allows(what)) {
             return Ok(());
         }
@@ -1096,14 +1090,8 @@ impl Core {
             return Ok(Some(vec![]));
         }
         let Some(user) = self.meta.get_user(&who.subject).await? else { return Ok(Some(vec![])) };
-        let mut best: std::collections::BTreeMap<String, berth_access::Role> = Default::default();
-        for m in self.meta.memberships(&crate::auth::member_keys(&user)).await? {
-            if let Ok(r) = berth_access::Role::parse(&m.role) {
-                let e = best.entry(m.project).or_insert(r);
-                *e = (*e).max(r);
-            }
-        }
-        Ok(Some(best.into_iter().filter(|(_, r)| r.allows(what)).map(|(p, _)| p).collect()))
+        let roles = self.project_roles(&user).await?;
+        Ok(Some(roles.into_iter().filter(|(_, (r, _))| r.allows(what)).map(|(p, _)| p).collect()))
     }
 }
 

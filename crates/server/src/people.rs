@@ -154,16 +154,21 @@ async fn oidc_callback(State(s): State<Arc<AppState>>, connect: Option<axum::Ext
     }
 }
 
-/// The session cookie's value, if the request has one.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name`, if the request has one.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_value(headers, SESSION_COOKIE)
 }
 
 /// `POST /auth/logout`: ends the browser session here (every replica) and, when the identity

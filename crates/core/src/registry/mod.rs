@@ -91,8 +91,7 @@ impl Core {
         }
         let project = repo.as_str().split('/').next().unwrap_or_default();
         let user = self.meta.get_user(&caller.subject).await.ok()??;
-        let memberships = self.meta.memberships(&crate::auth::member_keys(&user)).await.ok()?;
-        let role = memberships.iter().filter(|m| m.project == project).filter_map(|m| berth_access::Role::parse(&m.role).ok()).max();
+        let role = self.project_roles(&user).await.ok()?.get(project).map(|(r, _)| *r);
         if role.is_some_and(|r| r.actions().contains(action)) {
             // The role allows it: the credential used is narrower than the person.
             return caller.origin.as_ref().and_then(|o| o.token.as_deref()).map(|id| {

@@ -30,7 +30,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
-use crate::people::{session_cookie, SESSION_COOKIE};
+use crate::people::{cookie_value, session_cookie, SESSION_COOKIE};
 use crate::AppState;
 
 /// The largest form body a page accepts.
@@ -159,16 +159,6 @@ fn random_csrf() -> String {
     berth_identity::federation::login::random_text(16)
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
 
 fn secure_flag(state: &AppState) -> &'static str {
     if state.config.tls || state.config.external_url.as_deref().is_some_and(|u| u.starts_with("https://")) {
@@ -557,6 +547,15 @@ fn rule_line(line: &str) -> Result<berth_claims::RuleSpec, String> {
     }
 }
 
+/// The robot form's rule and permission lines (blank lines skipped), or the first bad line's
+/// reason.
+fn robot_lines(rules: Option<&str>, permissions: Option<&str>) -> Result<(Vec<berth_claims::RuleSpec>, Vec<berth_access::PermissionSpec>), String> {
+    let lines = |t: Option<&str>| t.unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+    let rules = lines(rules).iter().map(|l| rule_line(l)).collect::<Result<Vec<_>, _>>()?;
+    let permissions = lines(permissions).iter().map(|l| berth_access::PermissionSpec::parse_short(l)).collect::<Result<Vec<_>, _>>()?;
+    Ok((rules, permissions))
+}
+
 /// A rule in plain words, or why it does not compile.
 fn describe_rule(spec: &berth_claims::RuleSpec) -> Result<String, String> {
     berth_claims::Rule::compile(spec).map(|r| r.describe()).map_err(|e| e.to_string())
@@ -676,12 +675,9 @@ async fn create_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Pat
     if let Err(e) = s.core.require_in_project(&v.principal, &name, berth_access::Capability::ManageRobots).await {
         return denied(&v, &e.to_string());
     }
-    let lines = |t: &Option<String>| t.as_deref().unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-    let rules: Result<Vec<_>, String> = lines(&f.rules).iter().map(|l| rule_line(l)).collect();
-    let permissions: Result<Vec<_>, String> = lines(&f.permissions).iter().map(|l| berth_access::PermissionSpec::parse_short(l)).collect();
-    let (rules, permissions) = match (rules, permissions) {
-        (Ok(r), Ok(p)) => (r, p),
-        (Err(e), _) | (_, Err(e)) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
+    let (rules, permissions) = match robot_lines(f.rules.as_deref(), f.permissions.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
     };
     let spec = berth_core::admin::types::RobotSpec {
         name: f.name,
@@ -731,12 +727,9 @@ async fn edit_robot(State(s): State<Arc<AppState>>, SignedIn(v): SignedIn, Path(
         Ok(_) => return denied(&v, &format!("robot {} is not a robot of project {name}", f.robot)),
         Err(e) => return error_page(&e),
     };
-    let lines = |t: &Option<String>| t.as_deref().unwrap_or("").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();
-    let rules: Result<Vec<_>, String> = lines(&f.rules).iter().map(|l| rule_line(l)).collect();
-    let permissions: Result<Vec<_>, String> = lines(&f.permissions).iter().map(|l| berth_access::PermissionSpec::parse_short(l)).collect();
-    let (rules, permissions) = match (rules, permissions) {
-        (Ok(r), Ok(p)) => (r, p),
-        (Err(e), _) | (_, Err(e)) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
+    let (rules, permissions) = match robot_lines(f.rules.as_deref(), f.permissions.as_deref()) {
+        Ok(parsed) => parsed,
+        Err(e) => return robots_page(&s, &v, &name, Some(html! { p.error { (e) } })).await,
     };
     let spec = berth_core::admin::types::RobotSpec {
         name: robot.name.clone(),
